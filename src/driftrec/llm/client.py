@@ -1,0 +1,368 @@
+"""An async client for any OpenAI-compatible server (vLLM's is the contract).
+
+Three kinds of call, each what one part of driftrec needs:
+- ``chat``: plain completion (explanations, chat replies), also streamed;
+- ``structured``: the reply is constrained to a pydantic model's JSON schema and validated into it
+  (summaries, profile updates, listwise rankings, agent plans);
+- ``label_logprobs``: one forward pass, the next-token log-probabilities of a fixed set of labels
+  (verbalizer ranking).
+
+Every call has a time-out, bounded retries with exponential backoff on connection errors and 5xx, a
+concurrency limit, typed errors, and usage accounting; every prompt and response can be appended to a
+JSONL log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import openai
+from openai import AsyncOpenAI
+from pydantic import BaseModel, ValidationError
+
+from driftrec.llm.errors import InvalidLLMOutput, LLMRequestError, LLMTimeout, LLMUnavailable
+
+T = TypeVar("T", bound=BaseModel)
+R = TypeVar("R")
+Message = dict[str, str]
+
+
+@dataclass
+class Usage:
+    """Token and time accounting; one per call, and running totals per client."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    retries: int = 0
+    failures: int = 0
+    seconds: float = 0.0
+
+    def add(self, other: Usage) -> None:
+        for name in ("calls", "prompt_tokens", "completion_tokens", "retries", "failures", "seconds"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            k: getattr(self, k)
+            for k in ("calls", "prompt_tokens", "completion_tokens", "retries", "failures", "seconds")
+        }
+
+
+@dataclass
+class ChatResult:
+    text: str
+    finish_reason: str | None
+    usage: Usage
+
+
+@dataclass
+class StructuredResult(Generic[T]):
+    value: T
+    raw: str
+    usage: Usage
+
+
+@dataclass
+class LabelScores:
+    """Log-probability of each label as the next token; labels the server did not return get -inf."""
+
+    logprobs: dict[str, float]
+    chosen: str
+    usage: Usage
+    missing: list[str] = field(default_factory=list)
+
+    def ranked(self) -> list[str]:
+        return sorted(self.logprobs, key=lambda label: self.logprobs[label], reverse=True)
+
+
+class JsonlLog:
+    """Appends one JSON object per LLM call; writes happen in a thread so the loop never blocks."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = asyncio.Lock()
+
+    async def write(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
+
+        def append() -> None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(line)
+
+        async with self._lock:
+            await asyncio.to_thread(append)
+
+
+def schema_format(model: type[BaseModel]) -> dict[str, Any]:
+    """The ``response_format`` that makes vLLM constrain decoding to ``model``'s JSON schema."""
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": model.__name__, "schema": model.model_json_schema(), "strict": True},
+    }
+
+
+class LLMClient:
+    """One endpoint, one served model. Safe to share between many concurrent tasks."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str = "EMPTY",
+        timeout_s: float = 120.0,
+        max_retries: int = 3,
+        backoff_s: float = 0.5,
+        max_concurrency: int = 8,
+        temperature: float = 0.0,
+        seed: int | None = 0,
+        log_path: Path | None = None,
+        vllm_extensions: bool = True,
+    ):
+        self.base_url = base_url
+        self.model = model
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.temperature = temperature
+        self.seed = seed
+        self.vllm_extensions = vllm_extensions
+        self.usage = Usage()
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._log = JsonlLog(log_path) if log_path else None
+        # Retries are ours (to classify and count them); the SDK's own are off.
+        self._openai = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout_s)
+
+    async def aclose(self) -> None:
+        await self._openai.close()
+
+    async def __aenter__(self) -> LLMClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- the three calls -------------------------------------------------------------------------
+
+    async def chat(
+        self,
+        messages: list[Message],
+        *,
+        max_tokens: int = 256,
+        temperature: float | None = None,
+        timeout_s: float | None = None,
+        stop: list[str] | None = None,
+    ) -> ChatResult:
+        params = self._params(max_tokens, temperature) | ({"stop": stop} if stop else {})
+        response, usage = await self._create("chat", messages, params, timeout_s)
+        choice = response.choices[0]
+        return ChatResult(choice.message.content or "", choice.finish_reason, usage)
+
+    async def structured(
+        self,
+        messages: list[Message],
+        schema: type[T],
+        *,
+        max_tokens: int = 512,
+        temperature: float | None = None,
+        timeout_s: float | None = None,
+    ) -> StructuredResult[T]:
+        """A reply constrained to ``schema`` and validated into it.
+
+        Raises InvalidLLMOutput when the reply was cut off by max_tokens, is not JSON, or does not
+        validate: a constrained decoder can still be truncated, and non-vLLM servers may ignore the
+        constraint.
+        """
+        params = self._params(max_tokens, temperature) | {"response_format": schema_format(schema)}
+        response, usage = await self._create("structured", messages, params, timeout_s)
+        choice = response.choices[0]
+        raw = choice.message.content or ""
+        if choice.finish_reason == "length":
+            raise InvalidLLMOutput(
+                f"{schema.__name__}: reply truncated at max_tokens={max_tokens}",
+                raw=raw,
+                finish_reason="length",
+            )
+        try:
+            value = schema.model_validate_json(raw)
+        except ValidationError as exc:
+            kind = "is not JSON" if any(e["type"] == "json_invalid" for e in exc.errors()) else "does not validate"
+            raise InvalidLLMOutput(
+                f"{schema.__name__}: reply {kind}: {exc.errors()[0]['msg']}",
+                raw=raw,
+                finish_reason=choice.finish_reason,
+            ) from exc
+        return StructuredResult(value, raw, usage)
+
+    async def label_logprobs(
+        self,
+        messages: list[Message],
+        labels: list[str],
+        *,
+        timeout_s: float | None = None,
+    ) -> LabelScores:
+        """Score every label as the next token, in one forward pass.
+
+        On vLLM the single generated token is constrained to the labels (``structured_outputs.choice``),
+        and the returned log-probabilities are renormalized over exactly those labels, so every label
+        comes back. Other servers get a plain top-logprobs request; labels outside the top 20 are -inf.
+        """
+        if not labels or len(set(labels)) != len(labels):
+            raise ValueError("labels must be non-empty and distinct")
+        params = self._params(1, 0.0) | {"logprobs": True, "top_logprobs": min(len(labels), 20)}
+        if self.vllm_extensions:
+            params["extra_body"] = {"structured_outputs": {"choice": labels}}
+        response, usage = await self._create("label_logprobs", messages, params, timeout_s)
+        choice = response.choices[0]
+        content = choice.logprobs.content if choice.logprobs else None
+        if not content:
+            raise InvalidLLMOutput("label_logprobs: the server returned no logprobs", raw=choice.message.content)
+        top = {entry.token.strip(): entry.logprob for entry in content[0].top_logprobs}
+        scores = {label: top.get(label, -math.inf) for label in labels}
+        missing = [label for label, value in scores.items() if value == -math.inf]
+        if len(missing) == len(labels):
+            raise InvalidLLMOutput(
+                "label_logprobs: none of the labels is among the returned tokens", raw=choice.message.content
+            )
+        chosen = (choice.message.content or "").strip()
+        return LabelScores(scores, chosen if chosen in scores else max(scores, key=scores.__getitem__), usage, missing)
+
+    async def stream_chat(
+        self,
+        messages: list[Message],
+        *,
+        max_tokens: int = 256,
+        temperature: float | None = None,
+    ) -> AsyncIterator[str]:
+        """Yield the reply's text as it is generated."""
+        params = self._params(max_tokens, temperature) | {
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        started = time.perf_counter()
+        usage = Usage(calls=1)
+        pieces: list[str] = []
+        async with self._semaphore:
+            try:
+                stream = await self._openai.chat.completions.create(model=self.model, messages=messages, **params)
+                async for chunk in stream:
+                    if chunk.usage:
+                        usage.prompt_tokens = chunk.usage.prompt_tokens
+                        usage.completion_tokens = chunk.usage.completion_tokens
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        pieces.append(chunk.choices[0].delta.content)
+                        yield chunk.choices[0].delta.content
+            except openai.APIError as exc:
+                usage.failures = 1
+                raise _classify(exc, self.timeout_s) from exc
+            finally:
+                usage.seconds = time.perf_counter() - started
+                self.usage.add(usage)
+                await self._write_log("stream_chat", messages, params, "".join(pieces), usage, None)
+
+    async def list_models(self) -> list[dict[str, Any]]:
+        """The served models as the server describes them (vLLM includes ``max_model_len``)."""
+        page = await self._retrying(lambda: self._openai.models.list(), self.timeout_s, Usage())
+        return [m.model_dump() for m in page.data]
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    def _params(self, max_tokens: int, temperature: float | None) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "max_tokens": max_tokens,
+            "temperature": self.temperature if temperature is None else temperature,
+        }
+        if self.seed is not None:
+            params["seed"] = self.seed
+        return params
+
+    async def _create(
+        self, kind: str, messages: list[Message], params: dict[str, Any], timeout_s: float | None
+    ) -> tuple[Any, Usage]:
+        usage = Usage(calls=1)
+        started = time.perf_counter()
+        response = error = None
+        try:
+            async with self._semaphore:
+                response = await self._retrying(
+                    lambda: self._openai.chat.completions.create(model=self.model, messages=messages, **params),
+                    timeout_s or self.timeout_s,
+                    usage,
+                )
+            if response.usage:
+                usage.prompt_tokens = response.usage.prompt_tokens
+                usage.completion_tokens = response.usage.completion_tokens or 0
+            if not response.choices:
+                raise InvalidLLMOutput(f"{kind}: the server returned no choices")
+            return response, usage
+        except Exception as exc:
+            usage.failures = 1
+            error = exc
+            raise
+        finally:
+            usage.seconds = time.perf_counter() - started
+            self.usage.add(usage)
+            text = response.choices[0].message.content if response is not None and response.choices else None
+            await self._write_log(kind, messages, params, text, usage, error)
+
+    async def _retrying(self, call: Callable[[], Awaitable[R]], timeout_s: float, usage: Usage) -> R:
+        attempt = 0
+        while True:
+            try:
+                return await asyncio.wait_for(call(), timeout_s)
+            except (TimeoutError, openai.APITimeoutError) as exc:
+                raise LLMTimeout(f"no reply from {self.base_url} within {timeout_s:.1f}s") from exc
+            except openai.APIError as exc:
+                error = _classify(exc, timeout_s)
+                if not isinstance(error, LLMUnavailable) or attempt >= self.max_retries:
+                    raise error from exc
+            attempt += 1
+            usage.retries += 1
+            await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1) * (0.5 + random.random()))
+
+    async def _write_log(
+        self,
+        kind: str,
+        messages: list[Message],
+        params: dict[str, Any],
+        text: str | None,
+        usage: Usage,
+        error: BaseException | None,
+    ) -> None:
+        if self._log is None:
+            return
+        await self._log.write(
+            {
+                "time": time.time(),
+                "kind": kind,
+                "model": self.model,
+                "messages": messages,
+                "params": {k: v for k, v in params.items() if k != "extra_body"} | params.get("extra_body", {}),
+                "response": text,
+                "usage": usage.as_dict(),
+                "error": f"{type(error).__name__}: {error}" if error else None,
+            }
+        )
+
+
+def _classify(exc: openai.APIError, timeout_s: float) -> Exception:
+    """Map the SDK's exceptions onto ours."""
+    if isinstance(exc, openai.APITimeoutError):
+        return LLMTimeout(f"no reply within {timeout_s:.1f}s")
+    if isinstance(exc, openai.APIConnectionError):
+        return LLMUnavailable(f"cannot reach the LLM server: {exc}")
+    if isinstance(exc, openai.APIStatusError):
+        if exc.status_code >= 500:
+            return LLMUnavailable(f"LLM server error {exc.status_code}: {exc.message}")
+        return LLMRequestError(f"LLM server refused the request ({exc.status_code}): {exc.message}")
+    return LLMUnavailable(str(exc))

@@ -1,0 +1,135 @@
+"""``connect(settings)``: the one way the rest of driftrec gets an LLM.
+
+With no endpoint configured it prepares the packaged model, starts the embedded vLLM, warms it up
+(one structured request and one logprobs request: the first of each compiles grammars and samplers,
+which otherwise lands on a user's first call), and stops it on exit. With an endpoint configured it
+only connects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from driftrec.config import Settings
+from driftrec.llm.checkpoint import aprepare_model, packaged_gguf
+from driftrec.llm.client import LLMClient
+from driftrec.llm.errors import LLMError
+from driftrec.llm.runtime import VLLMServer
+from driftrec.llm.tokens import TokenCounter, encoding_from_gguf, encoding_from_tokenizer_json
+
+DEFAULT_CONTEXT_WINDOW = 4096
+ESTIMATE_MARGIN = 1.25  # counts with a vocabulary that is not the served model's are inflated by this
+
+
+@dataclass
+class LLM:
+    """A connected LLM: the client, a token counter for its vocabulary, its context window."""
+
+    client: LLMClient
+    tokens: TokenCounter
+    context_window: int
+    server: VLLMServer | None = None
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        if self.server is not None:
+            await self.server.stop()
+
+
+class _WarmUp(BaseModel):
+    answer: Literal["yes", "no"]
+    words: list[str] = Field(max_length=2)
+
+
+async def warm_up(client: LLMClient) -> None:
+    messages = [{"role": "user", "content": "Is the sky blue? Answer as JSON."}]
+    await client.structured(messages, _WarmUp, max_tokens=32)
+    await client.label_logprobs([{"role": "user", "content": "Pick A or B."}], ["A", "B"])
+
+
+async def _context_window(client: LLMClient, settings: Settings) -> int:
+    if settings.llm_context_window:
+        return settings.llm_context_window
+    with contextlib.suppress(LLMError):
+        for model in await client.list_models():
+            if model.get("id") == client.model and model.get("max_model_len"):
+                return int(model["max_model_len"])
+    return DEFAULT_CONTEXT_WINDOW
+
+
+def _client(settings: Settings, base_url: str, model: str) -> LLMClient:
+    return LLMClient(
+        base_url,
+        model,
+        api_key=settings.llm_api_key.get_secret_value(),
+        timeout_s=settings.llm_timeout_s,
+        max_retries=settings.llm_max_retries,
+        backoff_s=settings.llm_backoff_s,
+        max_concurrency=settings.llm_max_concurrency,
+        temperature=settings.llm_temperature,
+        seed=settings.llm_seed,
+        log_path=settings.llm_log_path,
+    )
+
+
+async def open_llm(settings: Settings, *, warm: bool = True) -> LLM:
+    """Connect (starting the embedded server if needed); the caller must ``await llm.aclose()``."""
+    if settings.embedded:
+        prepared = await aprepare_model(settings)
+        server = VLLMServer(
+            prepared.checkpoint_dir,
+            served_name=settings.model_served_name,
+            log_path=settings.cache_dir / "logs" / "vllm.log",
+            port=settings.vllm_port,
+            dtype=settings.vllm_dtype,
+            max_model_len=settings.vllm_max_model_len,
+            kvcache_gb=settings.vllm_kvcache_gb,
+            extra_args=settings.vllm_extra_args,
+            python=str(settings.vllm_python) if settings.vllm_python else None,
+            startup_timeout_s=settings.vllm_startup_timeout_s,
+        )
+        await server.start()
+        client = _client(settings, server.base_url, settings.model_served_name)
+        try:
+            if warm:
+                await warm_up(client)
+            tokens = await asyncio.to_thread(prepared.token_counter)
+        except BaseException:
+            await client.aclose()
+            await server.stop()
+            raise
+        window = settings.llm_context_window or settings.vllm_max_model_len
+        return LLM(client, tokens, window, server)
+
+    assert settings.llm_base_url is not None
+    model = settings.llm_model
+    probe = _client(settings, settings.llm_base_url, model or "?")
+    if model is None:
+        models = await probe.list_models()
+        if not models:
+            raise LLMError(f"{settings.llm_base_url} serves no model; set DRIFTREC_LLM_MODEL")
+        model = str(models[0]["id"])
+        probe.model = model
+    return LLM(probe, await asyncio.to_thread(remote_token_counter, settings), await _context_window(probe, settings))
+
+
+def remote_token_counter(settings: Settings) -> TokenCounter:
+    """Exact counts from the remote model's tokenizer.json if given, else the embedded vocabulary + margin."""
+    if settings.llm_tokenizer_path:
+        return TokenCounter(encoding_from_tokenizer_json(settings.llm_tokenizer_path))
+    return TokenCounter(encoding_from_gguf(packaged_gguf(settings)), margin=ESTIMATE_MARGIN)
+
+
+@contextlib.asynccontextmanager
+async def connect(settings: Settings, *, warm: bool = True) -> AsyncIterator[LLM]:
+    llm = await open_llm(settings, warm=warm)
+    try:
+        yield llm
+    finally:
+        await llm.aclose()

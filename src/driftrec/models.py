@@ -1,0 +1,147 @@
+"""The shared vocabulary: pydantic models every module speaks.
+
+Nothing here imports other driftrec modules; every other module may import this one. Models are
+frozen where they describe facts (an item, an event) and validated strictly, so bad input fails at the
+edge with an error naming the field instead of deep inside ranking.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+ItemId = Annotated[str, Field(min_length=1, max_length=256)]
+UserId = Annotated[str, Field(min_length=1, max_length=256)]
+Weight = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Item(_Frozen):
+    """One thing that can be recommended (a movie, for MovieLens)."""
+
+    id: ItemId
+    title: str = Field(min_length=1)
+    text: str = ""
+    year: int | None = Field(default=None, ge=1800, le=2200)
+    genres: tuple[str, ...] = ()
+    metadata: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    def document(self) -> str:
+        """The readable text that is embedded and shown to the LLM."""
+        head = self.title if self.year is None or str(self.year) in self.title else f"{self.title} ({self.year})"
+        parts = [head]
+        if self.genres:
+            parts.append("Genres: " + ", ".join(self.genres))
+        if self.text:
+            parts.append(self.text)
+        return ". ".join(parts)
+
+
+class Action(StrEnum):
+    VIEW = "view"
+    CLICK = "click"
+    RATE = "rate"
+    PURCHASE = "purchase"
+    LIKE = "like"
+    DISLIKE = "dislike"
+    SKIP = "skip"
+
+
+class Interaction(_Frozen):
+    """One event: a user did something with an item at a time."""
+
+    user: UserId
+    item: ItemId
+    action: Action = Action.VIEW
+    timestamp: datetime
+    rating: float | None = Field(default=None, ge=0.0, le=10.0)
+    text: str | None = Field(default=None, max_length=4000)
+    session_id: str | None = None
+    event_id: str | None = Field(default=None, min_length=1, max_length=128)
+
+    @field_validator("timestamp")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class Session(BaseModel):
+    """A run of interactions with no gap longer than the session timeout: the short-term context."""
+
+    user: UserId
+    session_id: str
+    started_at: datetime
+    ended_at: datetime
+    interactions: list[Interaction] = Field(default_factory=list)
+    closed: bool = False
+
+
+class ItemEvidence(BaseModel):
+    item: ItemId
+    why: str = Field(default="", max_length=300)
+
+
+class SessionSummary(BaseModel):
+    """What the LLM made of one session."""
+
+    user: UserId
+    session_id: str
+    themes: list[str] = Field(default_factory=list, max_length=8)
+    liked: list[ItemEvidence] = Field(default_factory=list)
+    disliked: list[ItemEvidence] = Field(default_factory=list)
+    intent: str = Field(default="", max_length=500)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Interest(BaseModel):
+    name: str = Field(min_length=1, max_length=80)
+    weight: Weight
+    evidence: list[ItemId] = Field(default_factory=list)
+    first_seen: datetime
+    last_seen: datetime
+
+
+class InterestProfile(BaseModel):
+    """A user's long-term interests; every update is a new version, older ones stay readable."""
+
+    user: UserId
+    version: int = Field(default=0, ge=0)
+    interests: list[Interest] = Field(default_factory=list)
+    dislikes: list[Interest] = Field(default_factory=list)
+    summary: str = Field(default="", max_length=2000)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Provenance(BaseModel):
+    """Which candidate source proposed an item, and with what score and rank."""
+
+    source: str
+    score: float
+    rank: int = Field(ge=1)
+
+
+class Candidate(BaseModel):
+    item: Item
+    score: float
+    provenance: list[Provenance] = Field(default_factory=list)
+
+
+class Recommendation(BaseModel):
+    item: Item
+    rank: int = Field(ge=1)
+    score: float
+    reason: str | None = None
+    matched_interests: list[str] = Field(default_factory=list)
+    provenance: list[Provenance] = Field(default_factory=list)
+    degraded: bool = False
+    extra: dict[str, Any] = Field(default_factory=dict)

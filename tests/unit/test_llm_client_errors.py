@@ -1,0 +1,145 @@
+"""The client's error paths, driven by a fake OpenAI-compatible server.
+
+Every failure the real server can produce maps onto one typed error, retries are bounded, and the
+client never hangs past its time-out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Literal
+
+import pytest
+from pydantic import BaseModel, Field
+
+from driftrec.llm import InvalidLLMOutput, LLMClient, LLMRequestError, LLMTimeout, LLMUnavailable
+from tests.fake_openai import Behaviour, FakeOpenAI, completion, serve_fake
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+class Verdict(BaseModel):
+    label: Literal["yes", "no"]
+    reasons: list[str] = Field(max_length=2)
+
+
+def client_for(fake: FakeOpenAI, **kwargs) -> LLMClient:
+    options = {"timeout_s": 2.0, "max_retries": 2, "backoff_s": 0.01} | kwargs
+    return LLMClient(fake.base_url, "fake", **options)
+
+
+async def test_valid_structured_reply_is_parsed_and_counted() -> None:
+    fake = FakeOpenAI().then(Behaviour(body=completion('{"label": "yes", "reasons": ["a"]}')))
+    async with serve_fake(fake), client_for(fake) as client:
+        result = await client.structured(MESSAGES, Verdict)
+    assert result.value == Verdict(label="yes", reasons=["a"])
+    sent = fake.requests[0]["response_format"]
+    assert sent["type"] == "json_schema"
+    assert sent["json_schema"]["schema"]["properties"]["label"]["enum"] == ["yes", "no"]
+    assert client.usage.calls == 1 and client.usage.prompt_tokens == 11 and client.usage.completion_tokens == 7
+
+
+async def test_malformed_json_raises_invalid_output_with_the_raw_text() -> None:
+    fake = FakeOpenAI().then(Behaviour(body=completion('{"label": "yes", "reas')))
+    async with serve_fake(fake), client_for(fake) as client:
+        with pytest.raises(InvalidLLMOutput, match="not JSON") as caught:
+            await client.structured(MESSAGES, Verdict)
+    assert caught.value.raw == '{"label": "yes", "reas'
+
+
+async def test_schema_violation_raises_invalid_output() -> None:
+    fake = FakeOpenAI().then(Behaviour(body=completion('{"label": "maybe", "reasons": []}')))
+    async with serve_fake(fake), client_for(fake) as client:
+        with pytest.raises(InvalidLLMOutput, match="does not validate"):
+            await client.structured(MESSAGES, Verdict)
+
+
+async def test_truncated_output_raises_even_if_it_parses() -> None:
+    fake = FakeOpenAI().then(Behaviour(body=completion('{"label": "no", "reasons": []}', finish_reason="length")))
+    async with serve_fake(fake), client_for(fake) as client:
+        with pytest.raises(InvalidLLMOutput, match="truncated") as caught:
+            await client.structured(MESSAGES, Verdict, max_tokens=5)
+    assert caught.value.finish_reason == "length"
+
+
+async def test_5xx_is_retried_then_succeeds() -> None:
+    fake = FakeOpenAI().then(Behaviour(status=500), Behaviour(status=503), Behaviour(body=completion("hello")))
+    async with serve_fake(fake), client_for(fake) as client:
+        result = await client.chat(MESSAGES)
+    assert result.text == "hello"
+    assert len(fake.requests) == 3
+    assert client.usage.retries == 2 and client.usage.failures == 0
+
+
+async def test_persistent_5xx_gives_up_after_the_retry_budget() -> None:
+    fake = FakeOpenAI(default=Behaviour(status=500))
+    async with serve_fake(fake), client_for(fake, max_retries=2) as client:
+        with pytest.raises(LLMUnavailable, match="500"):
+            await client.chat(MESSAGES)
+    assert len(fake.requests) == 3  # the first try and two retries, no more
+    assert client.usage.failures == 1
+
+
+async def test_4xx_is_not_retried() -> None:
+    fake = FakeOpenAI(default=Behaviour(status=400, body={"error": {"message": "prompt too long"}}))
+    async with serve_fake(fake), client_for(fake) as client:
+        with pytest.raises(LLMRequestError, match="400"):
+            await client.chat(MESSAGES)
+    assert len(fake.requests) == 1
+
+
+async def test_a_hung_server_times_out_on_time() -> None:
+    fake = FakeOpenAI(default=Behaviour(body=completion("late"), delay_s=30))
+    async with serve_fake(fake), client_for(fake, timeout_s=0.5) as client:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(LLMTimeout):
+            await client.chat(MESSAGES)
+        assert asyncio.get_running_loop().time() - started < 5
+
+
+async def test_unreachable_server_is_unavailable() -> None:
+    client = LLMClient("http://127.0.0.1:9/v1", "fake", timeout_s=2, max_retries=1, backoff_s=0.01)
+    with pytest.raises(LLMUnavailable, match="cannot reach"):
+        await client.chat(MESSAGES)
+    assert client.usage.retries == 1
+    await client.aclose()
+
+
+async def test_concurrency_limit_is_respected() -> None:
+    fake = FakeOpenAI(default=Behaviour(body=completion("ok"), delay_s=0.2))
+    async with serve_fake(fake), client_for(fake, max_concurrency=3) as client:
+        await asyncio.gather(*(client.chat(MESSAGES) for _ in range(9)))
+    assert fake.peak_in_flight == 3
+    assert client.usage.calls == 9
+
+
+async def test_label_logprobs_reads_every_label_and_marks_missing_ones() -> None:
+    fake = FakeOpenAI().then(Behaviour(body=completion("B", logprobs=[("B", -0.1), ("A", -2.5), ("x", -3.0)])))
+    async with serve_fake(fake), client_for(fake) as client:
+        scores = await client.label_logprobs(MESSAGES, ["A", "B", "C"])
+    assert scores.ranked()[:2] == ["B", "A"]
+    assert scores.missing == ["C"]
+    assert fake.requests[0]["structured_outputs"] == {"choice": ["A", "B", "C"]}
+    assert fake.requests[0]["max_tokens"] == 1
+
+
+async def test_label_logprobs_without_logprobs_is_invalid_output() -> None:
+    fake = FakeOpenAI().then(Behaviour(body=completion("A", logprobs=[])))
+    async with serve_fake(fake), client_for(fake) as client:
+        with pytest.raises(InvalidLLMOutput, match="no logprobs"):
+            await client.label_logprobs(MESSAGES, ["A", "B"])
+
+
+async def test_every_call_is_logged_when_asked(tmp_path: Path) -> None:
+    log = tmp_path / "calls.jsonl"
+    fake = FakeOpenAI().then(Behaviour(body=completion("first")), Behaviour(status=400))
+    async with serve_fake(fake), client_for(fake, log_path=log) as client:
+        await client.chat(MESSAGES)
+        with pytest.raises(LLMRequestError):
+            await client.chat([{"role": "user", "content": "second"}])
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["response"] for r in records] == ["first", None]
+    assert records[0]["messages"] == MESSAGES
+    assert records[1]["error"].startswith("LLMRequestError")
