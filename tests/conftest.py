@@ -7,7 +7,7 @@ machine is the point of the cache). Everything stateful goes to a per-session te
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -47,3 +47,27 @@ def no_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
             monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """A real `chroma run` server on 127.0.0.1 for the session, stopped at the end."""
+    from driftrec.llm.runtime import free_port
+    from driftrec.retrieval.chroma_server import chroma_server as run_chroma
+
+    port = free_port()
+    with run_chroma(tmp_path_factory.mktemp("chroma-server"), port):
+        yield "127.0.0.1", port
+
+
+@pytest.fixture(scope="session", params=["embedded", "http"])
+def chroma_settings(
+    request: pytest.FixtureRequest, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
+    """The same settings against embedded Chroma and against the `chroma run` server."""
+    if request.param == "embedded":
+        return settings.model_copy(
+            update={"chroma_mode": "embedded", "chroma_path": tmp_path_factory.mktemp("chroma-embedded")}
+        )
+    host, port = request.getfixturevalue("chroma_server")
+    return settings.model_copy(update={"chroma_mode": "http", "chroma_host": host, "chroma_port": port})

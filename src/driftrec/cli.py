@@ -21,6 +21,8 @@ from driftrec.prompts import render
 app = typer.Typer(help="driftrec: an LLM-native recommender on vLLM and ChromaDB.", no_args_is_help=True)
 llm_app = typer.Typer(help="The LLM: prepare the embedded model, ask it something.", no_args_is_help=True)
 app.add_typer(llm_app, name="llm")
+eval_app = typer.Typer(help="Offline evaluation on real data.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
 console = Console()
 err = Console(stderr=True)
 
@@ -140,9 +142,98 @@ def llm_ask(
         raise typer.Exit(1) from None
 
 
+@app.command()
+def ingest(
+    source: Annotated[
+        str, typer.Argument(help="movielens-100k, a GroupLens ml-100k folder, or a .jsonl/.csv catalog.")
+    ],
+    lenient: Annotated[bool, typer.Option(help="Skip and count bad rows instead of stopping at the first.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
+) -> None:
+    """Embed a catalog into the Chroma items collection (idempotent: re-ingesting never duplicates)."""
+    from pathlib import Path
+
+    from driftrec.data import DatasetError, load_catalog, load_grouplens_100k, load_movielens_100k
+    from driftrec.retrieval import ItemIndex, chroma_client, make_embedder
+    from driftrec.retrieval.store import collection_name
+
+    settings = _settings()
+    try:
+        if source == "movielens-100k":
+            items = list(load_movielens_100k(settings.cache_dir, lenient=lenient).items.values())
+        elif Path(source).is_dir():
+            items = list(load_grouplens_100k(Path(source), lenient=lenient).items.values())
+        else:
+            items, report = load_catalog(Path(source), lenient=lenient)
+            if report.skipped:
+                err.print(f"skipped {report.skipped} bad rows; first: {report.errors[0]}")
+    except (DatasetError, OSError) as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+
+    async def run() -> tuple[int, int, float]:
+        embedder = make_embedder(settings.embedding_backend, settings.embedding_model, settings.embedding_base_url)
+        index = ItemIndex(chroma_client(settings), embedder, collection_name(settings, "items", embedder))
+        started = time.perf_counter()
+        written = await index.upsert(items)
+        return written, await index.count(), time.perf_counter() - started
+
+    with console.status(f"Embedding and writing {len(items)} items…"):
+        written, total, seconds = asyncio.run(run())
+    if as_json:
+        print(json.dumps({"written": written, "collection_size": total, "seconds": round(seconds, 2)}))
+    else:
+        console.print(f"wrote {written} items in {seconds:.1f}s; the collection holds {total}")
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    users: Annotated[int | None, typer.Option(help="Evaluate only the first N users (default: all).")] = None,
+    embedding: Annotated[str | None, typer.Option(help="Embedding backend (default: the configured one).")] = None,
+    out: Annotated[str, typer.Option(help="Folder for retrieval.json and retrieval.md.")] = "runs/retrieval",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
+) -> None:
+    """Hit rate of the held-out item in the candidate sets (MovieLens-100K, leave-one-out by time)."""
+    from pathlib import Path
+
+    from rich.progress import Progress
+
+    from driftrec.data import load_movielens_100k
+    from driftrec.eval.retrieval_study import run_retrieval_study, write_study
+
+    settings = _settings()
+    dataset = load_movielens_100k(settings.cache_dir)
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("users", total=None)
+        study = asyncio.run(
+            run_retrieval_study(
+                settings,
+                dataset,
+                users=users,
+                backend=embedding,
+                alphas=(0.0, 0.25, 0.75, 1.0),
+                progress=lambda done, total: progress.update(task, completed=done, total=total),
+            )
+        )
+    path = write_study(study, Path(out))
+    if as_json:
+        print(json.dumps(study.as_dict()))
+        return
+    console.print(f"{study.users} users, embedder {study.embedder}, {study.seconds:.0f}s; written to {path}")
+    console.print(study.markdown())
+    console.print(f"fusion weights tuned on validation: {study.settings['tuned_weights']}")
+
+
 @app.command("config")
-def show_config() -> None:
+def show_config(
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print the table of all settings instead.")] = False,
+) -> None:
     """Print the effective settings (secrets hidden)."""
+    if markdown:
+        from driftrec.config import settings_table
+
+        print(settings_table())
+        return
     settings = _settings()
     print(json.dumps(json.loads(settings.model_dump_json()), indent=2))
 

