@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from driftrec.config import ConfigError, Settings, load_settings
-from driftrec.llm import LLM, LLMError, connect
+from driftrec.llm import LLM, LLMError, connect, open_llm
 from driftrec.models import Item
 from driftrec.prompts import render
 
@@ -66,22 +66,26 @@ SAMPLE_ITEMS = [
 ]
 
 
+DEMO_USERS = ("1", "13", "405")
+
+
 @app.command()
-def demo() -> None:
-    """The main job on the embedded default: start the model, run structured requests, print a table."""
+def demo(
+    users: Annotated[int, typer.Option(help="Users in the closing evaluation.")] = 200,
+) -> None:
+    """The main job on the embedded default: LLM round trip, MovieLens ingestion, recommendations, evaluation."""
     settings = _settings()
 
     async def run() -> None:
-        with console.status("Preparing the model and starting vLLM (first run converts the checkpoint)…"):
+        with console.status("Preparing the model and starting vLLM (the first run converts the checkpoint)…"):
             started = time.perf_counter()
-            llm_cm = connect(settings)
-            llm = await llm_cm.__aenter__()
+            llm = await open_llm(settings)
         try:
             console.print(
                 f"LLM ready at {llm.client.base_url} ({llm.client.model}) in {time.perf_counter() - started:.1f}s"
             )
             rows = await tag_items(llm, SAMPLE_ITEMS)
-            table = Table(title="Structured-output round trip (schema-constrained, pydantic-validated)")
+            table = Table(title="1. Structured-output round trip (schema-constrained, pydantic-validated)")
             for column in ("item", "mood", "audience", "one line", "s"):
                 table.add_column(column)
             for item, facets, seconds in rows:
@@ -90,11 +94,53 @@ def demo() -> None:
                 else:
                     table.add_row(item.title, "[red]error[/red]", "", facets, f"{seconds:.2f}")
             console.print(table)
-            console.print(f"usage: {llm.client.usage.as_dict()}")
+            console.print(f"LLM usage: {llm.client.usage.as_dict()}")
         finally:
-            await llm_cm.__aexit__(None, None, None)
+            await llm.aclose()
+        await demo_retrieval(settings, users)
 
     asyncio.run(run())
+
+
+async def demo_retrieval(settings: Settings, users: int) -> None:
+    from driftrec.data import load_movielens_100k
+    from driftrec.eval.protocols import leave_one_out, training_log
+    from driftrec.eval.retrieval_study import ingest
+    from driftrec.eval.runner import run_offline
+    from driftrec.retrieval import CandidateGenerator, RetrievalRequest
+
+    dataset = load_movielens_100k(settings.cache_dir)
+    with console.status("Embedding MovieLens-100K into Chroma (first run only, ~40 s)…"):
+        index = await ingest(settings, dataset)
+    splits = leave_one_out(dataset)
+    log = training_log(splits, "test")
+    sequences: dict[str, list] = {}
+    for event in log:
+        sequences.setdefault(event.user, []).append(event)
+    generator = await asyncio.to_thread(
+        CandidateGenerator.build, settings, index, dataset.items, log, list(sequences.values())
+    )
+    for user in DEMO_USERS:
+        split = splits[user]
+        history = split.seen_before("test")
+        request = RetrievalRequest(user=user, history=history, now=split.test.timestamp)
+        candidates = await generator.generate(request, 10)
+        recent = ", ".join(dataset.items[e.item].title for e in history[-4:])
+        table = Table(title=f"2. User {user}: recent {recent}", title_justify="left")
+        for column in ("#", "recommended", "genres", "from"):
+            table.add_column(column)
+        for rank, candidate in enumerate(candidates, start=1):
+            sources = ", ".join(f"{p.source} #{p.rank}" for p in candidate.provenance)
+            hit = " [green](held-out next item)[/green]" if candidate.item.id == split.test.item else ""
+            table.add_row(str(rank), candidate.item.title + hit, ", ".join(candidate.item.genres), sources)
+        console.print(table)
+    with console.status(f"3. Evaluating on {users} users (leave-one-out by time)…"):
+        report = await run_offline(
+            settings, dataset, ["most-popular", "item-knn", "bpr", "driftrec-retrieval"], stage="test", users=users
+        )
+    console.print(f"3. Evaluation, first {users} MovieLens users, full ranking (ranx; 95% bootstrap intervals):")
+    console.print(report.markdown())
+    console.print("The full tables (all 943 users, SASRec, retrieval study) are in docs/results.md.")
 
 
 @llm_app.command("prepare")
@@ -222,6 +268,51 @@ def eval_retrieval(
     console.print(f"{study.users} users, embedder {study.embedder}, {study.seconds:.0f}s; written to {path}")
     console.print(study.markdown())
     console.print(f"fusion weights tuned on validation: {study.settings['tuned_weights']}")
+
+
+ALL_SYSTEMS = "random,most-popular,item-knn,bpr,sasrec,driftrec-retrieval"
+
+
+@eval_app.command("offline")
+def eval_offline(
+    systems: Annotated[
+        str, typer.Option(help="Comma-separated: random, most-popular, item-knn, bpr, sasrec, driftrec-retrieval.")
+    ] = "random,most-popular,item-knn,bpr,sasrec,driftrec-retrieval",
+    stage: Annotated[str, typer.Option(help="valid or test.")] = "test",
+    users: Annotated[int | None, typer.Option(help="Evaluate only the first N users (default: all).")] = None,
+    out: Annotated[str, typer.Option(help="Folder for offline.json and offline.md.")] = "runs/offline",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
+) -> None:
+    """Baselines vs driftrec on MovieLens-100K (leave-one-out by time, full ranking), ranx metrics."""
+    from pathlib import Path
+
+    from driftrec.data import load_movielens_100k
+    from driftrec.eval.runner import run_offline, write_report
+
+    if stage not in ("valid", "test"):
+        err.print("--stage must be valid or test")
+        raise typer.Exit(2)
+    settings = _settings()
+    dataset = load_movielens_100k(settings.cache_dir)
+    with console.status("evaluating…") as status:
+        report = asyncio.run(
+            run_offline(
+                settings,
+                dataset,
+                [s.strip() for s in systems.split(",") if s.strip()],
+                stage=stage,
+                users=users,
+                progress=lambda name: status.update(f"fitting and ranking: {name}"),
+            )
+        )
+    path = write_report(report, Path(out))
+    if as_json:
+        print(json.dumps(report.as_dict()))
+        return
+    console.print(f"{report.users} users, stage {stage}, {report.seconds:.0f}s; written to {path}")
+    console.print(report.markdown())
+    if report.significance:
+        console.print(f"significance: {report.significance}")
 
 
 @app.command("config")
