@@ -114,12 +114,7 @@ async def demo_retrieval(settings: Settings, users: int) -> None:
         index = await ingest(settings, dataset)
     splits = leave_one_out(dataset)
     log = training_log(splits, "test")
-    sequences: dict[str, list] = {}
-    for event in log:
-        sequences.setdefault(event.user, []).append(event)
-    generator = await asyncio.to_thread(
-        CandidateGenerator.build, settings, index, dataset.items, log, list(sequences.values())
-    )
+    generator = await asyncio.to_thread(CandidateGenerator.build, settings, index, dataset.items, log)
     for user in DEMO_USERS:
         split = splits[user]
         history = split.seen_before("test")

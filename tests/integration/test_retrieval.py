@@ -56,10 +56,7 @@ async def index(chroma_settings: Settings, subset: Dataset) -> ItemIndex:
 @pytest.fixture(scope="module")
 def generator(chroma_settings: Settings, index: ItemIndex, subset: Dataset) -> CandidateGenerator:
     log = training_log(leave_one_out(subset), "test")
-    sequences: dict[str, list] = {}
-    for event in log:
-        sequences.setdefault(event.user, []).append(event)
-    return CandidateGenerator.build(chroma_settings, index, subset.items, log, list(sequences.values()))
+    return CandidateGenerator.build(chroma_settings, index, subset.items, log)
 
 
 def request_for(subset: Dataset, user: str, **kwargs) -> RetrievalRequest:

@@ -13,8 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from driftrec.data.dataset import DatasetError, LoadReport
 from driftrec.models import Item
 
@@ -72,13 +70,8 @@ def load_catalog(
         report.rows += 1
         try:
             item = _item(record, text_fields)
-        except (ValueError, ValidationError) as exc:
-            detail = exc.errors()[0] if isinstance(exc, ValidationError) else None
-            message = f"{'.'.join(map(str, detail['loc']))}: {detail['msg']}" if detail else str(exc)
-            error = DatasetError(path, number, message)
-            if not lenient:
-                raise error from None
-            report.skip(error)
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError too
+            report.bad_row(path, number, exc, lenient=lenient)
             continue
         items[item.id] = item
     return list(items.values()), report

@@ -6,6 +6,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from driftrec.models import Interaction, Item, User
 
 
@@ -31,6 +33,15 @@ class LoadReport:
         self.skipped += 1
         if len(self.errors) < 20:
             self.errors.append(str(error))
+
+    def bad_row(self, path: Path | str, line: int, exc: ValueError, *, lenient: bool) -> None:
+        """Raise the row's error naming file, line and field; or, when lenient, count it and go on."""
+        detail = exc.errors()[0] if isinstance(exc, ValidationError) else None
+        message = f"{'.'.join(map(str, detail['loc']))}: {detail['msg']}" if detail else str(exc)
+        error = DatasetError(path, line, message)
+        if not lenient:
+            raise error from None
+        self.skip(error)
 
 
 @dataclass

@@ -15,10 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import ValidationError
-
 from driftrec.assets import extract_member, fetch_wheel
-from driftrec.data.dataset import Dataset, DatasetError, LoadReport
+from driftrec.data.dataset import Dataset, LoadReport
 from driftrec.models import Action, Interaction, Item, User
 
 T = TypeVar("T")
@@ -77,13 +75,8 @@ def _parse(
             if len(row) < width:
                 raise ValueError(f"expected {width} fields, found {len(row)}")
             yield build(row)
-        except (ValueError, ValidationError) as exc:
-            detail = exc.errors()[0] if isinstance(exc, ValidationError) else None
-            message = f"{'.'.join(map(str, detail['loc']))}: {detail['msg']}" if detail else str(exc)
-            error = DatasetError(path, number, message)
-            if not lenient:
-                raise error from None
-            report.skip(error)
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError too
+            report.bad_row(path, number, exc, lenient=lenient)
 
 
 # The files' own placeholders for a missing year (RecBole's file spells one 'unkonwn').

@@ -124,12 +124,7 @@ async def _stage_lists(
 ) -> tuple[dict[str, dict[str, list[str]]], CandidateGenerator]:
     """Every user's per-source top-POOL for one stage, with sources fitted on that stage's training log."""
     log = training_log(splits, stage)
-    sequences: dict[str, list] = {}
-    for event in log:
-        sequences.setdefault(event.user, []).append(event)
-    generator = await asyncio.to_thread(
-        CandidateGenerator.build, settings, index, dataset.items, log, list(sequences.values())
-    )
+    generator = await asyncio.to_thread(CandidateGenerator.build, settings, index, dataset.items, log)
     semaphore = asyncio.Semaphore(8)
     out: dict[str, dict[str, list[str]]] = {}
 

@@ -101,12 +101,7 @@ async def _driftrec_retrieval(
     """driftrec with no LLM: the fused candidate list, in fusion order."""
     started = time.perf_counter()
     index = await ingest(settings, dataset)
-    sequences: dict[str, list] = {}
-    for event in log:
-        sequences.setdefault(event.user, []).append(event)
-    generator = await asyncio.to_thread(
-        CandidateGenerator.build, settings, index, dataset.items, log, list(sequences.values())
-    )
+    generator = await asyncio.to_thread(CandidateGenerator.build, settings, index, dataset.items, log)
     fit_seconds = time.perf_counter() - started
     semaphore = asyncio.Semaphore(8)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 
 from driftrec.config import Settings
 from driftrec.models import Candidate, Interaction, Item, Provenance
@@ -47,9 +47,13 @@ class CandidateGenerator:
         index: ItemIndex,
         catalog: Mapping[str, Item],
         interactions: Iterable[Interaction],
-        sequences: Iterable[Sequence[Interaction]],
     ) -> CandidateGenerator:
         """Fit the co-occurrence and popularity indexes on an interaction log (blocking: ~1 s per 100k)."""
+        interactions = list(interactions)
+        by_user: dict[str, list[Interaction]] = {}
+        for event in sorted(interactions, key=lambda e: e.timestamp):  # stable: ties keep log order
+            by_user.setdefault(event.user, []).append(event)
+        sequences = list(by_user.values())
         cooc = CoOccurrenceIndex(
             window=settings.retrieval_cooc_window,
             recent=settings.retrieval_cooc_recent,
