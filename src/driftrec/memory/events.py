@@ -1,0 +1,150 @@
+"""The durable event log: SQLite in WAL mode, append-only, idempotent by event id.
+
+SQLite (not Chroma) is the source of truth for what happened. ``synchronous=FULL`` means an
+acknowledged ``append`` survives a crash or power loss; ``INSERT OR IGNORE`` on the event id means
+replays and client retries never double-count. Events without an id get a deterministic one (a hash
+of their content), so the same event sent twice is still one event. All database work runs in a
+worker thread; the event loop never waits on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+import threading
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from driftrec.models import Action, Interaction
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id   TEXT NOT NULL UNIQUE,
+    user       TEXT NOT NULL,
+    item       TEXT NOT NULL,
+    action     TEXT NOT NULL,
+    ts         REAL NOT NULL,
+    rating     REAL,
+    text       TEXT,
+    session_id TEXT
+);
+CREATE INDEX IF NOT EXISTS events_user_ts ON events (user, ts, seq);
+"""
+
+
+def event_id(event: Interaction) -> str:
+    """The event's own id, or a content hash: the same event always gets the same id."""
+    if event.event_id:
+        return event.event_id
+    key = "\x1f".join(
+        str(v)
+        for v in (
+            event.user,
+            event.item,
+            event.action.value,
+            event.timestamp.isoformat(),
+            event.rating,
+            event.text,
+            event.session_id,
+        )
+    )
+    return "h:" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+class EventStore:
+    """Append-only interaction log for every user."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._connect() as conn:
+            conn.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=True)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    # -- blocking core (runs in worker threads) ---------------------------------------------------
+
+    def append_blocking(self, events: Iterable[Interaction]) -> int:
+        """Write events in one transaction; returns how many were new."""
+        rows = [
+            (event_id(e), e.user, e.item, e.action.value, e.timestamp.timestamp(), e.rating, e.text, e.session_id)
+            for e in events
+        ]
+        conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO events (event_id, user, item, action, ts, rating, text, session_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            added = conn.total_changes - before
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return added
+
+    def history_blocking(
+        self, user: str, *, since: datetime | None = None, limit: int | None = None
+    ) -> list[Interaction]:
+        query = "SELECT event_id, user, item, action, ts, rating, text, session_id FROM events WHERE user = ?"
+        params: list[object] = [user]
+        if since is not None:
+            query += " AND ts >= ?"
+            params.append(since.timestamp())
+        query += " ORDER BY ts, seq"
+        rows = self._connect().execute(query, params).fetchall()
+        if limit is not None:
+            rows = rows[-limit:]
+        return [
+            Interaction(
+                event_id=r[0],
+                user=r[1],
+                item=r[2],
+                action=Action(r[3]),
+                timestamp=datetime.fromtimestamp(r[4], UTC),
+                rating=r[5],
+                text=r[6],
+                session_id=r[7],
+            )
+            for r in rows
+        ]
+
+    def delete_user_blocking(self, user: str) -> int:
+        conn = self._connect()
+        return conn.execute("DELETE FROM events WHERE user = ?", (user,)).rowcount
+
+    def count_blocking(self, user: str | None = None) -> int:
+        if user is None:
+            return self._connect().execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        return self._connect().execute("SELECT COUNT(*) FROM events WHERE user = ?", (user,)).fetchone()[0]
+
+    # -- async API --------------------------------------------------------------------------------
+
+    async def append(self, events: Iterable[Interaction]) -> int:
+        """Durably record events (validated Interaction models); returns how many were new."""
+        return await asyncio.to_thread(self.append_blocking, list(events))
+
+    async def history(self, user: str, *, since: datetime | None = None, limit: int | None = None) -> list[Interaction]:
+        """The user's events, oldest first (ties: arrival order)."""
+        return await asyncio.to_thread(self.history_blocking, user, since=since, limit=limit)
+
+    async def delete_user(self, user: str) -> int:
+        return await asyncio.to_thread(self.delete_user_blocking, user)
+
+    async def count(self, user: str | None = None) -> int:
+        return await asyncio.to_thread(self.count_blocking, user)

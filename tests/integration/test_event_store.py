@@ -1,0 +1,117 @@
+"""The event log keeps everything it acknowledged, exactly once, whatever happens to the writer."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from driftrec.memory import EventStore, event_id, open_session, sessionize
+from driftrec.models import Action, Interaction
+
+T0 = datetime(2026, 3, 1, 20, 0, tzinfo=UTC)
+
+
+def ev(user: str, item: str, minutes: float, **kwargs) -> Interaction:
+    return Interaction(user=user, item=item, timestamp=T0 + timedelta(minutes=minutes), **kwargs)
+
+
+async def test_replays_and_retries_never_double_count(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "events.db")
+    batch = [ev("u", "1", 0), ev("u", "2", 5, action=Action.LIKE), ev("u", "3", 9, event_id="client-42")]
+    assert await store.append(batch) == 3
+    assert await store.append(batch) == 0  # the same events again, ids derived from content
+    assert await store.append([ev("u", "99", 50, event_id="client-42")]) == 0  # same explicit id
+    history = await store.history("u")
+    assert [e.item for e in history] == ["1", "2", "3"]
+    assert history[1].action is Action.LIKE and history[2].event_id == "client-42"
+    assert event_id(batch[0]) == event_id(ev("u", "1", 0))
+
+
+def test_bad_events_are_rejected_naming_the_field() -> None:
+    with pytest.raises(ValidationError, match="action"):
+        Interaction(user="u", item="1", action="teleport", timestamp=T0)
+    with pytest.raises(ValidationError, match="rating"):
+        Interaction(user="u", item="1", rating=-1, timestamp=T0)
+    with pytest.raises(ValidationError, match="user"):
+        Interaction(user="", item="1", timestamp=T0)
+
+
+async def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
+    """Forty tasks here and two other processes write at once; every distinct event lands exactly once."""
+    path = tmp_path / "events.db"
+    store = EventStore(path)
+    writer = textwrap.dedent(f"""
+        import asyncio, sys
+        from datetime import UTC, datetime, timedelta
+        from pathlib import Path
+        from driftrec.memory import EventStore
+        from driftrec.models import Interaction
+        store = EventStore(Path({str(path)!r}))
+        tag = sys.argv[1]
+        async def main():
+            for i in range(100):
+                await store.append([Interaction(user=f"p{{tag}}", item=str(i), event_id=f"{{tag}}-{{i}}",
+                    timestamp=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=i))])
+        asyncio.run(main())
+    """)
+    others = [subprocess.Popen([sys.executable, "-c", writer, tag]) for tag in ("a", "b")]  # noqa: ASYNC220
+
+    async def task(n: int) -> None:
+        for i in range(10):
+            await store.append([ev(f"t{n % 4}", f"{n}-{i}", i)])
+
+    await asyncio.gather(*(task(n) for n in range(40)))
+    assert [await asyncio.to_thread(p.wait, 120) for p in others] == [0, 0]
+    assert await store.count() == 40 * 10 + 2 * 100
+    assert await store.count("pa") == 100
+
+
+def test_an_acknowledged_event_survives_a_killed_writer(tmp_path: Path) -> None:
+    """The writer prints each id after append() returns; SIGKILL it mid-stream; every printed id is on disk."""
+    path = tmp_path / "events.db"
+    writer = textwrap.dedent(f"""
+        import sys
+        from datetime import UTC, datetime, timedelta
+        from pathlib import Path
+        from driftrec.memory import EventStore
+        from driftrec.models import Interaction
+        store = EventStore(Path({str(path)!r}))
+        for i in range(100000):
+            store.append_blocking([Interaction(user="k", item=str(i % 50), event_id=f"k-{{i}}",
+                timestamp=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=i))])
+            print(f"k-{{i}}", flush=True)
+    """)
+    process = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    acknowledged = [process.stdout.readline().strip() for _ in range(200)]
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    stored = {e.event_id for e in EventStore(path).history_blocking("k")}
+    assert set(acknowledged) <= stored
+
+
+def test_sessions_split_on_the_gap_and_on_explicit_ids() -> None:
+    events = [
+        ev("u", "1", 0),
+        ev("u", "2", 10),
+        ev("u", "3", 35),
+        ev("u", "4", 80),
+        ev("u", "5", 85),
+        ev("u", "6", 90, session_id="chat-1"),
+        ev("u", "7", 91, session_id="chat-1"),
+    ]
+    sessions = sessionize(events, timedelta(minutes=30))
+    assert [[e.item for e in s.interactions] for s in sessions] == [["1", "2", "3"], ["4", "5"], ["6", "7"]]
+    assert [s.closed for s in sessions] == [True, True, False]
+    assert sessions[2].session_id == "chat-1"
+    assert open_session(events, timedelta(minutes=30), T0 + timedelta(minutes=100)).session_id == "chat-1"
+    assert open_session(events, timedelta(minutes=30), T0 + timedelta(minutes=200)) is None
