@@ -149,6 +149,25 @@ class Settings(BaseSettings):
         default=1.0, ge=0, description="Vector-source weight when the request carries free text (chat)."
     )
 
+    # -- memory
+    memory_session_gap_minutes: float = Field(
+        default=30.0, gt=0, description="A gap longer than this between two events starts a new session."
+    )
+    memory_alpha: float = Field(
+        default=0.5, gt=0, le=1, description="Profile blend: w' = (1 - alpha) * w + alpha * w_new."
+    )
+    memory_half_life_days: float = Field(
+        default=30.0, gt=0, description="Interests with no new evidence lose half their weight in this time."
+    )
+    memory_max_interests: int = Field(default=12, ge=1, le=100, description="Interests kept in a profile.")
+    memory_min_weight: float = Field(default=0.05, ge=0, lt=1, description="Interests below this weight are dropped.")
+    memory_vocabulary: Literal["genres", "free"] = Field(
+        default="genres",
+        description="genres: interest and theme names come from the catalog's genres (stable for small models); "
+        "free: the LLM names them.",
+    )
+    memory_max_session_items: int = Field(default=30, ge=1, description="Latest items of a session shown to the LLM.")
+
     @field_validator("llm_base_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:

@@ -11,28 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import sqlite3
-import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from driftrec.memory.db import Database
 from driftrec.models import Action, Interaction
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id   TEXT NOT NULL UNIQUE,
-    user       TEXT NOT NULL,
-    item       TEXT NOT NULL,
-    action     TEXT NOT NULL,
-    ts         REAL NOT NULL,
-    rating     REAL,
-    text       TEXT,
-    session_id TEXT
-);
-CREATE INDEX IF NOT EXISTS events_user_ts ON events (user, ts, seq);
-"""
 
 
 def event_id(event: Interaction) -> str:
@@ -57,22 +41,8 @@ def event_id(event: Interaction) -> str:
 class EventStore:
     """Append-only interaction log for every user."""
 
-    def __init__(self, path: Path):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        with self._connect() as conn:
-            conn.executescript(SCHEMA)
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=True)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            self._local.conn = conn
-        return conn
+    def __init__(self, db: Database | Path):
+        self.db = db if isinstance(db, Database) else Database(db)
 
     # -- blocking core (runs in worker threads) ---------------------------------------------------
 
@@ -82,21 +52,14 @@ class EventStore:
             (event_id(e), e.user, e.item, e.action.value, e.timestamp.timestamp(), e.rating, e.text, e.session_id)
             for e in events
         ]
-        conn = self._connect()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self.db.transaction() as conn:
             before = conn.total_changes
             conn.executemany(
                 "INSERT OR IGNORE INTO events (event_id, user, item, action, ts, rating, text, session_id) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-            added = conn.total_changes - before
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return added
+            return conn.total_changes - before
 
     def history_blocking(
         self, user: str, *, since: datetime | None = None, limit: int | None = None
@@ -107,7 +70,7 @@ class EventStore:
             query += " AND ts >= ?"
             params.append(since.timestamp())
         query += " ORDER BY ts, seq"
-        rows = self._connect().execute(query, params).fetchall()
+        rows = self.db.connection().execute(query, params).fetchall()
         if limit is not None:
             rows = rows[-limit:]
         return [
@@ -125,13 +88,13 @@ class EventStore:
         ]
 
     def delete_user_blocking(self, user: str) -> int:
-        conn = self._connect()
+        conn = self.db.connection()
         return conn.execute("DELETE FROM events WHERE user = ?", (user,)).rowcount
 
     def count_blocking(self, user: str | None = None) -> int:
         if user is None:
-            return self._connect().execute("SELECT COUNT(*) FROM events").fetchone()[0]
-        return self._connect().execute("SELECT COUNT(*) FROM events WHERE user = ?", (user,)).fetchone()[0]
+            return self.db.connection().execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        return self.db.connection().execute("SELECT COUNT(*) FROM events WHERE user = ?", (user,)).fetchone()[0]
 
     # -- async API --------------------------------------------------------------------------------
 

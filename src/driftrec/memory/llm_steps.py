@@ -1,0 +1,142 @@
+"""The two LLM steps of memory: summarize a session, propose a profile update.
+
+Both replies are constrained by a JSON schema built for the call: item references are an enum of the
+session's labels (the model cannot name an item that is not there), and names of themes and interests
+are an enum of the catalog's vocabulary when one is configured (MovieLens genres by default), so a
+small model's output stays comparable from version to version. The reply is validated with pydantic
+and turned into driftrec's models here; what happens to the profile is decided by drift.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, create_model
+
+from driftrec.llm import LLM
+from driftrec.memory.drift import ProfileProposal, ProposedInterest
+from driftrec.memory.profiles import profile_document, summary_document
+from driftrec.models import Action, Interaction, InterestProfile, Item, ItemEvidence, Session, SessionSummary
+from driftrec.prompts import render
+
+LIKED = {Action.LIKE, Action.PURCHASE}
+DISLIKED = {Action.DISLIKE, Action.SKIP}
+
+
+def signal(event: Interaction) -> str:
+    if event.rating is not None:
+        return f"rated {event.rating:g}/5"
+    return event.action.value + (f": {event.text}" if event.text else "")
+
+
+def _names(vocabulary: Sequence[str] | None) -> Any:
+    return Literal[tuple(vocabulary)] if vocabulary else str  # type: ignore[valid-type]
+
+
+def summary_schema(labels: Sequence[str], vocabulary: Sequence[str] | None) -> type[BaseModel]:
+    label = Literal[tuple(labels)]  # type: ignore[valid-type]
+    theme = _names(vocabulary)
+    return create_model(
+        "SessionSummaryDraft",
+        themes=(list[theme], Field(max_length=4)),  # type: ignore[valid-type]
+        liked=(list[label], Field(max_length=10)),  # type: ignore[valid-type]
+        disliked=(list[label], Field(max_length=10)),  # type: ignore[valid-type]
+        intent=(str, Field(max_length=120)),
+    )
+
+
+def proposal_schema(vocabulary: Sequence[str] | None) -> type[BaseModel]:
+    name = _names(vocabulary)
+    entry = create_model("InterestDraft", name=(name, ...), strength=(Literal[1, 2, 3, 4, 5], ...))
+    return create_model(
+        "ProfileDraft",
+        interests=(list[entry], Field(max_length=8)),  # type: ignore[valid-type]
+        dislikes=(list[entry], Field(max_length=4)),  # type: ignore[valid-type]
+        summary=(str, Field(max_length=160)),
+    )
+
+
+async def summarize_session(
+    llm: LLM,
+    session: Session,
+    catalog: Mapping[str, Item],
+    profile: InterestProfile,
+    *,
+    vocabulary: Sequence[str] | None,
+    max_items: int = 30,
+    max_tokens: int = 256,
+) -> tuple[SessionSummary, str]:
+    """The LLM's summary of one session, and the prompt version that made it."""
+    events = [e for e in session.interactions if e.item in catalog][-max_items:]
+    rows = [
+        {
+            "label": str(n),
+            "title": catalog[e.item].title,
+            "genres": ", ".join(catalog[e.item].genres),
+            "signal": signal(e),
+        }
+        for n, e in enumerate(events, start=1)
+    ]
+    by_label = {row["label"]: e.item for row, e in zip(rows, events, strict=True)}
+    schema = summary_schema(list(by_label) or ["1"], vocabulary)
+    prompt = render(
+        "session_summary",
+        {"rows": rows, "profile_text": profile_document(profile) if profile.version else ""},
+        counter=llm.tokens,
+        budget=llm.context_window - max_tokens,
+    )
+    draft = (await llm.client.structured(prompt.messages, schema, max_tokens=max_tokens)).value
+    liked = list(dict.fromkeys(by_label[label] for label in draft.liked if label in by_label))
+    disliked = [
+        i for i in dict.fromkeys(by_label[label] for label in draft.disliked if label in by_label) if i not in liked
+    ]
+    summary = SessionSummary(
+        user=session.user,
+        session_id=session.session_id,
+        themes=list(dict.fromkeys(draft.themes))[:8],
+        liked=[ItemEvidence(item=i, why="liked in session") for i in liked],
+        disliked=[ItemEvidence(item=i, why="disliked in session") for i in disliked],
+        intent=draft.intent,
+        created_at=session.ended_at,
+    )
+    return summary, prompt.id
+
+
+async def propose_update(
+    llm: LLM,
+    profile: InterestProfile,
+    summaries: Sequence[SessionSummary],
+    catalog: Mapping[str, Item],
+    *,
+    vocabulary: Sequence[str] | None,
+    max_tokens: int = 384,
+) -> tuple[ProfileProposal, str]:
+    """The LLM's proposed interests and dislikes, with evidence linked from the summaries."""
+    titles = {i: item.title for i, item in catalog.items()}
+    prompt = render(
+        "profile_update",
+        {
+            "profile_text": profile_document(profile) if profile.version else "",
+            "sessions": [summary_document(s, titles) for s in summaries],
+        },
+        counter=llm.tokens,
+        budget=llm.context_window - max_tokens,
+    )
+    draft = (await llm.client.structured(prompt.messages, proposal_schema(vocabulary), max_tokens=max_tokens)).value
+    liked = [e.item for s in summaries for e in s.liked]
+    disliked = [e.item for s in summaries for e in s.disliked]
+
+    def evidence(name: str, items: list[str]) -> list[str]:
+        """Items from the sessions that carry this interest (by genre), newest last."""
+        return list(dict.fromkeys(i for i in items if i in catalog and name in catalog[i].genres))[-10:]
+
+    def merged(entries: Sequence[Any], items: list[str]) -> list[ProposedInterest]:
+        best: dict[str, int] = {}
+        for entry in entries:
+            best[entry.name] = max(best.get(entry.name, 0), int(entry.strength))
+        return [ProposedInterest(name=n, weight=s / 5, evidence=evidence(n, items)) for n, s in best.items()]
+
+    return ProfileProposal(
+        interests=merged(draft.interests, liked), dislikes=merged(draft.dislikes, disliked), summary=draft.summary
+    ), prompt.id
