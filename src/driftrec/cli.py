@@ -22,6 +22,8 @@ app = typer.Typer(help="driftrec: an LLM-native recommender on vLLM and ChromaDB
 llm_app = typer.Typer(help="The LLM: prepare the embedded model, ask it something.", no_args_is_help=True)
 app.add_typer(llm_app, name="llm")
 eval_app = typer.Typer(help="Offline evaluation on real data.", no_args_is_help=True)
+profile_app = typer.Typer(help="Long-term profiles: show, history, timeline.", no_args_is_help=True)
+app.add_typer(profile_app, name="profile")
 app.add_typer(eval_app, name="eval")
 console = Console()
 err = Console(stderr=True)
@@ -263,6 +265,103 @@ def eval_retrieval(
     console.print(f"{study.users} users, embedder {study.embedder}, {study.seconds:.0f}s; written to {path}")
     console.print(study.markdown())
     console.print(f"fusion weights tuned on validation: {study.settings['tuned_weights']}")
+
+
+def _versions_table(history: list, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("version", "updated", "interests (weight)", "dislikes", "summary"):
+        table.add_column(column)
+    for p in history:
+        interests = ", ".join(f"{i.name} {i.weight:.2f}" for i in sorted(p.interests, key=lambda i: -i.weight))
+        table.add_row(
+            str(p.version),
+            p.updated_at.strftime("%Y-%m-%d %H:%M"),
+            interests or "-",
+            ", ".join(d.name for d in p.dislikes) or "-",
+            p.summary[:60],
+        )
+    return table
+
+
+@profile_app.command("show")
+def profile_show(user: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The user's current long-term profile."""
+    from driftrec.memory.service import Memory
+
+    settings = _settings()
+    memory = Memory.open(settings, {}, None)
+    profile, _ = asyncio.run(memory.profile(user))
+    if as_json:
+        print(profile.model_dump_json())
+    else:
+        console.print(_versions_table([profile], f"profile of {user}"))
+
+
+@profile_app.command("history")
+def profile_history(user: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every version of the user's profile, oldest first."""
+    from driftrec.memory.service import Memory
+
+    settings = _settings()
+    history = asyncio.run(Memory.open(settings, {}, None).history(user))
+    if as_json:
+        print(json.dumps([p.model_dump(mode="json") for p in history]))
+    else:
+        console.print(_versions_table(history, f"profile history of {user}"))
+
+
+@profile_app.command("timeline")
+def profile_timeline(
+    user: Annotated[str, typer.Argument(help="A MovieLens-100K user id.")],
+    sessions: Annotated[int, typer.Option(help="Replay the user's last N sessions.")] = 8,
+    out: Annotated[str | None, typer.Option(help="PNG path (default runs/timeline-USER.png).")] = None,
+) -> None:
+    """Rebuild a MovieLens user's profile session by session with the LLM; plot and tabulate the drift."""
+    from pathlib import Path
+
+    from driftrec.data import load_movielens_100k
+    from driftrec.memory.replay import replay
+    from driftrec.memory.service import Memory
+    from driftrec.plots import profile_timeline as plot
+
+    settings = _settings()
+    dataset = load_movielens_100k(settings.cache_dir)
+    if user not in dataset.users:
+        err.print(f"[red]no MovieLens-100K user {user!r} (ids are 1 to 943)[/red]")
+        raise typer.Exit(2)
+
+    async def run() -> list:
+        with console.status("Starting the LLM…"):
+            llm = await open_llm(settings)
+        try:
+            memory = await asyncio.to_thread(Memory.open, settings, dataset.items, llm)
+            await memory.forget_user(user)  # a replay rebuilds this user's memory from scratch
+            with console.status("Replaying sessions…") as status:
+                results = await replay(
+                    memory,
+                    dataset.by_user()[user],
+                    max_sessions=sessions,
+                    progress=lambda n, total: status.update(f"session {n}/{total}"),
+                )
+            failed = [r.error for r in results if r.error]
+            if failed:
+                err.print(f"{len(failed)} update(s) failed and were left for retry: {failed[0]}")
+            console.print(f"LLM usage: {llm.client.usage.as_dict()}")
+            return await memory.history(user)
+        finally:
+            await llm.aclose()
+
+    history = asyncio.run(run())
+    if not history:
+        err.print("no profile version was written")
+        raise typer.Exit(1)
+    path = plot(
+        history,
+        Path(out or f"runs/timeline-{user}.png"),
+        f"User {user}: interests over {len(history)} sessions ({settings.model_served_name})",
+    )
+    console.print(_versions_table(history, f"profile versions of user {user}"))
+    console.print(f"plot: {path}")
 
 
 ALL_SYSTEMS = "random,most-popular,item-knn,bpr,sasrec,driftrec-retrieval"

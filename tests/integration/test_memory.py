@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -11,7 +12,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from driftrec.cli import app
 from driftrec.config import Settings
 from driftrec.data import Dataset, load_movielens_100k
 from driftrec.llm import LLM, LLMClient
@@ -20,6 +23,7 @@ from driftrec.memory.replay import replay
 from driftrec.memory.service import Memory
 from driftrec.memory.sessions import sessionize
 from driftrec.models import SessionSummary
+from driftrec.plots import profile_timeline as plot_timeline
 
 pytestmark = pytest.mark.vllm
 
@@ -71,6 +75,22 @@ async def test_replay_builds_valid_versioned_profiles(
     assert current.version == 3 and vector is not None and vector.shape == (384,)
     change = diff_profiles(history[0], history[2])
     assert change["from"] == 1 and change["to"] == 3
+
+    # episodic memory: past sessions come back by similarity, only this user's
+    recalled = await asyncio.to_thread(memory.summaries.recall_blocking, user, "movies the user liked", 2)
+    assert recalled and {sid for sid, _ in recalled} <= memory.summaries.summarized_blocking(user)
+
+    # the timeline: a PNG of weights over versions, and the CLI reads the same history back
+    png = plot_timeline(history, tmp_path / "timeline.png", f"user {user}")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    env = {
+        "DRIFTREC_DATA_DIR": str(tmp_path),
+        "DRIFTREC_CHROMA_PATH": str(tmp_path / "chroma"),
+        "DRIFTREC_CACHE_DIR": str(settings.cache_dir),
+    }
+    shown = await asyncio.to_thread(CliRunner().invoke, app, ["profile", "history", user, "--json"], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert [p["version"] for p in json.loads(shown.stdout)] == [1, 2, 3]
 
     restored = await memory.profiles.rollback(user, 1)
     assert restored.version == 4

@@ -10,8 +10,13 @@ from driftrec.memory.sessions import sessionize
 from driftrec.models import Interaction
 
 
-async def replay(memory: Memory, events: Sequence[Interaction], *, max_sessions: int | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> list[RefreshResult]:
+async def replay(
+    memory: Memory,
+    events: Sequence[Interaction],
+    *,
+    max_sessions: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[RefreshResult]:
     """Observe each session's events, then refresh the profile just after the session closed."""
     sessions = sessionize(sorted(events, key=lambda e: e.timestamp), memory.gap)
     if max_sessions is not None:
