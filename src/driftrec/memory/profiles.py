@@ -19,7 +19,8 @@ from chromadb.api import ClientAPI
 from driftrec import failpoints
 from driftrec.memory.db import Database
 from driftrec.models import InterestProfile, SessionSummary
-from driftrec.retrieval.embeddings import DriftrecEmbeddingFunction, Embedder
+from driftrec.retrieval.embeddings import Embedder
+from driftrec.retrieval.store import open_collection
 
 
 class StaleProfileError(RuntimeError):
@@ -54,11 +55,7 @@ class ProfileStore:
     def __init__(self, db: Database, client: ClientAPI, embedder: Embedder, collection: str):
         self.db = db
         self.embedder = embedder
-        self.collection = client.get_or_create_collection(
-            collection,
-            embedding_function=DriftrecEmbeddingFunction(embedder),  # type: ignore[arg-type]
-            configuration={"hnsw": {"space": "cosine"}},
-        )
+        self.collection = open_collection(client, collection, embedder)
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -175,11 +172,7 @@ class SummaryStore:
     def __init__(self, db: Database, client: ClientAPI, embedder: Embedder, collection: str):
         self.db = db
         self.embedder = embedder
-        self.collection = client.get_or_create_collection(
-            collection,
-            embedding_function=DriftrecEmbeddingFunction(embedder),  # type: ignore[arg-type]
-            configuration={"hnsw": {"space": "cosine"}},
-        )
+        self.collection = open_collection(client, collection, embedder)
 
     def save_blocking(self, summary: SessionSummary, ended_at: datetime, titles: dict[str, str]) -> None:
         document = summary_document(summary, titles)

@@ -15,6 +15,7 @@ from typing import Any
 import chromadb
 import numpy as np
 from chromadb.api import ClientAPI
+from chromadb.api.models.Collection import Collection
 from chromadb.config import Settings as ChromaSettings
 
 from driftrec.config import Settings
@@ -36,6 +37,15 @@ def collection_name(settings: Settings, kind: str, embedder: Embedder) -> str:
     """``<prefix><kind>-<embedder>``: a collection never mixes embedders (their vectors are incomparable)."""
     slug = re.sub(r"[^a-zA-Z0-9]+", "-", f"{kind}-{embedder.name}").strip("-").lower()
     return f"{settings.chroma_prefix}{slug}"[:63]
+
+
+def open_collection(client: ClientAPI, name: str, embedder: Embedder) -> Collection:
+    """A cosine-space collection whose embedding function is ours (never Chroma's downloading default)."""
+    return client.get_or_create_collection(
+        name,
+        embedding_function=DriftrecEmbeddingFunction(embedder),  # type: ignore[arg-type]
+        configuration={"hnsw": {"space": "cosine"}},
+    )
 
 
 def genre_key(genre: str) -> str:
@@ -80,11 +90,7 @@ class ItemIndex:
     def __init__(self, client: ClientAPI, embedder: Embedder, name: str = "items"):
         self.client = client
         self.embedder = embedder
-        self.collection = client.get_or_create_collection(
-            name,
-            embedding_function=DriftrecEmbeddingFunction(embedder),  # type: ignore[arg-type]
-            configuration={"hnsw": {"space": "cosine"}},
-        )
+        self.collection = open_collection(client, name, embedder)
         self._vectors: dict[str, np.ndarray] = {}
         self._write_lock = asyncio.Lock()
 
