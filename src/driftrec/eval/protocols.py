@@ -41,6 +41,12 @@ def leave_one_out(dataset: Dataset, *, min_history: int = 1) -> dict[str, UserSp
     return splits
 
 
+def first_users(splits: dict[str, UserSplit], n: int | None) -> list[str]:
+    """The first ``n`` users (all if None) in id order: numeric ids numerically, so runs are comparable."""
+    key = int if all(u.isdigit() for u in splits) else str
+    return sorted(splits, key=key)[:n]
+
+
 def training_log(splits: dict[str, UserSplit], stage: str) -> list[Interaction]:
     """Every interaction the system may learn from when predicting ``stage`` for every user.
 

@@ -12,13 +12,14 @@ import asyncio
 import json
 import platform
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from driftrec.config import Settings
 from driftrec.data.dataset import Dataset
-from driftrec.eval.protocols import leave_one_out, training_log
+from driftrec.eval.protocols import first_users, leave_one_out, training_log
 from driftrec.retrieval import CandidateGenerator, ItemIndex, RetrievalRequest, chroma_client, make_embedder
 from driftrec.retrieval.fusion import rrf
 from driftrec.retrieval.store import collection_name
@@ -69,10 +70,7 @@ async def ingest(settings: Settings, dataset: Dataset, backend: str | None = Non
         ItemIndex, client, embedder, collection_name(settings, f"items-{dataset.name}", embedder)
     )
     if await index.count() != len(dataset.items):
-        popularity: dict[str, int] = {}
-        for event in dataset.interactions:
-            popularity[event.item] = popularity.get(event.item, 0) + 1
-        await index.upsert(dataset.items.values(), popularity)
+        await index.upsert(dataset.items.values(), Counter(e.item for e in dataset.interactions))
     return index
 
 
@@ -156,7 +154,7 @@ async def run_retrieval_study(
     index = await ingest(settings, dataset, backend)
     ingest_seconds = time.perf_counter() - started
     splits = leave_one_out(dataset)
-    chosen = sorted(splits, key=int if all(u.isdigit() for u in splits) else str)[:users]
+    chosen = first_users(splits, users)
 
     valid_lists, _ = await _stage_lists(settings, dataset, index, splits, chosen, "valid", (), progress)
     grid = weight_grid(valid_lists, {u: splits[u].valid.item for u in chosen}, settings.retrieval_rrf_k)

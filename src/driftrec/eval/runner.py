@@ -12,6 +12,7 @@ import asyncio
 import json
 import platform
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from driftrec.eval.metrics import (
     popularity_bias,
     significance,
 )
-from driftrec.eval.protocols import leave_one_out, training_log
+from driftrec.eval.protocols import first_users, leave_one_out, training_log
 from driftrec.eval.retrieval_study import ingest
 from driftrec.retrieval import CandidateGenerator, RetrievalRequest
 
@@ -126,16 +127,14 @@ async def run_offline(
 ) -> Report:
     started = time.perf_counter()
     splits = leave_one_out(dataset)
-    chosen = sorted(splits, key=int if all(u.isdigit() for u in splits) else str)[:users]
+    chosen = first_users(splits, users)
     log = training_log(splits, stage)
     sequences: dict[str, list] = {}
     for event in log:
         sequences.setdefault(event.user, []).append(event)
     data = TrainData(list(dataset.items), sequences)
     targets = {u: splits[u].target(stage).item for u in chosen}
-    popularity: dict[str, int] = {}
-    for event in log:
-        popularity[event.item] = popularity.get(event.item, 0) + 1
+    popularity = Counter(e.item for e in log)
     genres = {i: item.genres for i, item in dataset.items.items()}
 
     report = Report(dataset.name, stage, len(chosen))
