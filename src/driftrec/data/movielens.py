@@ -114,6 +114,11 @@ def _rating_event(row: list[str], items: dict[str, Item]) -> Interaction:
     )
 
 
+def _user(row: list[str]) -> User:
+    """A user row; both layouts have id, age, gender, occupation first."""
+    return User(id=row[0], age=int(row[1]), gender=row[2], occupation=row[3])
+
+
 def load_movielens_100k(cache_dir: Path | None = None, *, folder: Path | None = None, lenient: bool = False) -> Dataset:
     """MovieLens-100K from RecBole's atomic files (``folder``, or the wheel fetched into ``cache_dir``)."""
     if folder is None:
@@ -128,11 +133,8 @@ def load_movielens_100k(cache_dir: Path | None = None, *, folder: Path | None = 
         title = row[1] if year is None or row[1].endswith(f"({year})") else f"{row[1]} ({year})"
         return Item(id=row[0], title=title, year=year, genres=tuple(row[3].split()))
 
-    def user(row: list[str]) -> User:
-        return User(id=row[0], age=int(row[1]), gender=row[2], occupation=row[3])
-
     items = {i.id: i for i in _parse(item_path, _rows(item_path, "\t", "utf-8", True), 4, item, report, lenient)}
-    users = {u.id: u for u in _parse(user_path, _rows(user_path, "\t", "utf-8", True), 4, user, report, lenient)}
+    users = {u.id: u for u in _parse(user_path, _rows(user_path, "\t", "utf-8", True), 4, _user, report, lenient)}
     events = list(
         _parse(
             inter_path, _rows(inter_path, "\t", "utf-8", True), 4, lambda r: _rating_event(r, items), report, lenient
@@ -157,11 +159,8 @@ def load_grouplens_100k(folder: Path, *, lenient: bool = False) -> Dataset:
             id=row[0], title=row[1].strip(), year=year, genres=genres, metadata={"url": row[4]} if row[4] else {}
         )
 
-    def user(row: list[str]) -> User:
-        return User(id=row[0], age=int(row[1]), gender=row[2], occupation=row[3])
-
     items = {i.id: i for i in _parse(item_path, _rows(item_path, "|", "latin-1", False), 24, item, report, lenient)}
-    users = {u.id: u for u in _parse(user_path, _rows(user_path, "|", "latin-1", False), 4, user, report, lenient)}
+    users = {u.id: u for u in _parse(user_path, _rows(user_path, "|", "latin-1", False), 4, _user, report, lenient)}
     events = list(
         _parse(
             data_path, _rows(data_path, "\t", "latin-1", False), 4, lambda r: _rating_event(r, items), report, lenient
