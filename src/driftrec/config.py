@@ -168,6 +168,71 @@ class Settings(BaseSettings):
     )
     memory_max_session_items: int = Field(default=30, ge=1, description="Latest items of a session shown to the LLM.")
 
+    # -- the service
+    catalog: str = Field(
+        default="movielens-100k",
+        description="The catalog the Recommender serves: movielens-100k (packaged), a GroupLens ml-100k folder, "
+        "or a .jsonl/.csv file.",
+    )
+    retrieval_candidates: int = Field(default=50, ge=1, le=1000, description="Fused candidates per request.")
+    memory_statement_hours: float = Field(
+        default=24.0, gt=0, description="How long a stated preference from chat steers recommendations."
+    )
+    memory_recent_summaries: int = Field(default=3, ge=0, le=20, description="Session summaries in the rank prompt.")
+    refit_every_events: int = Field(
+        default=500, ge=1, description="Refit co-occurrence and popularity after this many new events."
+    )
+    api_key: SecretStr | None = Field(default=None, description="If set, the HTTP service requires this bearer key.")
+    chat_mode: Literal["auto", "plan", "tools"] = Field(
+        default="auto",
+        description="plan: the LLM fills one schema-constrained next action and driftrec runs the tool (small "
+        "models); tools: the model calls tools itself (needs vLLM's --enable-auto-tool-choice); auto: plan for "
+        "the embedded model, tools for an endpoint.",
+    )
+    chat_history_tokens: int = Field(
+        default=1500, ge=200, description="Chat turns kept verbatim in the prompt; older ones are summarized."
+    )
+
+    # -- re-ranking
+    ranking_mode: Literal["verbalizer", "listwise", "off"] = Field(
+        default="verbalizer",
+        description="verbalizer: one forward pass, ranked by the candidate labels' logprobs; listwise: the LLM "
+        "writes the top-k as JSON; off: the retrieval order.",
+    )
+    ranking_candidates: int = Field(
+        default=20, ge=1, le=200, description="Retrieved candidates the LLM sees (listwise: at most 26)."
+    )
+    ranking_window: int = Field(
+        default=20, ge=2, le=26, description="Verbalizer: candidates per call; more play a tournament."
+    )
+    ranking_shuffles: int = Field(
+        default=1, ge=1, le=16, description="Rankings over shuffled candidate orders, Borda-aggregated (position bias)."
+    )
+    ranking_llm_weight: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Weight of the LLM order when fused with the retrieval order (0: the LLM is not called). "
+        "Chosen on validation by `driftrec eval weight`; see docs/results.md.",
+    )
+    ranking_rrf_k: int = Field(default=60, ge=1, description="k of the reciprocal-rank fusion of LLM and retrieval.")
+    ranking_recent_items: int = Field(default=10, ge=0, le=100, description="Latest items shown in the rank prompt.")
+    ranking_reasons: bool = Field(default=False, description="Listwise: ask for a one-line reason per item.")
+    ranking_explain: bool = Field(
+        default=False, description="Write one grounded LLM reason per recommendation (one extra call each)."
+    )
+    ranking_presence_penalty: float = Field(
+        default=1.0,
+        ge=0,
+        le=2,
+        description="Listwise: presence penalty against repeated labels (measured on 50 MovieLens users with "
+        "SmolLM2: 10 duplicates at 0, none at 1.0).",
+    )
+    ranking_max_tokens: int = Field(default=256, ge=16, description="Listwise reply budget in tokens.")
+    ranking_timeout_s: float = Field(
+        default=60.0, gt=0, description="Per LLM ranking call; past it the answer degrades to retrieval order."
+    )
+
     @field_validator("llm_base_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:

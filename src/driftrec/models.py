@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -77,6 +77,12 @@ class Interaction(_Frozen):
     text: str | None = Field(default=None, max_length=4000)
     session_id: str | None = None
     event_id: str | None = Field(default=None, min_length=1, max_length=128)
+
+    def signal(self) -> str:
+        """How the user reacted, in words the LLM reads: "rated 4/5", "liked", "dislike: too slow"."""
+        if self.rating is not None:
+            return f"rated {self.rating:g}/5"
+        return self.action.value + (f": {self.text}" if self.text else "")
 
     @field_validator("timestamp")
     @classmethod
@@ -165,6 +171,23 @@ class Candidate(BaseModel):
     provenance: list[Provenance] = Field(default_factory=list)
 
 
+class StatedPreference(BaseModel):
+    """Something the user said about a kind of item ("I'm tired of horror"): short-term, and evidence
+    for the next profile update. ``name`` is a catalog genre (or free text with a free vocabulary)."""
+
+    user: UserId
+    name: str = Field(min_length=1, max_length=80)
+    polarity: Literal["like", "dislike"]
+    text: str = Field(default="", max_length=4000)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ChatTurn(BaseModel):
+    role: Literal["user", "assistant"]
+    content: str = Field(max_length=20000)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class Recommendation(BaseModel):
     item: Item
     rank: int = Field(ge=1)
@@ -174,3 +197,16 @@ class Recommendation(BaseModel):
     provenance: list[Provenance] = Field(default_factory=list)
     degraded: bool = False
     extra: dict[str, Any] = Field(default_factory=dict)
+
+
+class RecommendationList(BaseModel):
+    """One answer to ``recommend``: the items, and how they were produced."""
+
+    user: UserId
+    items: list[Recommendation]
+    degraded: bool = False
+    ranking: str = "off"  # verbalizer | listwise | off
+    prompt: str | None = None  # template id and version, when the LLM ranked
+    candidates: int = 0  # how many retrieved candidates were considered
+    error: str | None = None  # why the LLM could not help, when degraded
+    seconds: float = 0.0

@@ -20,9 +20,9 @@ from pathlib import Path
 from driftrec.config import Settings
 from driftrec.data.dataset import Dataset
 from driftrec.eval.protocols import first_users, leave_one_out, training_log
-from driftrec.retrieval import CandidateGenerator, ItemIndex, RetrievalRequest, chroma_client, make_embedder
+from driftrec.retrieval import CandidateGenerator, ItemIndex, RetrievalRequest
 from driftrec.retrieval.fusion import rrf
-from driftrec.retrieval.store import collection_name
+from driftrec.retrieval.store import ensure_items, open_item_index
 
 CUTOFFS = (20, 50)
 POOL = 100  # each source's list length that fusion draws from
@@ -62,15 +62,8 @@ class RetrievalStudy:
 
 async def ingest(settings: Settings, dataset: Dataset, backend: str | None = None) -> ItemIndex:
     """Embed the dataset's items into their own Chroma collection (idempotent)."""
-    embedder = await asyncio.to_thread(
-        make_embedder, backend or settings.embedding_backend, settings.embedding_model, settings.embedding_base_url
-    )
-    client = await asyncio.to_thread(chroma_client, settings)
-    index = await asyncio.to_thread(
-        ItemIndex, client, embedder, collection_name(settings, f"items-{dataset.name}", embedder)
-    )
-    if await index.count() != len(dataset.items):
-        await index.upsert(dataset.items.values(), Counter(e.item for e in dataset.interactions))
+    index = await open_item_index(settings, f"items-{dataset.name}", backend)
+    await ensure_items(index, dataset.items, Counter(e.item for e in dataset.interactions))
     return index
 
 

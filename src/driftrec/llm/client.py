@@ -176,14 +176,15 @@ class LLMClient:
         max_tokens: int = 512,
         temperature: float | None = None,
         timeout_s: float | None = None,
+        sampling: dict[str, Any] | None = None,
     ) -> StructuredResult[T]:
         """A reply constrained to ``schema`` and validated into it.
 
         Raises InvalidLLMOutput when the reply was cut off by max_tokens, is not JSON, or does not
         validate: a constrained decoder can still be truncated, and non-vLLM servers may ignore the
-        constraint.
+        constraint. ``sampling`` adds OpenAI sampling parameters (e.g. ``presence_penalty``).
         """
-        params = self._params(max_tokens, temperature) | {"response_format": schema_format(schema)}
+        params = self._params(max_tokens, temperature) | (sampling or {}) | {"response_format": schema_format(schema)}
         response, usage = await self._create("structured", messages, params, timeout_s)
         choice = response.choices[0]
         raw = choice.message.content or ""
@@ -255,13 +256,16 @@ class LLMClient:
         async with self._semaphore:
             try:
                 stream = await self._openai.chat.completions.create(model=self.model, messages=messages, **params)
-                async for chunk in stream:
-                    if chunk.usage:
-                        usage.prompt_tokens = chunk.usage.prompt_tokens
-                        usage.completion_tokens = chunk.usage.completion_tokens
-                    if chunk.choices and chunk.choices[0].delta.content:
-                        pieces.append(chunk.choices[0].delta.content)
-                        yield chunk.choices[0].delta.content
+                try:
+                    async for chunk in stream:
+                        if chunk.usage:
+                            usage.prompt_tokens = chunk.usage.prompt_tokens
+                            usage.completion_tokens = chunk.usage.completion_tokens
+                        if chunk.choices and chunk.choices[0].delta.content:
+                            pieces.append(chunk.choices[0].delta.content)
+                            yield chunk.choices[0].delta.content
+                finally:  # the caller may stop early: close the HTTP stream now, not at garbage collection
+                    await stream.close()
             except openai.APIError as exc:
                 usage.failures = 1
                 raise _classify(exc, self.timeout_s) from exc

@@ -33,6 +33,28 @@ CREATE TABLE IF NOT EXISTS summaries (
     applied    INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS summaries_user ON summaries (user, ended_at);
+CREATE TABLE IF NOT EXISTS statements (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    user       TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    polarity   TEXT NOT NULL,
+    text       TEXT NOT NULL,
+    ts         REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS statements_user ON statements (user, ts);
+CREATE TABLE IF NOT EXISTS chat_turns (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    user       TEXT NOT NULL,
+    role       TEXT NOT NULL,
+    content    TEXT NOT NULL,
+    ts         REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chat_turns_user ON chat_turns (user, seq);
+CREATE TABLE IF NOT EXISTS chat_summaries (
+    user       TEXT PRIMARY KEY,
+    upto_seq   INTEGER NOT NULL,
+    summary    TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS profile_heads (
     user       TEXT PRIMARY KEY,
     version    INTEGER NOT NULL,

@@ -64,7 +64,7 @@ class EventStore:
     def history_blocking(
         self, user: str, *, since: datetime | None = None, limit: int | None = None
     ) -> list[Interaction]:
-        query = "SELECT event_id, user, item, action, ts, rating, text, session_id FROM events WHERE user = ?"
+        query = _SELECT + " WHERE user = ?"
         params: list[object] = [user]
         if since is not None:
             query += " AND ts >= ?"
@@ -73,19 +73,11 @@ class EventStore:
         rows = self.db.connection().execute(query, params).fetchall()
         if limit is not None:
             rows = rows[-limit:]
-        return [
-            Interaction(
-                event_id=r[0],
-                user=r[1],
-                item=r[2],
-                action=Action(r[3]),
-                timestamp=datetime.fromtimestamp(r[4], UTC),
-                rating=r[5],
-                text=r[6],
-                session_id=r[7],
-            )
-            for r in rows
-        ]
+        return _events(rows)
+
+    def all_blocking(self) -> list[Interaction]:
+        """Every event, oldest first: what the co-occurrence and popularity indexes are fitted on."""
+        return _events(self.db.connection().execute(_SELECT + " ORDER BY ts, seq").fetchall())
 
     def delete_user_blocking(self, user: str) -> int:
         conn = self.db.connection()
@@ -111,3 +103,22 @@ class EventStore:
 
     async def count(self, user: str | None = None) -> int:
         return await asyncio.to_thread(self.count_blocking, user)
+
+
+_SELECT = "SELECT event_id, user, item, action, ts, rating, text, session_id FROM events"
+
+
+def _events(rows: list[tuple]) -> list[Interaction]:
+    return [
+        Interaction(
+            event_id=r[0],
+            user=r[1],
+            item=r[2],
+            action=Action(r[3]),
+            timestamp=datetime.fromtimestamp(r[4], UTC),
+            rating=r[5],
+            text=r[6],
+            session_id=r[7],
+        )
+        for r in rows
+    ]

@@ -17,17 +17,11 @@ from pydantic import BaseModel, Field, create_model
 from driftrec.llm import LLM
 from driftrec.memory.drift import ProfileProposal, ProposedInterest
 from driftrec.memory.profiles import profile_document, summary_document
-from driftrec.models import Action, Interaction, InterestProfile, Item, ItemEvidence, Session, SessionSummary
+from driftrec.models import Action, InterestProfile, Item, ItemEvidence, Session, SessionSummary
 from driftrec.prompts import render
 
 LIKED = {Action.LIKE, Action.PURCHASE}
 DISLIKED = {Action.DISLIKE, Action.SKIP}
-
-
-def signal(event: Interaction) -> str:
-    if event.rating is not None:
-        return f"rated {event.rating:g}/5"
-    return event.action.value + (f": {event.text}" if event.text else "")
 
 
 def _names(vocabulary: Sequence[str] | None) -> Any:
@@ -74,7 +68,7 @@ async def summarize_session(
             "label": str(n),
             "title": catalog[e.item].title,
             "genres": ", ".join(catalog[e.item].genres),
-            "signal": signal(e),
+            "signal": e.signal(),
         }
         for n, e in enumerate(events, start=1)
     ]

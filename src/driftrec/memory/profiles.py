@@ -202,6 +202,15 @@ class SummaryStore:
         )
         return [SessionSummary.model_validate_json(r[0]) for r in rows]
 
+    def recent_blocking(self, user: str, n: int = 3) -> list[SessionSummary]:
+        """The latest ``n`` summaries, oldest first: the short-term context the ranker reads."""
+        rows = (
+            self.db.connection()
+            .execute("SELECT body FROM summaries WHERE user = ? ORDER BY ended_at DESC LIMIT ?", (user, n))
+            .fetchall()
+        )
+        return [SessionSummary.model_validate_json(r[0]) for r in reversed(rows)]
+
     def mark_applied_blocking(self, session_ids: list[str]) -> None:
         with self.db.transaction() as conn:
             conn.executemany("UPDATE summaries SET applied = 1 WHERE session_id = ?", [(s,) for s in session_ids])

@@ -19,6 +19,7 @@ import numpy as np
 
 from driftrec.config import Settings
 from driftrec.llm import LLM, LLMError
+from driftrec.memory.conversation import ConversationStore, StatementStore
 from driftrec.memory.db import Database
 from driftrec.memory.drift import DriftPolicy, apply_proposal
 from driftrec.memory.events import EventStore
@@ -52,6 +53,8 @@ class Memory:
         catalog: Mapping[str, Item],
         llm: LLM | None,
     ):
+        self.statements = StatementStore(db)
+        self.conversations = ConversationStore(db)
         self.settings = settings
         self.db = db
         self.events = events
@@ -107,6 +110,9 @@ class Memory:
 
     async def history(self, user: str) -> list[InterestProfile]:
         return await self.profiles.history(user)
+
+    async def recent_summaries(self, user: str, n: int = 3) -> list[SessionSummary]:
+        return await asyncio.to_thread(self.summaries.recent_blocking, user, n)
 
     def _lock(self, user: str) -> asyncio.Lock:
         return self._locks.setdefault(user, asyncio.Lock())
@@ -167,9 +173,11 @@ class Memory:
     # -- privacy ----------------------------------------------------------------------------------
 
     async def forget_user(self, user: str) -> None:
-        """Delete the user's events, sessions, summaries and every profile version, everywhere."""
+        """Delete the user's events, sessions, summaries, statements, chats and every profile version."""
         async with self._lock(user):
             await self.events.delete_user(user)
             await asyncio.to_thread(self.summaries.delete_user_blocking, user)
             await asyncio.to_thread(self.profiles.delete_user_blocking, user)
+            await asyncio.to_thread(self.statements.delete_user_blocking, user)
+            await asyncio.to_thread(self.conversations.delete_user_blocking, user)
         self._locks.pop(user, None)

@@ -121,4 +121,11 @@ class CandidateGenerator:
         """
         weights = self.weights_for(request)
         active = [s for s in SOURCES if weights is None or weights[s] > 0]
-        return self.fuse(await self.per_source(request, per_source or 2 * n, sources=active), n, weights)
+        fused = self.fuse(await self.per_source(request, per_source or 2 * n, sources=active), n, weights)
+        if len(fused) < n and "vector" not in active:
+            # A young event log gives co-occurrence and popularity little to say: vector search fills in.
+            have = {c.item.id for c in fused}
+            extra = await self.per_source(request, n + len(have), sources=["vector"])
+            tail = [(i, s) for i, s in extra["vector"] if i not in have][: n - len(fused)]
+            fused += self.fuse({"vector": tail}, len(tail))
+        return fused

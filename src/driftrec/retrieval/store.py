@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import chromadb
@@ -20,7 +20,7 @@ from chromadb.config import Settings as ChromaSettings
 
 from driftrec.config import Settings
 from driftrec.models import Filters, Item
-from driftrec.retrieval.embeddings import DriftrecEmbeddingFunction, Embedder
+from driftrec.retrieval.embeddings import DriftrecEmbeddingFunction, Embedder, make_embedder
 
 
 def chroma_client(settings: Settings) -> ClientAPI:
@@ -167,3 +167,19 @@ class ItemIndex:
         """Free-text search (embedded as a query, which e5 distinguishes from passages)."""
         vector = (await self.embedder.aembed_queries([text]))[0]
         return await self.query(vector, n, filters=filters, exclude=exclude)
+
+
+async def open_item_index(settings: Settings, kind: str = "items", backend: str | None = None) -> ItemIndex:
+    """The configured embedder and the Chroma items collection for it (created if needed)."""
+    embedder = await asyncio.to_thread(
+        make_embedder, backend or settings.embedding_backend, settings.embedding_model, settings.embedding_base_url
+    )
+    client = await asyncio.to_thread(chroma_client, settings)
+    return await asyncio.to_thread(ItemIndex, client, embedder, collection_name(settings, kind, embedder))
+
+
+async def ensure_items(index: ItemIndex, items: Mapping[str, Item], popularity: Mapping[str, int]) -> int:
+    """Embed and write the catalog unless the collection already holds exactly it; returns items written."""
+    if await index.count() == len(items):
+        return 0
+    return await index.upsert(items.values(), dict(popularity))

@@ -1,0 +1,356 @@
+"""The Recommender: driftrec's async Python API, and what the chat agent, CLI and HTTP service call.
+
+One ``recommend()`` call: memory gives the open session, recent summaries, stated preferences and the
+current profile (u_l) -> retrieval fuses vector, co-occurrence and popularity candidates (seen items
+and stated dislikes excluded) -> the re-ranker asks the LLM and fuses its order with retrieval's ->
+``RecommendationList``. The LLM failing never fails the call: the answer is then retrieval's, flagged
+``degraded``.
+
+Everything it starts (the embedded vLLM, background refits) it stops in ``aclose()``; use it as
+``async with Recommender.from_settings() as rec: ...``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from driftrec.config import Settings, load_settings
+from driftrec.data import load_catalog, load_grouplens_100k, load_movielens_100k
+from driftrec.llm import LLM, open_llm
+from driftrec.memory.profiles import profile_document, summary_document
+from driftrec.memory.service import Memory, RefreshResult
+from driftrec.models import (
+    Action,
+    Filters,
+    Interaction,
+    InterestProfile,
+    Item,
+    RecommendationList,
+    StatedPreference,
+)
+from driftrec.ranking import RankingPolicy, Reranker, build_context
+from driftrec.retrieval import CandidateGenerator, ItemIndex, RetrievalRequest
+from driftrec.retrieval.store import ensure_items, open_item_index
+
+log = logging.getLogger(__name__)
+
+Signal = Literal["like", "dislike", "click", "view", "skip", "purchase"]
+
+
+class RecommenderError(RuntimeError):
+    """Base class of the facade's own errors."""
+
+
+class UnknownItem(RecommenderError, KeyError):
+    """An item id that is not in the catalog."""
+
+    def __init__(self, item: str):
+        super().__init__(item)
+        self.item = item
+
+    def __str__(self) -> str:
+        return f"unknown item {self.item!r}: not in the catalog"
+
+
+class NotStarted(RecommenderError):
+    """The Recommender was used outside ``async with`` (or after ``aclose()``)."""
+
+
+def load_items(settings: Settings) -> dict[str, Item]:
+    """The catalog named by ``settings.catalog`` (blocking: call in a thread)."""
+    source = settings.catalog
+    if source == "movielens-100k":
+        return load_movielens_100k(settings.cache_dir).items
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return load_grouplens_100k(path).items
+    items, _ = load_catalog(path)
+    return {item.id: item for item in items}
+
+
+class Recommender:
+    """Async facade over memory, retrieval and ranking. Safe to share between many concurrent tasks."""
+
+    def __init__(self, settings: Settings, *, llm: LLM | Literal["auto"] | None = "auto"):
+        self.settings = settings
+        self._llm_option = llm
+        self.llm: LLM | None = None
+        self.catalog: dict[str, Item] = {}
+        self.memory: Memory | None = None
+        self.index: ItemIndex | None = None
+        self.generator: CandidateGenerator | None = None
+        self.reranker: Reranker | None = None
+        self._owns_llm = False
+        self._fitted_events = 0
+        self._refit: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._last: dict[str, RecommendationList] = {}
+        self._started = False
+        self._agent: Any = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings | None = None, *, llm: LLM | Literal["auto"] | None = "auto", **overrides: Any
+    ) -> Recommender:
+        """A Recommender for ``settings`` (or the environment and driftrec.toml, plus ``overrides``).
+
+        ``llm="auto"`` connects to the configured endpoint or starts the embedded vLLM; pass an ``LLM``
+        to share one, or ``None`` to run with no LLM at all (retrieval and stored profiles only).
+        """
+        settings = settings.model_copy(update=overrides) if settings else load_settings(**overrides)
+        return cls(settings, llm=llm)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> Recommender:
+        if self._started:
+            return self
+        try:
+            self.catalog = await asyncio.to_thread(load_items, self.settings)
+            self.index = await open_item_index(self.settings)
+            if self._llm_option == "auto":
+                self.llm = await open_llm(self.settings)
+                self._owns_llm = True
+            else:
+                self.llm = self._llm_option
+            self.memory = await asyncio.to_thread(Memory.open, self.settings, self.catalog, self.llm)
+            await ensure_items(self.index, self.catalog, Counter())
+            await self._fit()
+            self.reranker = Reranker(self.llm, RankingPolicy.from_settings(self.settings))
+            self._started = True
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def aclose(self) -> None:
+        """Stop background work and everything this Recommender started (the embedded vLLM included)."""
+        self._started = False
+        tasks = [t for t in [self._refit, *self._tasks] if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.llm is not None and self._owns_llm:
+            await self.llm.aclose()
+        self.llm = None
+
+    async def __aenter__(self) -> Recommender:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _require(self) -> Memory:
+        if not self._started or self.memory is None:
+            raise NotStarted("use `async with Recommender.from_settings(...) as rec:` (or await rec.start())")
+        return self.memory
+
+    # -- candidate indexes ------------------------------------------------------------------------
+
+    async def _fit(self) -> None:
+        """(Re)fit co-occurrence and popularity on the whole event log, in a thread."""
+        memory = self.memory
+        assert memory is not None and self.index is not None
+        events = await asyncio.to_thread(memory.events.all_blocking)
+        generator = await asyncio.to_thread(CandidateGenerator.build, self.settings, self.index, self.catalog, events)
+        self.generator, self._fitted_events = generator, len(events)
+
+    async def _maybe_refit(self) -> None:
+        memory = self._require()
+        if self._refit is not None and not self._refit.done():
+            return
+        if await memory.events.count() - self._fitted_events >= self.settings.refit_every_events:
+            self._refit = asyncio.create_task(self._fit())
+
+    # -- events -----------------------------------------------------------------------------------
+
+    async def observe(self, events: Iterable[Interaction]) -> int:
+        """Record events durably (idempotent by event id); returns how many were new.
+
+        Raises UnknownItem if an event names an item outside the catalog (nothing is written then).
+        """
+        memory = self._require()
+        events = list(events)
+        for event in events:
+            if event.item not in self.catalog:
+                raise UnknownItem(event.item)
+        written = await memory.observe(events)
+        await self._maybe_refit()
+        return written
+
+    async def feedback(
+        self, user: str, item: str, signal: Signal | float, *, text: str | None = None, at: datetime | None = None
+    ) -> Interaction:
+        """One explicit signal: an action name, or a rating (a number, 0-10 scale, MovieLens uses 1-5)."""
+        if isinstance(signal, int | float) and not isinstance(signal, bool):
+            event = Interaction(
+                user=user, item=item, action=Action.RATE, rating=float(signal), text=text, timestamp=at or _now()
+            )
+        else:
+            event = Interaction(user=user, item=item, action=Action(signal), text=text, timestamp=at or _now())
+        await self.observe([event])
+        return event
+
+    async def state(self, user: str, preferences: Iterable[StatedPreference]) -> None:
+        """Record preferences the user stated in words (the chat agent extracts them)."""
+        await self._require().statements.add(list(preferences))
+
+    # -- recommending -----------------------------------------------------------------------------
+
+    async def recommend(
+        self,
+        user: str,
+        k: int = 10,
+        *,
+        query: str | None = None,
+        filters: Filters | None = None,
+        explain: bool | None = None,
+        exclude: Iterable[str] = (),
+        now: datetime | None = None,
+    ) -> RecommendationList:
+        """The top ``k`` for ``user``: never an item they consumed, never a duplicate, always
+        ``min(k, available)`` items. ``query`` is free text ("something like Alien but less scary")."""
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        memory = self._require()
+        started = time.perf_counter()
+        now = now or _now()
+        await self._maybe_refit()
+        history, session, (profile, vector), summaries, stated = await asyncio.gather(
+            memory.events.history(user),
+            memory.short_term(user, now),
+            memory.profile(user),
+            memory.recent_summaries(user, self.settings.memory_recent_summaries),
+            memory.statements.active(user, now, self.settings.memory_statement_hours),
+        )
+        filters = _with_stated(filters, stated)
+        request = RetrievalRequest(
+            user=user,
+            history=history,
+            now=now,
+            session=session.interactions if session else (),
+            profile_vector=vector,
+            query=query,
+            filters=filters,
+            exclude=frozenset(exclude),
+        )
+        assert self.generator is not None and self.reranker is not None
+        n = max(self.settings.retrieval_candidates, self.settings.ranking_candidates, k)
+        candidates = await self.generator.generate(request, n)
+        titles = {i: item.title for i, item in self.catalog.items()}
+        context = build_context(
+            user,
+            candidates,
+            k,
+            history=history,
+            catalog=self.catalog,
+            profile=profile,
+            profile_text=profile_document(profile) if profile.version else "",
+            summaries=summaries,
+            summary_texts=[summary_document(s, titles) for s in summaries] + [_stated_text(s) for s in stated],
+            recent_items=self.settings.ranking_recent_items,
+            query=query,
+            exclude=exclude,
+        )
+        result = await self.reranker.rank(context, explain=explain)
+        answer = RecommendationList(
+            user=user,
+            items=result.recommendations,
+            degraded=result.degraded,
+            ranking=result.mode,
+            prompt=result.prompt_id,
+            candidates=len(candidates),
+            error=result.error,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        self._last[user] = answer
+        return answer
+
+    def last_recommendations(self, user: str) -> RecommendationList | None:
+        """The latest answer given to ``user`` in this process (for "why did you recommend X?")."""
+        return self._last.get(user)
+
+    async def search(self, text: str, *, filters: Filters | None = None, n: int = 10) -> list[Item]:
+        """Catalog search by meaning (vector search in Chroma), with optional filters."""
+        self._require()
+        assert self.index is not None
+        hits = await self.index.search_text(text, n, filters=filters)
+        return [self.catalog[i] for i, _ in hits if i in self.catalog]
+
+    def item(self, item: str) -> Item:
+        try:
+            return self.catalog[item]
+        except KeyError:
+            raise UnknownItem(item) from None
+
+    def find_item(self, text: str) -> Item | None:
+        """An item by id or (case-insensitive, year optional) title; None if there is no such item."""
+        if text in self.catalog:
+            return self.catalog[text]
+        wanted = text.strip().lower()
+        for item in self.catalog.values():
+            title = item.title.lower()
+            if title == wanted or title.rsplit(" (", 1)[0] == wanted:
+                return item
+        return None
+
+    # -- profiles ---------------------------------------------------------------------------------
+
+    async def profile(self, user: str) -> InterestProfile:
+        return (await self._require().profile(user))[0]
+
+    async def profile_history(self, user: str) -> list[InterestProfile]:
+        return await self._require().history(user)
+
+    async def refresh_profile(self, user: str, now: datetime | None = None) -> RefreshResult:
+        """Summarize the user's closed sessions and fold them into a new profile version."""
+        return await self._require().refresh_profile(user, now)
+
+    async def forget_user(self, user: str) -> None:
+        """Delete everything stored about ``user`` (events, sessions, summaries, chats, profiles)."""
+        await self._require().forget_user(user)
+        self._last.pop(user, None)
+
+    # -- chat -------------------------------------------------------------------------------------
+
+    async def chat(self, user: str, message: str) -> AsyncIterator[str]:
+        """Talk to the recommender; yields the reply as it is written."""
+        self._require()
+        if self._agent is None:
+            from driftrec.agent.chat import ChatAgent
+
+            self._agent = ChatAgent(self)
+        async for piece in self._agent.reply(user, message):
+            yield piece
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _stated_text(statement: StatedPreference) -> str:
+    verb = "wants more" if statement.polarity == "like" else "does not want"
+    return f"The user said they {verb} {statement.name} right now" + (
+        f' ("{statement.text}")' if statement.text else ""
+    )
+
+
+def _with_stated(filters: Filters | None, stated: list[StatedPreference]) -> Filters | None:
+    """Stated dislikes become excluded genres for the session (unless the request asks for them)."""
+    dislikes = [s.name for s in stated if s.polarity == "dislike"]
+    if not dislikes:
+        return filters
+    filters = filters or Filters()
+    asked = set(filters.genres)
+    extra = [g for g in dislikes if g not in asked and g not in filters.exclude_genres]
+    return filters.model_copy(update={"exclude_genres": [*filters.exclude_genres, *extra]})

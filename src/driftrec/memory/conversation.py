@@ -1,0 +1,104 @@
+"""Chat state that outlives a process: what the user stated, and the conversation so far.
+
+Stated preferences ("I'm tired of horror") are short-term signals: they steer recommendations for
+``hours`` after they were said, and the profile update sees them as evidence. Conversation turns are
+kept in full; when they no longer fit the prompt budget, older turns are folded into a running summary
+(written by the LLM, see agent/chat.py) and only the summary and the latest turns are sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from driftrec.memory.db import Database
+from driftrec.models import ChatTurn, StatedPreference
+
+
+class StatementStore:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def _add(self, statements: list[StatedPreference]) -> None:
+        with self.db.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO statements (user, name, polarity, text, ts) VALUES (?, ?, ?, ?, ?)",
+                [(s.user, s.name, s.polarity, s.text, s.created_at.timestamp()) for s in statements],
+            )
+
+    async def add(self, statements: list[StatedPreference]) -> None:
+        if statements:
+            await asyncio.to_thread(self._add, statements)
+
+    def _active(self, user: str, since: float) -> list[StatedPreference]:
+        rows = (
+            self.db.connection()
+            .execute(
+                "SELECT name, polarity, text, ts FROM statements WHERE user = ? AND ts >= ? ORDER BY seq", (user, since)
+            )
+            .fetchall()
+        )
+        latest: dict[str, StatedPreference] = {}
+        for name, polarity, text, ts in rows:  # the latest statement about a name wins
+            latest.pop(name, None)
+            latest[name] = StatedPreference(
+                user=user, name=name, polarity=polarity, text=text, created_at=datetime.fromtimestamp(ts).astimezone()
+            )
+        return list(latest.values())
+
+    async def active(self, user: str, now: datetime, hours: float) -> list[StatedPreference]:
+        """Statements made in the last ``hours``, the latest per name."""
+        return await asyncio.to_thread(self._active, user, (now - timedelta(hours=hours)).timestamp())
+
+    def delete_user_blocking(self, user: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM statements WHERE user = ?", (user,))
+
+
+class ConversationStore:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def _append(self, user: str, turns: list[ChatTurn]) -> None:
+        with self.db.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO chat_turns (user, role, content, ts) VALUES (?, ?, ?, ?)",
+                [(user, t.role, t.content, t.created_at.timestamp()) for t in turns],
+            )
+
+    async def append(self, user: str, *turns: ChatTurn) -> None:
+        await asyncio.to_thread(self._append, user, list(turns))
+
+    def _state(self, user: str) -> tuple[str, list[tuple[int, ChatTurn]]]:
+        conn = self.db.connection()
+        row = conn.execute("SELECT upto_seq, summary FROM chat_summaries WHERE user = ?", (user,)).fetchone()
+        upto, summary = (row[0], row[1]) if row else (0, "")
+        rows = conn.execute(
+            "SELECT seq, role, content, ts FROM chat_turns WHERE user = ? AND seq > ? ORDER BY seq", (user, upto)
+        ).fetchall()
+        turns = [
+            (seq, ChatTurn(role=role, content=content, created_at=datetime.fromtimestamp(ts).astimezone()))
+            for seq, role, content, ts in rows
+        ]
+        return summary, turns
+
+    async def state(self, user: str) -> tuple[str, list[tuple[int, ChatTurn]]]:
+        """The running summary of older turns, and the turns after it (with their sequence numbers)."""
+        return await asyncio.to_thread(self._state, user)
+
+    def _fold(self, user: str, upto_seq: int, summary: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO chat_summaries (user, upto_seq, summary) VALUES (?, ?, ?) "
+                "ON CONFLICT(user) DO UPDATE SET upto_seq = excluded.upto_seq, summary = excluded.summary",
+                (user, upto_seq, summary),
+            )
+
+    async def fold(self, user: str, upto_seq: int, summary: str) -> None:
+        """Replace every turn up to ``upto_seq`` by ``summary`` in what is sent to the LLM (rows stay)."""
+        await asyncio.to_thread(self._fold, user, upto_seq, summary)
+
+    def delete_user_blocking(self, user: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM chat_turns WHERE user = ?", (user,))
+            conn.execute("DELETE FROM chat_summaries WHERE user = ?", (user,))

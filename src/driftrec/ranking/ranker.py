@@ -1,0 +1,243 @@
+"""The re-ranking step: LLM ranking over shuffles, validation, fusion with retrieval, explanations.
+
+``Reranker.rank`` never raises for an LLM problem and always returns ``min(k, eligible candidates)``
+items: if the LLM is down, times out, or says nothing usable, the answer is the retrieval order with
+``degraded`` set. What the LLM contributes is controlled by ``llm_weight`` (0: retrieval only, the LLM
+is not called; 1: the LLM's order alone), which the evaluation harness chooses on a validation split.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+from driftrec.config import Settings
+from driftrec.llm import LLM, LLMError, Usage
+from driftrec.models import Candidate, Recommendation
+from driftrec.prompts import PromptError
+from driftrec.ranking.aggregate import borda, fuse_with_retrieval, shuffles
+from driftrec.ranking.context import LABELS, RankContext
+from driftrec.ranking.explain import llm_reason, matched_interests, template_reason
+from driftrec.ranking.listwise import rank_listwise
+from driftrec.ranking.validate import RankErrors, repair
+from driftrec.ranking.verbalizer import rank_verbalizer
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["verbalizer", "listwise", "off"]
+
+
+@dataclass
+class RankingPolicy:
+    mode: Mode = "verbalizer"
+    candidates: int = 20  # how many of the retrieved candidates the LLM sees
+    window: int = 20  # verbalizer labels per call (<= 26); more candidates play a tournament
+    shuffles: int = 1  # rounds over permuted candidate lists, aggregated by Borda count
+    llm_weight: float = 0.5  # fusion weight of the LLM order against the retrieval order
+    rrf_k: int = 60
+    reasons: bool = False  # listwise: one-line reason per item in the same reply
+    explain: bool = False  # one LLM-written reason per recommendation (an extra call each)
+    presence_penalty: float = 1.0  # listwise: discourages repeating a label
+    max_tokens: int = 256
+    timeout_s: float = 60.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RankingPolicy:
+        return cls(
+            mode=settings.ranking_mode,
+            candidates=settings.ranking_candidates,
+            window=settings.ranking_window,
+            shuffles=settings.ranking_shuffles,
+            llm_weight=settings.ranking_llm_weight,
+            rrf_k=settings.ranking_rrf_k,
+            reasons=settings.ranking_reasons,
+            explain=settings.ranking_explain,
+            presence_penalty=settings.ranking_presence_penalty,
+            max_tokens=settings.ranking_max_tokens,
+            timeout_s=settings.ranking_timeout_s,
+        )
+
+
+@dataclass
+class RankResult:
+    recommendations: list[Recommendation]
+    mode: str
+    degraded: bool = False
+    error: str | None = None
+    errors: RankErrors = field(default_factory=RankErrors)
+    usage: Usage = field(default_factory=Usage)
+    prompt_id: str | None = None
+    llm_order: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def items(self) -> list[str]:
+        return [r.item.id for r in self.recommendations]
+
+
+@dataclass
+class _Round:
+    order: list[str]
+    reasons: dict[str, str]
+    errors: RankErrors
+    usage: Usage
+    prompt_id: str
+    logprobs: dict[str, float] = field(default_factory=dict)
+
+
+class Reranker:
+    def __init__(self, llm: LLM | None, policy: RankingPolicy | None = None):
+        self.llm = llm
+        self.policy = policy or RankingPolicy()
+
+    async def rank(
+        self,
+        context: RankContext,
+        *,
+        mode: Mode | None = None,
+        llm_weight: float | None = None,
+        explain: bool | None = None,
+    ) -> RankResult:
+        started = time.perf_counter()
+        policy = self.policy
+        mode = mode or policy.mode
+        weight = policy.llm_weight if llm_weight is None else llm_weight
+        eligible = context.eligible()
+        retrieval_order = [c.item.id for c in eligible]
+        errors = RankErrors(requests=1)
+        result = RankResult([], mode if weight > 0 else "off", errors=errors)
+        mode = result.mode  # type: ignore[assignment]
+        limit = min(policy.candidates, len(LABELS)) if mode == "listwise" else policy.candidates
+        shown = eligible[:limit]
+        rounds: list[_Round] = []
+        if self.llm is not None and mode != "off" and weight > 0 and len(shown) > 1:
+            try:
+                rounds = await self._rounds(context, shown, mode)
+            except (LLMError, PromptError) as exc:
+                result.error = f"{type(exc).__name__}: {exc}"
+                log.warning("ranking for %s fell back to retrieval: %s", context.user, result.error)
+        for r in rounds:
+            errors += r.errors
+            result.usage.add(r.usage)
+        usable = [r for r in rounds if r.order]
+        if usable:
+            result.llm_order = borda([r.order for r in usable], [c.item.id for c in shown])
+            fused = fuse_with_retrieval(result.llm_order, retrieval_order, weight, rrf_k=policy.rrf_k)
+            result.prompt_id = usable[0].prompt_id
+        else:
+            fused = [(c.item.id, c.score) for c in eligible]
+            if result.mode != "off" and self.llm is not None and len(shown) > 1:
+                result.degraded = True
+                errors.fallbacks += 1
+                result.error = result.error or "the LLM returned no usable ranking"
+        result.errors = errors
+        reasons = {i: text for r in usable for i, text in r.reasons.items()}
+        logprobs = usable[0].logprobs if usable else {}
+        result.recommendations = await self._recommendations(
+            context, eligible, fused[: min(context.k, len(eligible))], result, reasons, logprobs, explain
+        )
+        result.seconds = time.perf_counter() - started
+        return result
+
+    async def _rounds(self, context: RankContext, shown: list[Candidate], mode: Mode) -> list[_Round]:
+        by_id = {c.item.id: c for c in shown}
+        orders = shuffles(list(by_id), self.policy.shuffles, seed=f"{context.user}")
+        calls = [self._listwise if mode == "listwise" else self._verbalizer for _ in orders]
+        replies = await asyncio.gather(
+            *(call(context, [by_id[i] for i in order]) for call, order in zip(calls, orders, strict=True)),
+            return_exceptions=True,
+        )
+        good = [r for r in replies if isinstance(r, _Round)]
+        failures = [r for r in replies if isinstance(r, BaseException)]
+        for failure in failures:
+            if not isinstance(failure, LLMError | PromptError):
+                raise failure
+        if not good and failures:
+            raise failures[0]
+        return good
+
+    async def _listwise(self, context: RankContext, shown: list[Candidate]) -> _Round:
+        labels = list(LABELS[: len(shown)])
+        reply = await rank_listwise(
+            self.llm,  # type: ignore[arg-type]
+            context,
+            shown,
+            labels,
+            reasons=self.policy.reasons,
+            max_tokens=self.policy.max_tokens,
+            timeout_s=self.policy.timeout_s,
+            presence_penalty=self.policy.presence_penalty,
+        )
+        label_map = {lab: c.item.id for lab, c in zip(labels, shown, strict=True)}
+        seen_names = {i: i for i in context.seen} | {
+            r.item.title.lower(): r.item.id for r in context.recent if r.item.id in context.seen
+        }
+        order, errors = repair(
+            reply.labels, label_map, [c.item.id for c in shown], context.k, seen=seen_names
+        )
+        errors.invalid_outputs += int(reply.invalid)
+        proposed_valid = len(order) - errors.filled
+        reasons = {label_map[lab]: text for lab, text in reply.reasons.items() if lab in label_map}
+        return _Round(order if proposed_valid else [], reasons, errors, reply.usage, reply.prompt_id)
+
+    async def _verbalizer(self, context: RankContext, shown: list[Candidate]) -> _Round:
+        reply = await rank_verbalizer(
+            self.llm,  # type: ignore[arg-type]
+            context,
+            shown,
+            window=self.policy.window,
+            timeout_s=self.policy.timeout_s,
+        )
+        return _Round(reply.order, {}, RankErrors(replies=1), reply.usage, reply.prompt_id, reply.logprobs)
+
+    async def _recommendations(
+        self,
+        context: RankContext,
+        eligible: list[Candidate],
+        fused: list[tuple[str, float]],
+        result: RankResult,
+        reasons: dict[str, str],
+        logprobs: dict[str, float],
+        explain: bool | None,
+    ) -> list[Recommendation]:
+        by_id = {c.item.id: c for c in eligible}
+        retrieval_rank = {c.item.id: n for n, c in enumerate(eligible, start=1)}
+        llm_rank = {i: n for n, i in enumerate(result.llm_order, start=1)}
+        matched = {i: matched_interests(by_id[i].item, context.profile, context.themes) for i, _ in fused}
+        written = dict(reasons)
+        if (self.policy.explain if explain is None else explain) and self.llm is not None and not result.degraded:
+            texts = await asyncio.gather(
+                *(
+                    llm_reason(self.llm, by_id[i].item, matched[i], context.profile_text)
+                    for i, _ in fused
+                    if i not in written
+                ),
+                return_exceptions=True,
+            )
+            todo = [i for i, _ in fused if i not in written]
+            for item, text in zip(todo, texts, strict=True):
+                if isinstance(text, str):
+                    written[item] = text
+                elif not isinstance(text, LLMError | PromptError):
+                    raise text
+        return [
+            Recommendation(
+                item=by_id[item].item,
+                rank=n,
+                score=float(score),
+                reason=written.get(item) or template_reason(by_id[item].item, matched[item], by_id[item].provenance),
+                matched_interests=matched[item],
+                provenance=by_id[item].provenance,
+                degraded=result.degraded,
+                extra={
+                    "retrieval_rank": retrieval_rank[item],
+                    **({"llm_rank": llm_rank[item]} if item in llm_rank else {}),
+                    **({"logprob": round(logprobs[item], 4)} if item in logprobs else {}),
+                    "reason_source": "llm" if item in written else "template",
+                },
+            )
+            for n, (item, score) in enumerate(fused, start=1)
+        ]

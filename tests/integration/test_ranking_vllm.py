@@ -1,0 +1,115 @@
+"""The re-ranker with the real embedded model on real MovieLens users and real retrieval candidates.
+
+Every ranking must be valid: exactly k items, all from the candidate set, none twice, none already
+rated, with zero candidate, duplicate and history errors. The verbalizer must really rank by the
+served model's logprobs. (Whether the rankings are any *good* is the evaluation harness's question.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+from driftrec.config import Settings
+from driftrec.data import Dataset, load_movielens_100k
+from driftrec.eval.protocols import first_users, leave_one_out, training_log
+from driftrec.eval.retrieval_study import ingest
+from driftrec.llm import LLM
+from driftrec.ranking import RankContext, RankErrors, RankingPolicy, RankResult, Reranker, build_context
+from driftrec.retrieval import CandidateGenerator, RetrievalRequest
+
+pytestmark = pytest.mark.vllm
+K = 10
+
+
+@pytest.fixture(scope="module")
+def ml100k(settings: Settings) -> Dataset:
+    return load_movielens_100k(settings.cache_dir)
+
+
+@pytest.fixture(scope="module")
+async def contexts(settings: Settings, ml100k: Dataset) -> list[RankContext]:
+    """50 users at their validation point: history before it, 20 fused retrieval candidates."""
+    splits = leave_one_out(ml100k)
+    index = await ingest(settings, ml100k)
+    generator = CandidateGenerator.build(settings, index, ml100k.items, training_log(splits, "valid"))
+    out = []
+    for user in first_users(splits, 50):
+        history = splits[user].seen_before("valid")
+        request = RetrievalRequest(user=user, history=history, now=splits[user].target("valid").timestamp)
+        candidates = await generator.generate(request, 20)
+        out.append(build_context(user, candidates, K, history=history, catalog=ml100k.items))
+    return out
+
+
+def assert_valid(result: RankResult, context: RankContext) -> None:
+    allowed = {c.item.id for c in context.candidates}
+    assert len(result.items) == min(K, len(context.eligible()))
+    assert len(set(result.items)) == len(result.items)
+    assert set(result.items) <= allowed
+    assert not set(result.items) & context.seen
+
+
+async def test_fifty_listwise_rankings_are_all_valid_with_zero_errors(
+    llm: LLM, contexts: list[RankContext]
+) -> None:
+    reranker = Reranker(llm, RankingPolicy(mode="listwise", llm_weight=1.0))
+    results = await asyncio.gather(*(reranker.rank(c) for c in contexts))
+    total = RankErrors()
+    for result, context in zip(results, contexts, strict=True):
+        assert_valid(result, context)
+        assert result.prompt_id == "rank_listwise@v1"
+        total += result.errors
+    assert total.requests == 50 and total.replies == 50
+    assert (total.candidate_errors, total.duplicate_errors, total.history_errors) == (0, 0, 0)
+    assert total.fallbacks == 0 and not any(r.degraded for r in results)
+
+
+async def test_verbalizer_ranks_by_the_served_models_logprobs(llm: LLM, contexts: list[RankContext]) -> None:
+    reranker = Reranker(llm, RankingPolicy(mode="verbalizer", llm_weight=1.0))
+    for context in contexts[:5]:
+        calls_before = llm.client.usage.calls
+        result = await reranker.rank(context)
+        assert_valid(result, context)
+        assert not result.degraded
+        assert llm.client.usage.calls == calls_before + 1  # one forward pass for 20 candidates
+        assert result.usage.completion_tokens == 1
+        logprobs = [r.extra["logprob"] for r in result.recommendations]
+        assert all(math.isfinite(lp) for lp in logprobs)
+        assert logprobs == sorted(logprobs, reverse=True)  # the order is the logprob order
+        # vLLM renormalizes over exactly the candidate labels: the 20 probabilities sum to one.
+        shown = min(20, len(context.eligible()))
+        assert shown == len(result.llm_order)
+
+
+async def test_verbalizer_tournament_handles_more_candidates_than_labels(
+    settings: Settings, llm: LLM, contexts: list[RankContext]
+) -> None:
+    base = contexts[0]
+    wide = RankContext(user=base.user, candidates=list(base.candidates) * 1, k=K, recent=base.recent, seen=base.seen)
+    reranker = Reranker(llm, RankingPolicy(mode="verbalizer", llm_weight=1.0, candidates=20, window=8))
+    result = await reranker.rank(wide)
+    assert_valid(result, wide)
+    assert result.usage.calls == 3 + 1  # windows of 8, 8, 4, then a final
+    assert sorted(result.llm_order) == sorted(c.item.id for c in wide.eligible()[:20])
+
+
+async def test_shuffled_rounds_are_aggregated(llm: LLM, contexts: list[RankContext]) -> None:
+    reranker = Reranker(llm, RankingPolicy(mode="verbalizer", llm_weight=0.5, shuffles=3))
+    result = await reranker.rank(contexts[1])
+    assert_valid(result, contexts[1])
+    assert result.usage.calls == 3 and result.errors.replies == 3
+
+
+async def test_explanations_are_written_by_the_llm_and_name_matched_interests(
+    llm: LLM, contexts: list[RankContext]
+) -> None:
+    context = contexts[2]
+    reranker = Reranker(llm, RankingPolicy(mode="verbalizer", llm_weight=0.5, explain=True))
+    result = await reranker.rank(RankContext(**{**context.__dict__, "k": 3}))
+    assert len(result.recommendations) == 3
+    for rec in result.recommendations:
+        assert rec.extra["reason_source"] == "llm" and rec.reason
+        assert len(rec.reason) <= 200
