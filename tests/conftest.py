@@ -71,3 +71,39 @@ def chroma_settings(
         )
     host, port = request.getfixturevalue("chroma_server")
     return settings.model_copy(update={"chroma_mode": "http", "chroma_host": host, "chroma_port": port})
+
+
+SEED_USERS = [str(u) for u in range(1, 101)]
+
+
+@pytest.fixture(scope="session")
+def seeded_data(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir with MovieLens-100K as the served catalog (embedded once) and the first 100 users'
+    ratings as events. Tests copy it, so each gets its own state without re-embedding."""
+    import asyncio
+
+    from driftrec.agent.recommender import save_catalog
+    from driftrec.data import load_movielens_100k
+    from driftrec.memory.db import Database
+    from driftrec.memory.events import EventStore
+    from driftrec.retrieval.store import open_item_index
+
+    data = tmp_path_factory.mktemp("seeded")
+    own = settings.model_copy(update={"data_dir": data, "chroma_path": data / "chroma"})
+    dataset = load_movielens_100k(settings.cache_dir)
+
+    async def seed() -> None:
+        index = await open_item_index(own)
+        await index.upsert(dataset.items.values())
+        await EventStore(Database(data / "memory.db")).append(e for e in dataset.interactions if e.user in SEED_USERS)
+
+    asyncio.run(seed())
+    save_catalog(own, dataset.items.values())
+    return data
+
+
+def copy_of(seeded: Path, where: Path) -> Path:
+    import shutil
+
+    shutil.copytree(seeded, where, dirs_exist_ok=True)
+    return where

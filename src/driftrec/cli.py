@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 import time
+from datetime import timedelta
 from typing import Annotated, Literal
 
 import typer
@@ -74,70 +75,193 @@ DEMO_USERS = ("1", "13", "405")
 @app.command()
 def demo(
     users: Annotated[int, typer.Option(help="Users in the closing evaluation.")] = 200,
+    llm_users: Annotated[int, typer.Option(help="Users in the closing LLM study (verbalizer).")] = 20,
 ) -> None:
-    """The main job on the embedded default: LLM round trip, MovieLens ingestion, recommendations, evaluation."""
+    """The main job on the embedded default: ingest MovieLens-100K, build profiles for a few users from
+    their history, show recommendations with reasons and the profile, then a short evaluation."""
     settings = _settings()
-
-    async def run() -> None:
-        with console.status("Preparing the model and starting vLLM (the first run converts the checkpoint)…"):
-            started = time.perf_counter()
-            llm = await open_llm(settings)
-        try:
-            console.print(
-                f"LLM ready at {llm.client.base_url} ({llm.client.model}) in {time.perf_counter() - started:.1f}s"
-            )
-            rows = await tag_items(llm, SAMPLE_ITEMS)
-            table = Table(title="1. Structured-output round trip (schema-constrained, pydantic-validated)")
-            for column in ("item", "mood", "audience", "one line", "s"):
-                table.add_column(column)
-            for item, facets, seconds in rows:
-                if isinstance(facets, ItemFacets):
-                    table.add_row(item.title, facets.mood, facets.audience, facets.one_line, f"{seconds:.2f}")
-                else:
-                    table.add_row(item.title, "[red]error[/red]", "", facets, f"{seconds:.2f}")
-            console.print(table)
-            console.print(f"LLM usage: {llm.client.usage.as_dict()}")
-        finally:
-            await llm.aclose()
-        await demo_retrieval(settings, users)
-
-    asyncio.run(run())
+    demo_settings = settings.model_copy(
+        update={
+            "data_dir": settings.data_dir / "demo",
+            "chroma_path": settings.data_dir / "demo" / "chroma",
+            "memory_session_gap_minutes": 1440.0,  # MovieLens ratings come in bursts: a day is a session
+            "llm_cache_path": settings.llm_cache_path or settings.data_dir / "llm-cache.db",
+        }
+    )
+    asyncio.run(_demo(demo_settings, users, llm_users))
 
 
-async def demo_retrieval(settings: Settings, users: int) -> None:
+async def _demo(settings: Settings, users: int, llm_users: int) -> None:
+    from driftrec.agent import Recommender
     from driftrec.data import load_movielens_100k
-    from driftrec.eval.protocols import leave_one_out, training_log
-    from driftrec.eval.retrieval_study import ingest
+    from driftrec.eval.llm_study import run_llm_eval
+    from driftrec.eval.protocols import leave_one_out
     from driftrec.eval.runner import run_offline
-    from driftrec.retrieval import CandidateGenerator, RetrievalRequest
+    from driftrec.memory.sessions import sessionize
 
     dataset = load_movielens_100k(settings.cache_dir)
-    with console.status("Embedding MovieLens-100K into Chroma (first run only, ~40 s)…"):
-        index = await ingest(settings, dataset)
     splits = leave_one_out(dataset)
-    log = training_log(splits, "test")
-    generator = await asyncio.to_thread(CandidateGenerator.build, settings, index, dataset.items, log)
-    for user in DEMO_USERS:
-        split = splits[user]
-        history = split.seen_before("test")
-        request = RetrievalRequest(user=user, history=history, now=split.test.timestamp)
-        candidates = await generator.generate(request, 10)
-        recent = ", ".join(dataset.items[e.item].title for e in history[-4:])
-        table = Table(title=f"2. User {user}: recent {recent}", title_justify="left")
-        for column in ("#", "recommended", "genres", "from"):
-            table.add_column(column)
-        for rank, candidate in enumerate(candidates, start=1):
-            sources = ", ".join(f"{p.source} #{p.rank}" for p in candidate.provenance)
-            hit = " [green](held-out next item)[/green]" if candidate.item.id == split.test.item else ""
-            table.add_row(str(rank), candidate.item.title + hit, ", ".join(candidate.item.genres), sources)
-        console.print(table)
-    with console.status(f"3. Evaluating on {users} users (leave-one-out by time)…"):
+    by_user = dataset.by_user()
+    gap = timedelta(minutes=settings.memory_session_gap_minutes)
+    picked = [u for u in sorted(by_user, key=int) if 2 <= len(sessionize(by_user[u], gap)) <= 4][:3]
+    with console.status("1. Starting vLLM (SmolLM2-135M) and loading MovieLens-100K into memory and Chroma…"):
+        started = time.perf_counter()
+        rec = await Recommender.from_settings(settings).start()
+    try:
+        assert rec.llm is not None and rec.memory is not None
+        console.print(
+            f"1. Ready in {time.perf_counter() - started:.0f}s: {len(rec.catalog)} movies, "
+            f"LLM {rec.llm.client.model} at {rec.llm.client.base_url}"
+        )
+        with console.status("   recording 100,000 ratings (each user's last one held out)…"):
+            events = [e for e in dataset.interactions if not (e.user in picked and e == splits[e.user].test)]
+            await rec.observe(events)
+            await rec._fit()
+        for user in picked:
+            target = splits[user].test
+            with console.status(f"2. User {user}: summarizing sessions and building the profile with the LLM…"):
+                result = await rec.refresh_profile(user, now=target.timestamp)
+                answer = await rec.recommend(user, k=5, explain=True, now=target.timestamp)
+            recent = ", ".join(dataset.items[e.item].title for e in splits[user].seen_before("test")[-4:])
+            profile = result.profile
+            interests = ", ".join(
+                f"{i.name} {i.weight:.2f}" for i in sorted(profile.interests, key=lambda i: -i.weight)
+            )
+            console.print(f"[bold]2. User {user}[/bold] — recent: {recent}")
+            console.print(
+                f"   profile v{profile.version}: {interests or '(no interests)'}"
+                + (f"; dislikes: {', '.join(d.name for d in profile.dislikes)}" if profile.dislikes else "")
+                + (f" — {profile.summary}" if profile.summary else "")
+            )
+            table = Table(title_justify="left")
+            for column in ("#", "recommended", "reason", "matches", "found by"):
+                table.add_column(column)
+            for r in answer.items:
+                hit = " [green](held-out next)[/green]" if r.item.id == target.item else ""
+                sources = ", ".join(f"{p.source} #{p.rank}" for p in r.provenance)
+                table.add_row(str(r.rank), r.item.title + hit, r.reason or "", ", ".join(r.matched_interests), sources)
+            console.print(table)
+            console.print(
+                f"   ranked by: {answer.ranking} ({answer.prompt or 'retrieval order'}), "
+                f"degraded: {answer.degraded}, {answer.seconds:.1f}s"
+            )
+        with console.status(f"3. What the LLM adds: verbalizer re-ranking on {llm_users} users…"):
+            studies = await run_llm_eval(
+                settings, dataset, rec.llm, users=llm_users, out_dir=settings.data_dir / "runs" / "llm"
+            )
+        test = studies["test"]
+        console.print(
+            f"3. LLM re-ranking of retrieval's top 20, {llm_users} users (weight chosen on validation: "
+            f"{studies['valid'].best_weight:g}):"
+        )
+        console.print(test.markdown())
+    finally:
+        await rec.aclose()
+    with console.status(f"4. Evaluating on {users} users (leave-one-out by time)…"):
         report = await run_offline(
             settings, dataset, ["most-popular", "item-knn", "bpr", "driftrec-retrieval"], stage="test", users=users
         )
-    console.print(f"3. Evaluation, first {users} MovieLens users, full ranking (ranx; 95% bootstrap intervals):")
+    console.print(f"4. Baselines vs driftrec retrieval, first {users} MovieLens users, full ranking (ranx; 95% CIs):")
     console.print(report.markdown())
-    console.print("The full tables (all 943 users, SASRec, retrieval study) are in docs/results.md.")
+    console.print("The full tables (all 943 users, SASRec, LLM studies) are in docs/results.md.")
+
+
+@app.command()
+def recommend(
+    user: Annotated[str, typer.Argument(help="The user id.")],
+    k: Annotated[int, typer.Option(min=1, max=100, help="How many items.")] = 10,
+    query: Annotated[str | None, typer.Option(help="What the user asks for, in words.")] = None,
+    genre: Annotated[list[str] | None, typer.Option(help="Only these genres (repeatable).")] = None,
+    exclude_genre: Annotated[list[str] | None, typer.Option(help="Never these genres (repeatable).")] = None,
+    explain: Annotated[bool, typer.Option(help="An LLM-written reason per item.")] = False,
+    no_llm: Annotated[bool, typer.Option("--no-llm", help="Retrieval only; do not start the LLM.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON answer.")] = False,
+) -> None:
+    """Recommendations for one user, with reasons."""
+    from driftrec.agent import Recommender
+    from driftrec.models import Filters
+
+    settings = _settings()
+    filters = Filters(genres=genre or [], exclude_genres=exclude_genre or []) if genre or exclude_genre else None
+
+    async def run():
+        async with Recommender(settings, llm=None if no_llm else "auto") as rec:
+            return await rec.recommend(user, k, query=query, filters=filters, explain=explain)
+
+    with console.status("Recommending…"):
+        answer = _run_or_exit(run())
+    if as_json:
+        print(answer.model_dump_json())
+        return
+    table = Table(title=f"User {user}: ranked by {answer.ranking}" + (" (degraded)" if answer.degraded else ""))
+    for column in ("#", "item", "genres", "reason", "found by"):
+        table.add_column(column)
+    for r in answer.items:
+        sources = ", ".join(f"{p.source} #{p.rank}" for p in r.provenance)
+        table.add_row(str(r.rank), r.item.title, ", ".join(r.item.genres), r.reason or "", sources)
+    console.print(table)
+
+
+@app.command()
+def chat(
+    user: Annotated[str, typer.Option("--user", "-u", help="Who is talking.")],
+    message: Annotated[str | None, typer.Option("--message", "-m", help="Send one message and exit.")] = None,
+) -> None:
+    """Talk to the recommender (replies stream). Type 'exit' or press Ctrl-D to leave."""
+    from driftrec.agent import Recommender
+
+    settings = _settings()
+
+    async def run() -> None:
+        with console.status("Starting the LLM…"):
+            rec = await Recommender.from_settings(settings).start()
+        try:
+            while True:
+                text = message
+                if text is None:
+                    try:
+                        text = await asyncio.to_thread(console.input, "[bold]you>[/bold] ")
+                    except EOFError:
+                        break
+                if text.strip().lower() in ("exit", "quit"):
+                    break
+                if text.strip():
+                    console.print("[bold]driftrec>[/bold] ", end="")
+                    async for piece in rec.chat(user, text):
+                        console.print(piece, end="", markup=False, highlight=False, soft_wrap=True)
+                    console.print()
+                if message is not None:
+                    break
+        finally:
+            await rec.aclose()
+
+    _run_or_exit(run())
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8080,
+) -> None:
+    """Run the HTTP service (FastAPI; OpenAPI at /docs). Set DRIFTREC_API_KEY to require a bearer key."""
+    import uvicorn
+
+    from driftrec.server import create_app
+
+    _settings()
+    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+
+
+def _run_or_exit(coroutine):
+    """Run a coroutine; driftrec's own errors become a red message and exit code 1, not a traceback."""
+    from driftrec.agent import RecommenderError
+    from driftrec.data import DatasetError
+
+    try:
+        return asyncio.run(coroutine)
+    except (RecommenderError, LLMError, DatasetError, ValueError) as exc:
+        err.print(f"[red]{type(exc).__name__}: {exc}[/red]")
+        raise typer.Exit(1) from None
 
 
 @llm_app.command("prepare")
@@ -190,22 +314,31 @@ def ingest(
     source: Annotated[
         str, typer.Argument(help="movielens-100k, a GroupLens ml-100k folder, or a .jsonl/.csv catalog.")
     ],
+    events: Annotated[
+        bool, typer.Option(help="MovieLens sources: also record every rating in the event store.")
+    ] = False,
     lenient: Annotated[bool, typer.Option(help="Skip and count bad rows instead of stopping at the first.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
 ) -> None:
-    """Embed a catalog into the Chroma items collection (idempotent: re-ingesting never duplicates)."""
+    """Make SOURCE the served catalog: validated, embedded into Chroma (idempotent), saved as
+    <data_dir>/catalog.jsonl so every driftrec command serves it."""
     from pathlib import Path
 
+    from driftrec.agent.recommender import save_catalog
     from driftrec.data import DatasetError, load_catalog, load_grouplens_100k, load_movielens_100k
-    from driftrec.retrieval import ItemIndex, chroma_client, make_embedder
-    from driftrec.retrieval.store import collection_name
+    from driftrec.memory.db import Database
+    from driftrec.memory.events import EventStore
+    from driftrec.retrieval.store import open_item_index
 
     settings = _settings()
+    ratings = []
     try:
         if source == "movielens-100k":
-            items = list(load_movielens_100k(settings.cache_dir, lenient=lenient).items.values())
+            dataset = load_movielens_100k(settings.cache_dir, lenient=lenient)
+            items, ratings = list(dataset.items.values()), dataset.interactions
         elif Path(source).is_dir():
-            items = list(load_grouplens_100k(Path(source), lenient=lenient).items.values())
+            dataset = load_grouplens_100k(Path(source), lenient=lenient)
+            items, ratings = list(dataset.items.values()), dataset.interactions
         else:
             items, report = load_catalog(Path(source), lenient=lenient)
             if report.skipped:
@@ -214,19 +347,22 @@ def ingest(
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
 
-    async def run() -> tuple[int, int, float]:
-        embedder = make_embedder(settings.embedding_backend, settings.embedding_model, settings.embedding_base_url)
-        index = ItemIndex(chroma_client(settings), embedder, collection_name(settings, "items", embedder))
+    async def run() -> tuple[int, int, int, float]:
         started = time.perf_counter()
+        index = await open_item_index(settings)
         written = await index.upsert(items)
-        return written, await index.count(), time.perf_counter() - started
+        await asyncio.to_thread(save_catalog, settings, items)
+        new = 0
+        if events and ratings:
+            new = await EventStore(Database(settings.data_dir / "memory.db")).append(ratings)
+        return written, await index.count(), new, time.perf_counter() - started
 
     with console.status(f"Embedding and writing {len(items)} items…"):
-        written, total, seconds = asyncio.run(run())
+        written, total, new, seconds = asyncio.run(run())
     if as_json:
-        print(json.dumps({"written": written, "collection_size": total, "seconds": round(seconds, 2)}))
+        print(json.dumps({"written": written, "collection_size": total, "events": new, "seconds": round(seconds, 2)}))
     else:
-        console.print(f"wrote {written} items in {seconds:.1f}s; the collection holds {total}")
+        console.print(f"wrote {written} items in {seconds:.1f}s; the collection holds {total}; {new} new events")
 
 
 @eval_app.command("retrieval")
@@ -409,6 +545,70 @@ def eval_offline(
         console.print(f"significance: {report.significance}")
 
 
+@eval_app.command("llm")
+def eval_llm(
+    mode: Annotated[str, typer.Option(help="verbalizer or listwise.")] = "verbalizer",
+    setting: Annotated[str, typer.Option(help="retrieved (driftrec's top 20) or sampled (target + 19 random).")] = (
+        "retrieved"
+    ),
+    context: Annotated[str, typer.Option(help="full, no-profile, no-session or static-profile.")] = "full",
+    profile_sessions: Annotated[
+        int, typer.Option(help="Build profiles by replaying each user's last N sessions (0: no profiles).")
+    ] = 0,
+    shuffles: Annotated[int, typer.Option(help="Shuffled rounds, Borda-aggregated (position bias).")] = 1,
+    users: Annotated[int | None, typer.Option("--users", "--limit", help="Only the first N users.")] = 60,
+    out: Annotated[str, typer.Option(help="Run folder: per-user JSONL, report JSON/Markdown, plot.")] = "runs/llm",
+    resume: Annotated[bool, typer.Option(help="Skip users already recorded in the run folder.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
+) -> None:
+    """What the LLM adds: rank retrieval's candidates with the LLM, choose the fusion weight on validation,
+    apply it on test (MovieLens-100K, leave-one-out by time). Responses are cached; runs resume."""
+    from pathlib import Path
+
+    from driftrec.data import load_movielens_100k
+    from driftrec.eval.llm_study import CONTEXTS, run_llm_eval
+
+    if mode not in ("verbalizer", "listwise") or setting not in ("retrieved", "sampled") or context not in CONTEXTS:
+        err.print(f"--mode verbalizer|listwise, --setting retrieved|sampled, --context {'|'.join(CONTEXTS)}")
+        raise typer.Exit(2)
+    settings = _settings()
+    if settings.llm_cache_path is None:
+        settings = settings.model_copy(update={"llm_cache_path": settings.data_dir / "llm-cache.db"})
+    dataset = load_movielens_100k(settings.cache_dir)
+
+    async def run() -> dict:
+        async with connect(settings) as llm:
+            from rich.progress import Progress
+
+            with Progress(console=console, transient=True) as bar:
+                task = bar.add_task("ranking users", total=None)
+                return await run_llm_eval(
+                    settings,
+                    dataset,
+                    llm,
+                    users=users,
+                    mode=mode,
+                    setting=setting,
+                    context=context,
+                    shuffles=shuffles,
+                    profile_sessions=profile_sessions,
+                    out_dir=Path(out),
+                    resume=resume,
+                    progress=lambda _user: bar.advance(task),
+                )
+
+    studies = asyncio.run(run())
+    if as_json:
+        print(json.dumps({k: v.as_dict() for k, v in studies.items()}))
+        return
+    for stage, study in studies.items():
+        console.print(f"[bold]{stage}[/bold]")
+        console.print(study.markdown())
+        console.print(f"errors: {study.errors}\ncost: {study.cost}")
+    chosen = studies["valid"].best_weight
+    console.print(f"weight chosen on validation: {chosen:g}; test: {studies['test'].significance}")
+
+
 @app.command("config")
 def show_config(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print the table of all settings instead.")] = False,
@@ -425,3 +625,7 @@ def show_config(
 
 def main() -> None:  # pragma: no cover
     sys.exit(app())
+
+
+if __name__ == "__main__":
+    app()

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     llm_log_path: Path | None = Field(
         default=None, description="If set, every prompt and response is appended to this JSONL file."
     )
+    llm_cache_path: Path | None = Field(
+        default=None,
+        description="If set, an SQLite cache of LLM responses (keyed by model, prompt and sampling parameters); "
+        "evaluation runs set it so re-runs are nearly free.",
+    )
     llm_tokenizer_path: Path | None = Field(
         default=None,
         description="tokenizer.json of a remote model, for exact token counts. Unset with a remote "

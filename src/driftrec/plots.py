@@ -50,3 +50,25 @@ def profile_timeline(history: Sequence[InterestProfile], path: Path, title: str)
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def weight_sweep(studies: dict, path: Path) -> Path:
+    """NDCG@10 with 95 % intervals against the LLM fusion weight, one line per stage."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for stage, study in studies.items():
+        names = list(study.results)
+        xs = [float(n.split("=")[1]) for n in names]
+        ys = [study.results[n]["ndcg@10"] for n in names]
+        lo = [y - study.intervals[n][0] for n, y in zip(names, ys, strict=True)]
+        hi = [study.intervals[n][1] - y for n, y in zip(names, ys, strict=True)]
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=stage)
+    first = next(iter(studies.values()))
+    ax.set_xlabel("LLM weight in the fusion (0 = retrieval order, 1 = LLM order)")
+    ax.set_ylabel("NDCG@10")
+    ax.set_title(f"{first.mode}, {first.setting} candidates, {first.users} users ({first.model})", fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

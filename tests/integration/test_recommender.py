@@ -12,12 +12,12 @@ from pydantic import ValidationError
 
 from driftrec.agent import NotStarted, Recommender, UnknownItem
 from driftrec.config import Settings
-from driftrec.data import load_movielens_100k
 from driftrec.llm import LLM, LLMClient
 from driftrec.models import Filters, Interaction, RecommendationList
+from tests.conftest import SEED_USERS, copy_of
 
 pytestmark = pytest.mark.vllm
-USERS = [str(u) for u in range(1, 101)]
+USERS = SEED_USERS
 HORROR = [
     "183",
     "184",
@@ -33,14 +33,13 @@ HORROR = [
 
 
 @pytest.fixture(scope="module")
-async def rec(settings: Settings, llm: LLM, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Recommender]:
-    """A Recommender on its own data dir, sharing the session's vLLM, with 100 MovieLens users' histories."""
-    data = tmp_path_factory.mktemp("recommender")
+async def rec(
+    settings: Settings, llm: LLM, seeded_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Recommender]:
+    """A Recommender on its own copy of the seeded data (100 MovieLens users), sharing the session's vLLM."""
+    data = copy_of(seeded_data, tmp_path_factory.mktemp("recommender"))
     own = settings.model_copy(update={"data_dir": data, "chroma_path": data / "chroma", "ranking_llm_weight": 0.5})
     async with Recommender(own, llm=llm) as recommender:
-        dataset = load_movielens_100k(settings.cache_dir)
-        await recommender.observe(e for e in dataset.interactions if e.user in USERS)
-        await recommender._fit()  # the whole log at once, instead of waiting for the background refit
         yield recommender
 
 

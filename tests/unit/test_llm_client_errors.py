@@ -143,3 +143,18 @@ async def test_every_call_is_logged_when_asked(tmp_path: Path) -> None:
     assert [r["response"] for r in records] == ["first", None]
     assert records[0]["messages"] == MESSAGES
     assert records[1]["error"].startswith("LLMRequestError")
+
+
+async def test_the_response_cache_answers_a_repeated_call_without_the_server(tmp_path: Path) -> None:
+    fake = FakeOpenAI(default=Behaviour(body=completion('{"label": "yes", "reasons": []}')))
+    async with serve_fake(fake):
+        async with client_for(fake, cache_path=tmp_path / "cache.db") as client:
+            first = await client.structured(MESSAGES, Verdict)
+            second = await client.structured(MESSAGES, Verdict)
+            other = await client.structured([{"role": "user", "content": "another prompt"}], Verdict)
+        async with client_for(fake, cache_path=tmp_path / "cache.db") as reopened:  # survives the process
+            third = await reopened.structured(MESSAGES, Verdict)
+    assert first.value == second.value == third.value == other.value
+    assert len(fake.requests) == 2  # MESSAGES once, "another prompt" once
+    assert client.cache is not None and (client.cache.hits, client.cache.misses) == (1, 2)
+    assert second.usage.cached == 1 and first.usage.cached == 0

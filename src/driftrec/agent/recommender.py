@@ -64,8 +64,27 @@ class NotStarted(RecommenderError):
     """The Recommender was used outside ``async with`` (or after ``aclose()``)."""
 
 
+def catalog_path(settings: Settings) -> Path:
+    return settings.data_dir / "catalog.jsonl"
+
+
+def save_catalog(settings: Settings, items: Iterable[Item]) -> Path:
+    """Make ``items`` the served catalog (what ``driftrec ingest`` does); atomic. Blocking."""
+    path = catalog_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(item.model_dump_json() + "\n" for item in items), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
 def load_items(settings: Settings) -> dict[str, Item]:
-    """The catalog named by ``settings.catalog`` (blocking: call in a thread)."""
+    """The served catalog: the one last ingested (``<data_dir>/catalog.jsonl``), else ``settings.catalog``.
+    Blocking: call in a thread."""
+    saved = catalog_path(settings)
+    if saved.exists():
+        items = [Item.model_validate_json(line) for line in saved.read_text(encoding="utf-8").splitlines() if line]
+        return {item.id: item for item in items}
     source = settings.catalog
     if source == "movielens-100k":
         return load_movielens_100k(settings.cache_dir).items

@@ -26,8 +26,10 @@ from typing import Any, Generic, TypeVar
 
 import openai
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ValidationError
 
+from driftrec.llm.cache import ResponseCache, cache_key
 from driftrec.llm.errors import InvalidLLMOutput, LLMRequestError, LLMTimeout, LLMUnavailable
 
 T = TypeVar("T", bound=BaseModel)
@@ -45,15 +47,16 @@ class Usage:
     retries: int = 0
     failures: int = 0
     seconds: float = 0.0
+    cached: int = 0  # calls answered from the response cache
 
     def add(self, other: Usage) -> None:
-        for name in ("calls", "prompt_tokens", "completion_tokens", "retries", "failures", "seconds"):
+        for name in ("calls", "prompt_tokens", "completion_tokens", "retries", "failures", "seconds", "cached"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def as_dict(self) -> dict[str, float]:
         return {
             k: getattr(self, k)
-            for k in ("calls", "prompt_tokens", "completion_tokens", "retries", "failures", "seconds")
+            for k in ("calls", "prompt_tokens", "completion_tokens", "retries", "failures", "seconds", "cached")
         }
 
 
@@ -128,6 +131,7 @@ class LLMClient:
         seed: int | None = 0,
         log_path: Path | None = None,
         vllm_extensions: bool = True,
+        cache_path: Path | None = None,
     ):
         self.base_url = base_url
         self.model = model
@@ -140,6 +144,7 @@ class LLMClient:
         self.usage = Usage()
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._log = JsonlLog(log_path) if log_path else None
+        self.cache = ResponseCache(cache_path) if cache_path else None
         # Retries are ours (to classify and count them); the SDK's own are off.
         self._openai = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout_s)
 
@@ -296,13 +301,21 @@ class LLMClient:
         usage = Usage(calls=1)
         started = time.perf_counter()
         response = error = None
+        key = cache_key(self.model, kind, messages, params) if self.cache else None
         try:
-            async with self._semaphore:
-                response = await self._retrying(
-                    lambda: self._openai.chat.completions.create(model=self.model, messages=messages, **params),
-                    timeout_s or self.timeout_s,
-                    usage,
-                )
+            cached = await self.cache.get(key) if self.cache and key else None
+            if cached is not None:
+                response = ChatCompletion.model_validate_json(cached)
+                usage.cached = 1
+            else:
+                async with self._semaphore:
+                    response = await self._retrying(
+                        lambda: self._openai.chat.completions.create(model=self.model, messages=messages, **params),
+                        timeout_s or self.timeout_s,
+                        usage,
+                    )
+                if self.cache and key and response.choices:
+                    await self.cache.put(key, response.model_dump_json())
             if response.usage:
                 usage.prompt_tokens = response.usage.prompt_tokens
                 usage.completion_tokens = response.usage.completion_tokens or 0

@@ -75,6 +75,7 @@ def _client(settings: Settings, base_url: str, model: str) -> LLMClient:
         temperature=settings.llm_temperature,
         seed=settings.llm_seed,
         log_path=settings.llm_log_path,
+        cache_path=settings.llm_cache_path,
     )
 
 

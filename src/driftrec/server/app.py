@@ -1,0 +1,173 @@
+"""The HTTP service: the Recommender's operations as JSON endpoints, chat as server-sent events.
+
+A thin shell: validation is pydantic's (422 names the field), domain errors map to 4xx, an LLM
+failure never surfaces (recommendations degrade, flagged), and the OpenAPI schema is FastAPI's.
+Optional bearer-key auth (``DRIFTREC_API_KEY``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from driftrec.agent import Recommender, UnknownItem
+from driftrec.models import Filters, Interaction, InterestProfile, RecommendationList, UserId
+
+ANY_ID = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^/\x00-\x1f]+$")]
+
+
+class EventsIn(BaseModel):
+    events: list[Interaction] = Field(min_length=1, max_length=10_000)
+
+
+class EventsOut(BaseModel):
+    received: int
+    new: int
+
+
+class RecommendIn(BaseModel):
+    k: int = Field(default=10, ge=1, le=100)
+    query: str | None = Field(default=None, max_length=2000)
+    filters: Filters | None = None
+    explain: bool = False
+    exclude: list[ANY_ID] = Field(default_factory=list, max_length=1000)
+
+
+class FeedbackIn(BaseModel):
+    item: ANY_ID
+    signal: Annotated[str, Field(pattern="^(like|dislike|click|view|skip|purchase)$")] | None = None
+    rating: float | None = Field(default=None, ge=0, le=10)
+    text: str | None = Field(default=None, max_length=4000)
+    at: datetime | None = None
+
+
+class ChatIn(BaseModel):
+    message: str = Field(min_length=1, max_length=4000)
+
+
+class RefreshOut(BaseModel):
+    updated: bool
+    summarized: int
+    error: str | None
+    profile: InterestProfile
+
+
+class Health(BaseModel):
+    status: str
+    llm: str | None
+    catalog_items: int
+
+
+def rec_of(request: Request) -> Recommender:
+    return request.app.state.rec
+
+
+Rec = Annotated[Recommender, Depends(rec_of)]  # module level: FastAPI resolves annotations by name
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))]
+
+
+def create_app(recommender: Recommender | None = None, *, api_key: str | None = None) -> FastAPI:
+    """The app; with no ``recommender`` given, one is built from the settings and started with the app."""
+    owned = recommender is None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rec = recommender or Recommender.from_settings()
+        if owned:
+            await rec.start()
+        app.state.rec = rec
+        try:
+            yield
+        finally:
+            if owned:
+                await rec.aclose()
+
+    app = FastAPI(
+        title="driftrec",
+        version="0.1.0",
+        description="LLM-native recommendations from a drifting long-term profile and short-term sessions.",
+        lifespan=lifespan,
+    )
+    key = api_key
+    if key is None and recommender is not None and recommender.settings.api_key is not None:
+        key = recommender.settings.api_key.get_secret_value()
+    async def authorized(credentials: Credentials) -> None:
+        wanted = key
+        if wanted is None and not owned:
+            return
+        if wanted is None:
+            secret = app.state.rec.settings.api_key
+            wanted = secret.get_secret_value() if secret is not None else None
+        if wanted is None:
+            return
+        if credentials is None or not secrets.compare_digest(credentials.credentials, wanted):
+            raise HTTPException(401, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
+
+    auth = [Depends(authorized)]
+
+    @app.exception_handler(UnknownItem)
+    async def unknown_item(_request: Request, exc: UnknownItem) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.get("/health", response_model=Health)
+    async def health(rec: Rec) -> Health:
+        llm = f"{rec.llm.client.model} at {rec.llm.client.base_url}" if rec.llm else None
+        return Health(status="ok", llm=llm, catalog_items=len(rec.catalog))
+
+    @app.post("/v1/events", response_model=EventsOut, dependencies=auth)
+    async def observe(body: EventsIn, rec: Rec) -> EventsOut:
+        return EventsOut(received=len(body.events), new=await rec.observe(body.events))
+
+    @app.post("/v1/users/{user}/recommendations", response_model=RecommendationList, dependencies=auth)
+    async def recommend(user: UserId, body: RecommendIn, rec: Rec) -> RecommendationList:
+        return await rec.recommend(
+            user, body.k, query=body.query, filters=body.filters, explain=body.explain, exclude=body.exclude
+        )
+
+    @app.post("/v1/users/{user}/feedback", response_model=Interaction, dependencies=auth)
+    async def feedback(user: UserId, body: FeedbackIn, rec: Rec) -> Interaction:
+        if (body.signal is None) == (body.rating is None):
+            raise HTTPException(422, "give exactly one of signal or rating")
+        signal: Any = body.rating if body.rating is not None else body.signal
+        return await rec.feedback(user, body.item, signal, text=body.text, at=body.at)
+
+    @app.get("/v1/users/{user}/profile", response_model=InterestProfile, dependencies=auth)
+    async def profile(user: UserId, rec: Rec) -> InterestProfile:
+        return await rec.profile(user)
+
+    @app.get("/v1/users/{user}/profile/history", response_model=list[InterestProfile], dependencies=auth)
+    async def profile_history(user: UserId, rec: Rec) -> list[InterestProfile]:
+        return await rec.profile_history(user)
+
+    @app.post("/v1/users/{user}/profile/refresh", response_model=RefreshOut, dependencies=auth)
+    async def refresh(user: UserId, rec: Rec) -> RefreshOut:
+        result = await rec.refresh_profile(user)
+        return RefreshOut(
+            updated=result.updated, summarized=result.summarized, error=result.error, profile=result.profile
+        )
+
+    @app.delete("/v1/users/{user}", status_code=204, dependencies=auth)
+    async def forget(user: UserId, rec: Rec) -> None:
+        await rec.forget_user(user)
+
+    @app.post("/v1/users/{user}/chat", dependencies=auth, response_class=StreamingResponse)
+    async def chat(user: UserId, body: ChatIn, rec: Rec) -> StreamingResponse:
+        """Server-sent events: ``data: {"delta": "..."}`` per piece, then ``data: {"done": true}``."""
+
+        async def events() -> AsyncIterator[str]:
+            async for piece in rec.chat(user, body.message):
+                yield f"data: {json.dumps({'delta': piece})}\n\n"
+            yield f"data: {json.dumps({'done': True})}\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return app

@@ -1,0 +1,140 @@
+"""The HTTP service over real HTTP: `driftrec serve` in its own process on 127.0.0.1, on a copy of the
+seeded MovieLens data, talking to the session's real vLLM; then fuzzed from its own OpenAPI schema."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
+
+from driftrec.config import Settings
+from driftrec.llm import LLM
+from driftrec.llm.runtime import free_port
+from tests.conftest import copy_of
+
+pytestmark = pytest.mark.vllm
+KEY = "test-key-123"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture(scope="module")
+def server(settings: Settings, llm: LLM, seeded_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    data = copy_of(seeded_data, tmp_path_factory.mktemp("http"))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTREC_")} | {
+        "DRIFTREC_DATA_DIR": str(data),
+        "DRIFTREC_CACHE_DIR": str(settings.cache_dir),
+        "DRIFTREC_LLM_BASE_URL": llm.client.base_url,
+        "DRIFTREC_LLM_MODEL": llm.client.model,
+        "DRIFTREC_CHAT_MODE": "plan",
+        "DRIFTREC_RANKING_LLM_WEIGHT": "0.3",
+        "DRIFTREC_API_KEY": KEY,
+    }
+    log = open(data / "server.log", "w")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [sys.executable, "-m", "driftrec.cli", "serve", "--port", str(port)], env=env, stdout=log, stderr=log
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited: {(data / 'server.log').read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
+
+
+def test_health_and_openapi(server: str) -> None:
+    health = httpx.get(f"{server}/health").json()
+    assert health["status"] == "ok" and health["catalog_items"] == 1682 and "smollm2" in health["llm"]
+    paths = httpx.get(f"{server}/openapi.json").json()["paths"]
+    assert {"/v1/events", "/v1/users/{user}/recommendations", "/v1/users/{user}/chat"} <= set(paths)
+
+
+def test_the_api_key_is_required(server: str) -> None:
+    assert httpx.post(f"{server}/v1/users/1/recommendations", json={}).status_code == 401
+    wrong = {"Authorization": "Bearer nope"}
+    assert httpx.post(f"{server}/v1/users/1/recommendations", json={}, headers=wrong).status_code == 401
+
+
+def test_recommend_feedback_profile_forget(server: str) -> None:
+    with httpx.Client(base_url=server, headers=AUTH, timeout=120) as http:
+        answer = http.post("/v1/users/1/recommendations", json={"k": 5, "filters": {"exclude_genres": ["Drama"]}})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert len(body["items"]) == 5 and body["ranking"] == "verbalizer" and not body["degraded"]
+        assert all("Drama" not in r["item"]["genres"] for r in body["items"])
+        top = body["items"][0]["item"]["id"]
+
+        event = http.post("/v1/users/1/feedback", json={"item": top, "signal": "dislike"})
+        assert event.status_code == 200 and event.json()["action"] == "dislike"
+        again = http.post("/v1/users/1/recommendations", json={"k": 5}).json()
+        assert top not in [r["item"]["id"] for r in again["items"]]
+
+        assert http.get("/v1/users/1/profile").json()["version"] == 0
+        assert http.get("/v1/users/1/profile/history").json() == []
+        assert http.delete("/v1/users/1").status_code == 204
+
+
+def test_bad_requests_get_4xx_naming_the_problem(server: str) -> None:
+    with httpx.Client(base_url=server, headers=AUTH, timeout=60) as http:
+        bad = http.post("/v1/events", json={"events": [{"user": "u", "item": "1", "timestamp": "yesterday"}]})
+        assert bad.status_code == 422 and "timestamp" in bad.text
+        rating = http.post("/v1/events", json={"events": [{"user": "u", "item": "1", "rating": 11, "timestamp": 0}]})
+        assert rating.status_code == 422 and "rating" in rating.text
+        unknown = http.post("/v1/events", json={"events": [{"user": "u", "item": "nope", "timestamp": 0}]})
+        assert unknown.status_code == 404 and "nope" in unknown.text
+        both = http.post("/v1/users/u/feedback", json={"item": "1", "signal": "like", "rating": 4})
+        assert both.status_code == 422
+        assert http.post("/v1/users/u/recommendations", json={"k": 0}).status_code == 422
+        ok = http.post("/v1/events", json={"events": [{"user": "u", "item": "1", "action": "like", "timestamp": 0}]})
+        assert ok.json() == {"received": 1, "new": 1}
+
+
+def test_chat_streams_server_sent_events(server: str) -> None:
+    deltas, done = [], False
+    with httpx.stream(
+        "POST", f"{server}/v1/users/5/chat", json={"message": "recommend me a comedy"}, headers=AUTH, timeout=180
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                event = json.loads(line[6:])
+                done = done or event.get("done", False)
+                if "delta" in event:
+                    deltas.append(event["delta"])
+    assert done and len(deltas) > 1 and "".join(deltas).strip()
+
+
+@pytest.fixture(scope="module")
+def api_schema(server: str):
+    return schemathesis.openapi.from_url(f"{server}/openapi.json")
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@hypothesis_settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+def test_no_generated_input_causes_a_server_error(case) -> None:
+    response = case.call(headers=AUTH, timeout=180)
+    assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.status_code} {response.text}"
