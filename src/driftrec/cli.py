@@ -121,7 +121,8 @@ async def _demo(settings: Settings, users: int, llm_users: int) -> None:
             target = splits[user].test
             with console.status(f"2. User {user}: summarizing sessions and building the profile with the LLM…"):
                 result = await rec.refresh_profile(user, now=target.timestamp)
-                answer = await rec.recommend(user, k=5, explain=True, now=target.timestamp)
+                # Template reasons (true by construction): SmolLM2's free-text reasons invent facts.
+                answer = await rec.recommend(user, k=5, now=target.timestamp)
             recent = ", ".join(dataset.items[e.item].title for e in splits[user].seen_before("test")[-4:])
             profile = result.profile
             interests = ", ".join(
@@ -131,7 +132,6 @@ async def _demo(settings: Settings, users: int, llm_users: int) -> None:
             console.print(
                 f"   profile v{profile.version}: {interests or '(no interests)'}"
                 + (f"; dislikes: {', '.join(d.name for d in profile.dislikes)}" if profile.dislikes else "")
-                + (f" — {profile.summary}" if profile.summary else "")
             )
             table = Table(title_justify="left")
             for column in ("#", "recommended", "reason", "matches", "found by"):

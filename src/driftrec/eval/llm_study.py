@@ -193,7 +193,15 @@ async def collect(
         )
     reranker = Reranker(
         llm,
-        RankingPolicy(mode=mode, llm_weight=1.0, shuffles=shuffles, candidates=candidates, window=20),  # type: ignore[arg-type]
+        RankingPolicy(  # type: ignore[arg-type]
+            mode=mode,
+            llm_weight=1.0,
+            shuffles=shuffles,
+            candidates=candidates,
+            window=20,
+            # Every user is queued at once; the time-out must cover the wait, not only the call.
+            timeout_s=max(settings.ranking_timeout_s, settings.llm_timeout_s, 600.0),
+        ),
     )
     titles = {i: item.title for i, item in dataset.items.items()}
     lock = asyncio.Lock()
@@ -242,7 +250,7 @@ async def collect(
             degraded=result.degraded,
             cached=result.usage.cached,
         )
-        if out is not None:
+        if out is not None and not result.degraded:  # a degraded ranking is retried by the next run
             async with lock:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 line = json.dumps(asdict(record)) + "\n"
