@@ -36,6 +36,7 @@ def test_example_runs(number: int, settings: Settings, llm: LLM, seeded_data: Pa
         "DRIFTREC_LLM_BASE_URL": llm.client.base_url,
         "DRIFTREC_LLM_MODEL": llm.client.model,
         "DRIFTREC_CHAT_MODE": "plan",
+        "DRIFTREC_RANKING_TIMEOUT_S": "600",  # queueing on a shared 2-core CI box is not what is tested
     }
     done = subprocess.run(
         [sys.executable, str(script)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900

@@ -37,6 +37,7 @@ def server(settings: Settings, llm: LLM, seeded_data: Path, tmp_path_factory: py
         "DRIFTREC_LLM_BASE_URL": llm.client.base_url,
         "DRIFTREC_LLM_MODEL": llm.client.model,
         "DRIFTREC_CHAT_MODE": "plan",
+        "DRIFTREC_RANKING_TIMEOUT_S": "600",  # queueing on a shared 2-core CI box is not what is tested
         "DRIFTREC_RANKING_LLM_WEIGHT": "0.3",
         "DRIFTREC_API_KEY": KEY,
     }

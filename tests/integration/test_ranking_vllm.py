@@ -52,10 +52,8 @@ def assert_valid(result: RankResult, context: RankContext) -> None:
     assert not set(result.items) & context.seen
 
 
-async def test_fifty_listwise_rankings_are_all_valid_with_zero_errors(
-    llm: LLM, contexts: list[RankContext]
-) -> None:
-    reranker = Reranker(llm, RankingPolicy(mode="listwise", llm_weight=1.0))
+async def test_fifty_listwise_rankings_are_all_valid_with_zero_errors(llm: LLM, contexts: list[RankContext]) -> None:
+    reranker = Reranker(llm, RankingPolicy(mode="listwise", llm_weight=1.0, timeout_s=600))
     results = await asyncio.gather(*(reranker.rank(c) for c in contexts))
     total = RankErrors()
     for result, context in zip(results, contexts, strict=True):
@@ -68,7 +66,7 @@ async def test_fifty_listwise_rankings_are_all_valid_with_zero_errors(
 
 
 async def test_verbalizer_ranks_by_the_served_models_logprobs(llm: LLM, contexts: list[RankContext]) -> None:
-    reranker = Reranker(llm, RankingPolicy(mode="verbalizer", llm_weight=1.0))
+    reranker = Reranker(llm, RankingPolicy(mode="verbalizer", llm_weight=1.0, timeout_s=600))
     for context in contexts[:5]:
         calls_before = llm.client.usage.calls
         result = await reranker.rank(context)
@@ -89,7 +87,7 @@ async def test_verbalizer_tournament_handles_more_candidates_than_labels(
 ) -> None:
     base = contexts[0]
     wide = RankContext(user=base.user, candidates=list(base.candidates) * 1, k=K, recent=base.recent, seen=base.seen)
-    reranker = Reranker(llm, RankingPolicy(mode="verbalizer", llm_weight=1.0, candidates=20, window=8))
+    reranker = Reranker(llm, RankingPolicy(mode="verbalizer", llm_weight=1.0, candidates=20, window=8, timeout_s=600))
     result = await reranker.rank(wide)
     assert_valid(result, wide)
     assert result.usage.calls == 3 + 1  # windows of 8, 8, 4, then a final
@@ -97,7 +95,7 @@ async def test_verbalizer_tournament_handles_more_candidates_than_labels(
 
 
 async def test_shuffled_rounds_are_aggregated(llm: LLM, contexts: list[RankContext]) -> None:
-    reranker = Reranker(llm, RankingPolicy(mode="verbalizer", llm_weight=0.5, shuffles=3))
+    reranker = Reranker(llm, RankingPolicy(mode="verbalizer", llm_weight=0.5, shuffles=3, timeout_s=600))
     result = await reranker.rank(contexts[1])
     assert_valid(result, contexts[1])
     assert result.usage.calls == 3 and result.errors.replies == 3
@@ -107,7 +105,7 @@ async def test_explanations_are_written_by_the_llm_and_name_matched_interests(
     llm: LLM, contexts: list[RankContext]
 ) -> None:
     context = contexts[2]
-    reranker = Reranker(llm, RankingPolicy(mode="verbalizer", llm_weight=0.5, explain=True))
+    reranker = Reranker(llm, RankingPolicy(mode="verbalizer", llm_weight=0.5, explain=True, timeout_s=600))
     result = await reranker.rank(RankContext(**{**context.__dict__, "k": 3}))
     assert len(result.recommendations) == 3
     for rec in result.recommendations:

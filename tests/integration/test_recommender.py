@@ -38,7 +38,9 @@ async def rec(
 ) -> AsyncIterator[Recommender]:
     """A Recommender on its own copy of the seeded data (100 MovieLens users), sharing the session's vLLM."""
     data = copy_of(seeded_data, tmp_path_factory.mktemp("recommender"))
-    own = settings.model_copy(update={"data_dir": data, "chroma_path": data / "chroma", "ranking_llm_weight": 0.5})
+    own = settings.model_copy(
+        update={"data_dir": data, "chroma_path": data / "chroma", "ranking_llm_weight": 0.5, "ranking_timeout_s": 600.0}
+    )
     async with Recommender(own, llm=llm) as recommender:
         yield recommender
 
