@@ -142,10 +142,10 @@ class Filters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    genres: list[str] = Field(default_factory=list)
-    exclude_genres: list[str] = Field(default_factory=list)
-    year_min: int | None = None
-    year_max: int | None = None
+    genres: list[Annotated[str, Field(max_length=80)]] = Field(default_factory=list, max_length=50)
+    exclude_genres: list[Annotated[str, Field(max_length=80)]] = Field(default_factory=list, max_length=50)
+    year_min: int | None = Field(default=None, ge=0, le=3000)
+    year_max: int | None = Field(default=None, ge=0, le=3000)
 
     def matches(self, item: Item) -> bool:
         if self.genres and not set(self.genres) & set(item.genres):
