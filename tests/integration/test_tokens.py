@@ -114,3 +114,12 @@ def test_margin_inflates_estimates_and_truncate_respects_it(prepared: PreparedMo
     text = " ".join(FRAGMENTS)
     assert padded.count(text) >= 1.25 * exact.count(text)
     assert padded.count(padded.truncate(text, 40)) <= 40
+
+
+def test_text_with_bytes_the_vocabulary_lacks_is_still_counted(prepared: PreparedModel) -> None:
+    """SmolLM2's byte-level vocabulary has no token for a few single bytes (0x04, 0xF5-0xFF, ...);
+    tiktoken panics on them. Found by fuzzing the HTTP service: such text must count, not crash."""
+    counter = prepared.token_counter()
+    assert counter.count("a\x04b") >= 2
+    assert counter.count("x" + chr(0x10FFFF)) >= 1
+    assert counter.truncate("\x06 hello " * 100, 10)

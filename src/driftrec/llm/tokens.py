@@ -182,7 +182,28 @@ class TokenCounter:
         self.margin = margin
 
     def encode(self, text: str) -> list[int]:
-        return self.encoding.encode(text, allowed_special="all")
+        try:
+            return self.encoding.encode(text, allowed_special="all")
+        except BaseException as exc:  # tiktoken panics (a BaseException) on a byte the vocabulary lacks
+            if type(exc).__name__ != "PanicException":
+                raise
+            return self.encoding.encode(self._encodable(text), allowed_special="all")
+
+    def _encodable(self, text: str) -> str:
+        """``text`` with every character the vocabulary cannot encode replaced by U+FFFD.
+
+        Some byte-level vocabularies (SmolLM2's among them) lack a few single bytes (e.g. 0x04, 0xF5-0xFF
+        lead bytes), so user text with such characters must still be countable; found by fuzzing."""
+        out = []
+        for char in text:
+            try:
+                self.encoding.encode(char, allowed_special="all")
+                out.append(char)
+            except BaseException as exc:
+                if type(exc).__name__ != "PanicException":
+                    raise
+                out.append("\ufffd")
+        return "".join(out)
 
     def count(self, text: str) -> int:
         return int(len(self.encode(text)) * self.margin + 0.999)
