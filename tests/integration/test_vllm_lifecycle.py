@@ -23,6 +23,7 @@ pytestmark = pytest.mark.vllm
 
 HOLDER = textwrap.dedent("""
     import asyncio
+    import signal
     from driftrec.config import load_settings
     from driftrec.llm import open_llm
 
@@ -34,6 +35,9 @@ HOLDER = textwrap.dedent("""
         finally:
             await llm.aclose()
 
+    # A terminal delivers Ctrl-C; a process started in the background of a non-interactive shell (as CI
+    # may be) inherits SIGINT ignored. Restore the default, as an interactive user would have it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     asyncio.run(main())
 """)
 
