@@ -107,3 +107,16 @@ def copy_of(seeded: Path, where: Path) -> Path:
 
     shutil.copytree(seeded, where, dirs_exist_ok=True)
     return where
+
+
+def endpoint_env(settings: Settings, llm: LLM, data: Path, **extra: str) -> dict[str, str]:
+    """Environment for a driftrec subprocess on ``data`` that uses the session's vLLM as its endpoint."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("DRIFTREC_")} | {
+        "DRIFTREC_DATA_DIR": str(data),
+        "DRIFTREC_CACHE_DIR": str(settings.cache_dir),
+        "DRIFTREC_LLM_BASE_URL": llm.client.base_url,
+        "DRIFTREC_LLM_MODEL": llm.client.model,
+        "DRIFTREC_CHAT_MODE": "plan",
+        "DRIFTREC_RANKING_TIMEOUT_S": "600",  # queueing on a shared 2-core CI box is not what is tested
+        **extra,
+    }

@@ -4,7 +4,6 @@ session's real vLLM as an OpenAI-compatible endpoint (the examples themselves do
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import pytest
 
 from driftrec.config import Settings
 from driftrec.llm import LLM
-from tests.conftest import copy_of
+from tests.conftest import copy_of, endpoint_env
 
 pytestmark = pytest.mark.vllm
 DOC = Path(__file__).parents[2] / "docs" / "api.md"
@@ -30,14 +29,7 @@ def test_example_runs(number: int, settings: Settings, llm: LLM, seeded_data: Pa
     data = copy_of(seeded_data, tmp_path / "data")
     script = tmp_path / "example.py"
     script.write_text(EXAMPLES[number])
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTREC_")} | {
-        "DRIFTREC_DATA_DIR": str(data),
-        "DRIFTREC_CACHE_DIR": str(settings.cache_dir),
-        "DRIFTREC_LLM_BASE_URL": llm.client.base_url,
-        "DRIFTREC_LLM_MODEL": llm.client.model,
-        "DRIFTREC_CHAT_MODE": "plan",
-        "DRIFTREC_RANKING_TIMEOUT_S": "600",  # queueing on a shared 2-core CI box is not what is tested
-    }
+    env = endpoint_env(settings, llm, data)
     done = subprocess.run(
         [sys.executable, str(script)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900
     )

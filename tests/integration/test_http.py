@@ -4,7 +4,6 @@ seeded MovieLens data, talking to the session's real vLLM; then fuzzed from its 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from hypothesis import settings as hypothesis_settings
 from driftrec.config import Settings
 from driftrec.llm import LLM
 from driftrec.llm.runtime import free_port
-from tests.conftest import copy_of
+from tests.conftest import copy_of, endpoint_env
 
 pytestmark = pytest.mark.vllm
 KEY = "test-key-123"
@@ -31,16 +30,7 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 def server(settings: Settings, llm: LLM, seeded_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     data = copy_of(seeded_data, tmp_path_factory.mktemp("http"))
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTREC_")} | {
-        "DRIFTREC_DATA_DIR": str(data),
-        "DRIFTREC_CACHE_DIR": str(settings.cache_dir),
-        "DRIFTREC_LLM_BASE_URL": llm.client.base_url,
-        "DRIFTREC_LLM_MODEL": llm.client.model,
-        "DRIFTREC_CHAT_MODE": "plan",
-        "DRIFTREC_RANKING_TIMEOUT_S": "600",  # queueing on a shared 2-core CI box is not what is tested
-        "DRIFTREC_RANKING_LLM_WEIGHT": "0.3",
-        "DRIFTREC_API_KEY": KEY,
-    }
+    env = endpoint_env(settings, llm, data, DRIFTREC_RANKING_LLM_WEIGHT="0.3", DRIFTREC_API_KEY=KEY)
     log = open(data / "server.log", "w")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [sys.executable, "-m", "driftrec.cli", "serve", "--port", str(port)], env=env, stdout=log, stderr=log
