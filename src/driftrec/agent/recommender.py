@@ -266,7 +266,6 @@ class Recommender:
         assert self.generator is not None and self.reranker is not None
         n = max(self.settings.retrieval_candidates, self.settings.ranking_candidates, k)
         candidates = await self.generator.generate(request, n)
-        titles = {i: item.title for i, item in self.catalog.items()}
         context = build_context(
             user,
             candidates,
@@ -276,7 +275,7 @@ class Recommender:
             profile=profile,
             profile_text=profile_document(profile) if profile.version else "",
             summaries=summaries,
-            summary_texts=[summary_document(s, titles) for s in summaries] + [_stated_text(s) for s in stated],
+            summary_texts=[summary_document(s, memory.titles) for s in summaries] + [_stated_text(s) for s in stated],
             recent_items=self.settings.ranking_recent_items,
             query=query,
             exclude=exclude,

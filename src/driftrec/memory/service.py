@@ -61,6 +61,7 @@ class Memory:
         self.profiles = profiles
         self.summaries = summaries
         self.catalog = catalog
+        self.titles = {i: item.title for i, item in catalog.items()}  # for summary documents
         self.llm = llm
         self.gap = timedelta(minutes=settings.memory_session_gap_minutes)
         self.policy = DriftPolicy(
@@ -126,7 +127,6 @@ class Memory:
         if not todo:
             return 0
         profile, _ = await self.profile(user)
-        titles = {i: item.title for i, item in self.catalog.items()}
 
         async def one(session: Session) -> bool:
             try:
@@ -141,7 +141,7 @@ class Memory:
             except LLMError as exc:
                 log.warning("summary of %s failed, will retry: %s", session.session_id, exc)
                 return False
-            await asyncio.to_thread(self.summaries.save_blocking, summary, session.ended_at, titles)
+            await asyncio.to_thread(self.summaries.save_blocking, summary, session.ended_at, self.titles)
             return True
 
         return sum(await asyncio.gather(*(one(s) for s in todo)))
