@@ -116,7 +116,7 @@ async def _demo(settings: Settings, users: int, llm_users: int) -> None:
         with console.status("   recording 100,000 ratings (each user's last one held out)…"):
             events = [e for e in dataset.interactions if not (e.user in picked and e == splits[e.user].test)]
             await rec.observe(events)
-            await rec._fit()
+            await rec.refit()
         for user in picked:
             target = splits[user].test
             with console.status(f"2. User {user}: summarizing sessions and building the profile with the LLM…"):

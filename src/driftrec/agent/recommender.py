@@ -184,6 +184,15 @@ class Recommender:
         generator = await asyncio.to_thread(CandidateGenerator.build, self.settings, self.index, self.catalog, events)
         self.generator, self._fitted_events = generator, len(events)
 
+    async def refit(self) -> None:
+        """Bring co-occurrence and popularity up to date with every event recorded so far: wait for the
+        refit ``observe`` may already have started, else fit now (after a bulk load, before ranking)."""
+        self._require()
+        if self._refit is not None and not self._refit.done():
+            await self._refit  # do not fit twice at once
+        if await self.memory.events.count() != self._fitted_events:  # type: ignore[union-attr]
+            await self._fit()
+
     async def _maybe_refit(self) -> None:
         memory = self._require()
         if self._refit is not None and not self._refit.done():
