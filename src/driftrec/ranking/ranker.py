@@ -175,9 +175,7 @@ class Reranker:
         seen_names = {i: i for i in context.seen} | {
             r.item.title.lower(): r.item.id for r in context.recent if r.item.id in context.seen
         }
-        order, errors = repair(
-            reply.labels, label_map, [c.item.id for c in shown], context.k, seen=seen_names
-        )
+        order, errors = repair(reply.labels, label_map, [c.item.id for c in shown], context.k, seen=seen_names)
         errors.invalid_outputs += int(reply.invalid)
         proposed_valid = len(order) - errors.filled
         reasons = {label_map[lab]: text for lab, text in reply.reasons.items() if lab in label_map}
@@ -209,15 +207,11 @@ class Reranker:
         matched = {i: matched_interests(by_id[i].item, context.profile, context.themes) for i, _ in fused}
         written = dict(reasons)
         if (self.policy.explain if explain is None else explain) and self.llm is not None and not result.degraded:
+            todo = [i for i, _ in fused if i not in written]
             texts = await asyncio.gather(
-                *(
-                    llm_reason(self.llm, by_id[i].item, matched[i], context.profile_text)
-                    for i, _ in fused
-                    if i not in written
-                ),
+                *(llm_reason(self.llm, by_id[i].item, matched[i], context.profile_text) for i in todo),
                 return_exceptions=True,
             )
-            todo = [i for i, _ in fused if i not in written]
             for item, text in zip(todo, texts, strict=True):
                 if isinstance(text, str):
                     written[item] = text
