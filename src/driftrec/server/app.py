@@ -97,16 +97,11 @@ def create_app(recommender: Recommender | None = None, *, api_key: str | None = 
         description="LLM-native recommendations from a drifting long-term profile and short-term sessions.",
         lifespan=lifespan,
     )
-    key = api_key
-    if key is None and recommender is not None and recommender.settings.api_key is not None:
-        key = recommender.settings.api_key.get_secret_value()
-    async def authorized(credentials: Credentials) -> None:
-        wanted = key
-        if wanted is None and not owned:
-            return
-        if wanted is None:
-            secret = app.state.rec.settings.api_key
-            wanted = secret.get_secret_value() if secret is not None else None
+
+    async def authorized(request: Request, credentials: Credentials) -> None:
+        """The explicit ``api_key`` if given, else the served Recommender's ``DRIFTREC_API_KEY``; none: open."""
+        secret = request.app.state.rec.settings.api_key
+        wanted = api_key or (secret.get_secret_value() if secret is not None else None)
         if wanted is None:
             return
         if credentials is None or not secrets.compare_digest(credentials.credentials, wanted):
