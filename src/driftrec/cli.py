@@ -571,9 +571,7 @@ def eval_llm(
     if mode not in ("verbalizer", "listwise") or setting not in ("retrieved", "sampled") or context not in CONTEXTS:
         err.print(f"--mode verbalizer|listwise, --setting retrieved|sampled, --context {'|'.join(CONTEXTS)}")
         raise typer.Exit(2)
-    settings = _settings()
-    if settings.llm_cache_path is None:
-        settings = settings.model_copy(update={"llm_cache_path": settings.data_dir / "llm-cache.db"})
+    settings = _with_cache(_settings())
     dataset = load_movielens_100k(settings.cache_dir)
 
     async def run() -> dict:
@@ -607,6 +605,70 @@ def eval_llm(
         console.print(f"errors: {study.errors}\ncost: {study.cost}")
     chosen = studies["valid"].best_weight
     console.print(f"weight chosen on validation: {chosen:g}; test: {studies['test'].significance}")
+
+
+def _with_cache(settings: Settings) -> Settings:
+    """Evaluation runs cache every LLM response on disk unless a cache path is configured."""
+    if settings.llm_cache_path is None:
+        return settings.model_copy(update={"llm_cache_path": settings.data_dir / "llm-cache.db"})
+    return settings
+
+
+@eval_app.command("sessions")
+def eval_sessions(
+    users: Annotated[int | None, typer.Option("--users", "--limit", help="Only the first N users (default: all).")] = (
+        None
+    ),
+    gap_minutes: Annotated[float, typer.Option(help="Inactivity that starts a new session.")] = 1440.0,
+    llm: Annotated[bool, typer.Option(help="Replay memory through the LLM and run the LLM rankers.")] = True,
+    profile_sessions: Annotated[int, typer.Option(help="Sessions replayed through memory before each target.")] = 2,
+    baselines: Annotated[str, typer.Option(help="Comma-separated baselines (add sasrec for ~20 min more).")] = (
+        "random,most-popular,item-knn,bpr"
+    ),
+    listwise: Annotated[bool, typer.Option(help="Also run the listwise ranker (full context).")] = True,
+    out: Annotated[str, typer.Option(help="Run folder: per-user JSONL, report JSON/Markdown, plots.")] = (
+        "runs/sessions"
+    ),
+    resume: Annotated[bool, typer.Option(help="Skip users already recorded in the run folder.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
+) -> None:
+    """Session replay on MovieLens-100K: predict each user's next session from memory built over the
+    earlier ones; baselines, retrieval, the alpha sweep, static vs evolving profile, LLM contexts."""
+    from pathlib import Path
+
+    from driftrec.data import load_movielens_100k
+    from driftrec.eval.session_study import run_session_study
+
+    settings = _with_cache(_settings())
+    dataset = load_movielens_100k(settings.cache_dir)
+    names = [b.strip() for b in baselines.split(",") if b.strip()]
+
+    async def run(model: LLM | None) -> dict:
+        with console.status("session replay…") as status:
+            return await run_session_study(
+                settings,
+                dataset,
+                model,
+                users=users,
+                gap_minutes=gap_minutes,
+                baselines=names,
+                profile_sessions=profile_sessions,
+                listwise=listwise,
+                out_dir=Path(out),
+                resume=resume,
+                progress=lambda step: status.update(step),
+            )
+
+    async def with_llm() -> dict:
+        async with connect(settings) as model:
+            return await run(model)
+
+    studies = asyncio.run(with_llm() if llm else run(None))
+    if as_json:
+        print(json.dumps({k: v.as_dict() for k, v in studies.items()}))
+        return
+    console.print(studies["test"].markdown())
+    console.print(f"chosen on validation: {studies['valid'].chosen}; written to {out}")
 
 
 @app.command("config")

@@ -72,3 +72,40 @@ def weight_sweep(studies: dict, path: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def metric_bars(rows: Sequence[tuple[str, float, tuple[float, float]]], path: Path, title: str) -> Path:
+    """One horizontal bar per system with its 95 % interval, best at the top."""
+    rows = sorted(rows, key=lambda r: r[1])
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(rows) + 1.2))
+    ys = range(len(rows))
+    values = [v for _, v, _ in rows]
+    errors = [[v - lo for _, v, (lo, _) in rows], [hi - v for _, v, (_, hi) in rows]]
+    ax.barh(list(ys), values, xerr=errors, capsize=2, color="#4c72b0", alpha=0.85)
+    ax.set_yticks(list(ys))
+    ax.set_yticklabels([name for name, _, _ in rows], fontsize=8)
+    ax.set_xlabel("NDCG@10 (95 % bootstrap interval)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def alpha_sweep(sweep: dict[str, dict[str, float]], path: Path, title: str) -> Path:
+    """NDCG@10 against alpha in u_f = alpha·u_s + (1 - alpha)·u_l, one line per source of u_l."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for source, row in sweep.items():
+        ax.plot([float(a) for a in row], list(row.values()), marker="o", label=f"u_l from {source}")
+    ax.set_xlabel("alpha (0 = long-term only, 1 = short-term session only)")
+    ax.set_ylabel("NDCG@10")
+    ax.set_title(f"vector retrieval, alpha sweep ({title})", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

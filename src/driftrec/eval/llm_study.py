@@ -11,8 +11,12 @@ and applied to the test stage. Candidate settings:
 
 Context ablations (``context``): ``full`` (profile + session summaries + recent items), ``no-profile``,
 ``no-session`` (neither summaries nor recent items), ``static-profile`` (the first profile version,
-never updated). Profiles come from replaying each user's last sessions through memory
-(``build_profiles``), exactly as production builds them.
+never updated), ``raw-history`` (no profile, no summaries, the last 50 items as titles: LLMRank's
+prompt, for the cost comparison). Profiles come from replaying each user's last sessions through
+memory (``build_profiles``), exactly as production builds them.
+
+A prediction is a ``Case`` (what the user had done, what they did next, when), so the same collection
+serves leave-one-out (one target item) and session replay (the next session's items).
 
 Engineering: every LLM response goes through the on-disk cache (re-runs are nearly free); each user's
 record is appended to a JSONL file as it finishes, and ``resume`` skips users already recorded.
@@ -25,9 +29,12 @@ import json
 import random
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
+
+import numpy as np
 
 from driftrec.config import Settings
 from driftrec.data.dataset import Dataset
@@ -38,14 +45,33 @@ from driftrec.llm import LLM
 from driftrec.memory.profiles import profile_document, summary_document
 from driftrec.memory.replay import replay
 from driftrec.memory.service import Memory
-from driftrec.models import Candidate, InterestProfile, Provenance, SessionSummary
+from driftrec.models import Candidate, Interaction, InterestProfile, Provenance, SessionSummary
 from driftrec.ranking import RankErrors, RankingPolicy, Reranker, build_context
 from driftrec.ranking.aggregate import fuse_with_retrieval
 from driftrec.retrieval import CandidateGenerator, RetrievalRequest
 
 WEIGHTS = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
 METRICS = ("ndcg@10", "hit_rate@10", "mrr@10", "hit_rate@1", "ndcg@5", "hit_rate@20")
-CONTEXTS = ("full", "no-profile", "no-session", "static-profile")
+CONTEXTS = ("full", "no-profile", "no-session", "static-profile", "raw-history")
+RAW_HISTORY_ITEMS = 50  # LLMRank's raw-history prompt: the last 50 items as titles
+
+
+@dataclass
+class Case:
+    """One prediction: what the user had done (oldest first), what they did next, and when."""
+
+    history: list[Interaction]
+    targets: list[str]
+    now: datetime
+
+
+def leave_one_out_cases(dataset: Dataset, stage: str) -> tuple[dict[str, Case], list[Interaction]]:
+    """Leave-one-out cases for ``stage`` and the training log the candidate sources may be fitted on."""
+    splits = leave_one_out(dataset)
+    cases = {
+        u: Case(s.seen_before(stage), [s.target(stage).item], s.target(stage).timestamp) for u, s in splits.items()
+    }
+    return cases, training_log(splits, stage)
 
 
 @dataclass
@@ -55,12 +81,14 @@ class UserMemory:
     evolving: InterestProfile
     static: InterestProfile
     summaries: list[SessionSummary]
+    evolving_vector: np.ndarray | None = None  # u_l of the current version, as production uses it
+    static_vector: np.ndarray | None = None  # u_l of the first version
 
 
 @dataclass
 class Record:
     user: str
-    target: str
+    target: str | list[str]
     retrieval: list[str]
     llm: list[str]
     errors: dict[str, int]
@@ -133,14 +161,23 @@ async def build_profiles(
     *,
     sessions: int = 3,
     gap_minutes: float = 1440.0,
+    histories: Mapping[str, Sequence[Interaction]] | None = None,
+    tag: str = "loo",
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, UserMemory]:
-    """Replay each user's last ``sessions`` sessions before the split through a fresh memory."""
-    splits = leave_one_out(dataset)
+    """Replay each user's last ``sessions`` sessions before the split through a fresh memory.
+
+    ``histories`` is what each user had done before the prediction (default: leave-one-out's); nothing
+    after it reaches memory. Memories persist in the data directory per protocol, stage and depth, so
+    a re-run (or a crashed one) reuses the profiles already built.
+    """
+    if histories is None:
+        histories = {u: c.history for u, c in leave_one_out_cases(dataset, stage)[0].items()}
+    folder = settings.data_dir / f"replay-{tag}-{stage}-s{sessions}-g{gap_minutes:g}"
     own = settings.model_copy(
         update={
-            "data_dir": settings.data_dir / f"replay-{stage}",
-            "chroma_path": settings.data_dir / f"replay-{stage}" / "chroma",
+            "data_dir": folder,
+            "chroma_path": folder / "chroma",
             "memory_session_gap_minutes": gap_minutes,
         }
     )
@@ -151,13 +188,21 @@ async def build_profiles(
         async with semaphore:
             current, _ = await memory.profile(user)
             if current.version == 0:
-                await replay(memory, splits[user].seen_before(stage), max_sessions=sessions)
+                await replay(memory, histories[user], max_sessions=sessions)
             history = await memory.history(user)
             summaries = await memory.recent_summaries(user, 3)
+            first = await memory.profiles.version(user, history[0].version) if history else None
+            last = await memory.profiles.version(user, history[-1].version) if history else None
         if progress:
             progress(user)
         empty = InterestProfile(user=user)
-        return user, UserMemory(history[-1] if history else empty, history[0] if history else empty, summaries)
+        return user, UserMemory(
+            history[-1] if history else empty,
+            history[0] if history else empty,
+            summaries,
+            evolving_vector=last[1] if last else None,
+            static_vector=first[1] if first else None,
+        )
 
     return dict(await asyncio.gather(*(one(u) for u in users)))
 
@@ -175,22 +220,27 @@ async def collect(
     shuffles: int = 1,
     candidates: int = 20,
     memories: dict[str, UserMemory] | None = None,
+    cases: Mapping[str, Case] | None = None,
+    log: Sequence[Interaction] | None = None,
+    generator: CandidateGenerator | None = None,
     out: Path | None = None,
     resume: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> list[Record]:
-    """Rank every user's candidates with the LLM; one JSONL line per user as it finishes."""
+    """Rank every user's candidates with the LLM; one JSONL line per user as it finishes.
+
+    ``cases`` and ``log`` (the training log for the candidate sources) default to leave-one-out's; a
+    ready ``generator`` fitted on that log may be passed instead of refitting one per call.
+    """
     if context not in CONTEXTS:
         raise ValueError(f"context must be one of {CONTEXTS}")
-    splits = leave_one_out(dataset)
+    if cases is None:
+        cases, log = leave_one_out_cases(dataset, stage)
     done = await asyncio.to_thread(_recorded, out) if out is not None and resume else {}
     todo = [u for u in users if u not in done]
-    generator = None
-    if setting == "retrieved" and todo:
+    if setting == "retrieved" and todo and generator is None:
         index = await ingest(settings, dataset)
-        generator = await asyncio.to_thread(
-            CandidateGenerator.build, settings, index, dataset.items, training_log(splits, stage)
-        )
+        generator = await asyncio.to_thread(CandidateGenerator.build, settings, index, dataset.items, log or [])
     reranker = Reranker(
         llm,
         RankingPolicy(  # type: ignore[arg-type]
@@ -208,21 +258,24 @@ async def collect(
     semaphore = asyncio.Semaphore(settings.llm_max_concurrency)
 
     async def one(user: str) -> Record:
-        split = splits[user]
-        history = split.seen_before(stage)
-        target = split.target(stage)
-        if generator is not None:
-            request = RetrievalRequest(user=user, history=history, now=target.timestamp)
+        case = cases[user]
+        history = case.history
+        if setting == "retrieved":
+            assert generator is not None
+            request = RetrievalRequest(user=user, history=history, now=case.now)
             found = await generator.generate(request, candidates)
         else:
-            found = sampled_candidates(dataset, {e.item for e in history}, target.item, f"{settings.llm_seed}:{user}")
+            found = sampled_candidates(
+                dataset, {e.item for e in history}, case.targets[0], f"{settings.llm_seed}:{user}"
+            )
         known = (memories or {}).get(user)
         profile = None
         summaries: list[SessionSummary] = []
-        if known is not None and context != "no-profile":
+        if known is not None and context not in ("no-profile", "raw-history"):
             profile = known.static if context == "static-profile" else known.evolving
-        if known is not None and context != "no-session":
+        if known is not None and context not in ("no-session", "raw-history"):
             summaries = known.summaries
+        recent = {"no-session": 0, "raw-history": RAW_HISTORY_ITEMS}.get(context, settings.ranking_recent_items)
         ctx = build_context(
             user,
             found,
@@ -233,14 +286,14 @@ async def collect(
             profile_text=profile_document(profile) if profile is not None and profile.version else "",
             summaries=summaries,
             summary_texts=[summary_document(s, titles) for s in summaries],
-            recent_items=0 if context == "no-session" else settings.ranking_recent_items,
+            recent_items=recent,
         )
         async with semaphore:
             result = await reranker.rank(ctx)
         retrieval = [c.item.id for c in ctx.eligible()]
         record = Record(
             user=user,
-            target=target.item,
+            target=case.targets[0] if len(case.targets) == 1 else case.targets,
             retrieval=retrieval,
             llm=result.llm_order or retrieval,
             errors=result.errors.model_dump(),

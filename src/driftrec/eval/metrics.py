@@ -56,7 +56,10 @@ def bootstrap_ci(values: np.ndarray, *, samples: int = 1000, seed: int = 0, leve
 
 
 def significance(
-    targets: Mapping[str, str], systems: Mapping[str, Ranking], metric: str = "ndcg@10", stat_test: str = "student"
+    targets: Mapping[str, str | Sequence[str]],
+    systems: Mapping[str, Ranking],
+    metric: str = "ndcg@10",
+    stat_test: str = "student",
 ) -> dict[str, dict[str, float]]:
     """Paired test of every pair of systems on ``metric``: {a: {b: p-value}} (ranx's compare)."""
     qrels = to_qrels(targets)

@@ -196,4 +196,11 @@ def write_report(report: Report, out_dir: Path, name: str = "offline") -> Path:
     path = out_dir / f"{name}.json"
     path.write_text(json.dumps(report.as_dict(), indent=2))
     (out_dir / f"{name}.md").write_text(report.markdown() + "\n")
+    from driftrec.plots import metric_bars
+
+    metric_bars(
+        [(s.name, s.metrics["ndcg@10"], s.intervals["ndcg@10"]) for s in report.systems],
+        out_dir / f"{name}.png",
+        f"{report.dataset}, {report.stage}, {report.users} users: NDCG@10 with 95 % intervals",
+    )
     return path

@@ -85,6 +85,10 @@ class ProfileStore:
     async def current(self, user: str) -> tuple[InterestProfile, np.ndarray | None]:
         return await asyncio.to_thread(self.current_blocking, user)
 
+    async def version(self, user: str, version: int) -> tuple[InterestProfile, np.ndarray] | None:
+        """One stored version and its vector (None if it was never written)."""
+        return await asyncio.to_thread(self._get, user, version)
+
     def history_blocking(self, user: str) -> list[InterestProfile]:
         """Every committed version (not orphans beyond the head), oldest first."""
         head = self._head(user)
