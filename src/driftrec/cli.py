@@ -671,6 +671,57 @@ def eval_sessions(
     console.print(f"chosen on validation: {studies['valid'].chosen}; written to {out}")
 
 
+@eval_app.command("all")
+def eval_all(
+    suite: Annotated[
+        str | None, typer.Option(help="Suite TOML (default: the packaged MovieLens-100K suite behind docs/results.md).")
+    ] = None,
+    only: Annotated[str | None, typer.Option(help="Comma-separated run names to keep.")] = None,
+    users: Annotated[int | None, typer.Option("--users", "--limit", help="Cap every run at N users (quick pass).")] = (
+        None
+    ),
+    out: Annotated[str, typer.Option(help="Output folder: one sub-folder per run, results.md, suite.json.")] = (
+        "runs/all"
+    ),
+) -> None:
+    """Every study of docs/results.md in one go (retrieval, baselines, LLM re-ranking, session replay).
+
+    The full suite takes hours on a 2-core CPU (SASRec training and the LLM dominate); LLM responses
+    are cached and per-user results resume, so an interrupted suite continues where it stopped."""
+    from pathlib import Path
+
+    from driftrec.data import load_movielens_100k
+    from driftrec.eval.suite import SuiteError, load_suite, run_suite
+
+    try:
+        runs = load_suite(Path(suite) if suite else None)
+    except (SuiteError, OSError) as exc:
+        err.print(str(exc))
+        raise typer.Exit(2) from None
+    if only:
+        wanted = [n.strip() for n in only.split(",") if n.strip()]
+        unknown = sorted(set(wanted) - {r.name for r in runs})
+        if unknown:
+            err.print(f"--only: no run named {', '.join(unknown)}; the suite has {', '.join(r.name for r in runs)}")
+            raise typer.Exit(2)
+        runs = [r for r in runs if r.name in wanted]
+    settings = _with_cache(_settings())
+    dataset = load_movielens_100k(settings.cache_dir)
+    with console.status("evaluating…") as status:
+        path = asyncio.run(
+            run_suite(
+                settings,
+                dataset,
+                runs,
+                Path(out),
+                connect=lambda: connect(settings),
+                users=users,
+                progress=lambda name: status.update(f"run: {name}"),
+            )
+        )
+    console.print(f"{len(runs)} runs; report: {path}")
+
+
 @app.command("config")
 def show_config(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print the table of all settings instead.")] = False,

@@ -58,3 +58,18 @@ def test_paired_significance_prefers_the_better_system() -> None:
     bad = {u: (["x", "t"] if i % 3 else ["x", "y"]) for i, u in enumerate(targets)}
     p = significance(targets, {"good": good, "bad": bad}, "ndcg@2")
     assert p["good"]["bad"] < 0.01
+
+
+def test_several_relevant_items_per_user_by_hand() -> None:
+    """Session replay scores a ranking against every new item of the next session."""
+    targets = {"u1": ["a", "b"], "u2": ["c"]}
+    rankings = {"u1": ["x", "a", "y", "b"], "u2": ["c", "x"]}
+    m = accuracy(targets, rankings, ["recall@2", "recall@4", "precision@2", "ndcg@4", "map@4", "mrr@4"])
+    assert m["recall@2"] == pytest.approx((1 / 2 + 1) / 2)
+    assert m["recall@4"] == pytest.approx(1.0)
+    assert m["precision@2"] == pytest.approx((1 / 2 + 1 / 2) / 2)
+    dcg = 1 / math.log2(3) + 1 / math.log2(5)  # a at rank 2, b at rank 4
+    ideal = 1 + 1 / math.log2(3)
+    assert m["ndcg@4"] == pytest.approx((dcg / ideal + 1) / 2)
+    assert m["map@4"] == pytest.approx(((1 / 2 + 2 / 4) / 2 + 1) / 2)
+    assert m["mrr@4"] == pytest.approx((1 / 2 + 1) / 2)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from driftrec.config import Settings
 from driftrec.data import Dataset, load_movielens_100k
 from driftrec.eval.baselines import BASELINES, ItemKNN, MostPopular, RandomRanker, TrainData
-from driftrec.eval.protocols import leave_one_out, training_log
+from driftrec.eval.protocols import leave_one_out, session_replay, session_training_log, training_log
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +75,32 @@ def test_item_knn_scores_neighbours_of_the_history(ml100k: Dataset) -> None:
 
 def test_registry_names_match() -> None:
     assert {name: cls.name for name, cls in BASELINES.items()} == {n: n for n in BASELINES}
+
+
+def test_session_replay_cuts_whole_sessions_in_time_order(ml100k: Dataset) -> None:
+    splits = session_replay(ml100k, gap_minutes=1440)
+    assert 150 < len(splits) < 943  # most MovieLens users rate in one day-long burst
+    gap = timedelta(days=1)
+    for split in splits.values():
+        assert len(split.sessions) >= 3
+        for before, after in zip(split.sessions, split.sessions[1:], strict=False):
+            assert after[0].timestamp - before[-1].timestamp > gap  # a real break between sessions
+        valid, test = split.target_session("valid"), split.target_session("test")
+        assert all(e.timestamp < valid[0].timestamp for e in split.seen_before("valid"))
+        assert all(e.timestamp < test[0].timestamp for e in split.seen_before("test"))
+        assert split.seen_before("test") == [*split.seen_before("valid"), *valid]
+
+
+def test_session_replay_targets_are_new_items_and_never_in_training(ml100k: Dataset) -> None:
+    splits = session_replay(ml100k, gap_minutes=1440)
+    for stage in ("valid", "test"):
+        log = session_training_log(ml100k, splits, stage)
+        logged = {e.event_id for e in log}
+        for split in splits.values():
+            targets = split.targets(stage)
+            assert targets and not set(targets) & {e.item for e in split.seen_before(stage)}
+            assert not logged & {e.event_id for e in split.target_session(stage)}  # no target leaks
+            if stage == "valid":  # validation never sees the test session either
+                assert not logged & {e.event_id for e in split.target_session("test")}
+        others = sum(1 for e in ml100k.interactions if e.user not in splits)
+        assert len(log) == others + sum(len(s.seen_before(stage)) for s in splits.values())
