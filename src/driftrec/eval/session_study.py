@@ -8,7 +8,8 @@ candidate sources are fitted on everything before the target session. Every syst
 is scored against the target session's new items (ranx; several relevant items per user).
 
 Rankers in one run, on the same users:
-- baselines: random, most-popular, item-KNN, BPR (SASRec on request; it trains for ~20 min);
+- baselines: random, most-popular, item-KNN, BPR (SASRec on request; it trains for ~20 min), test
+  stage only, with their own hyper-parameters (validation chooses driftrec's knobs, not theirs);
 - driftrec without an LLM: co-occurrence, popularity, vector retrieval, fused retrieval;
 - the alpha sweep, u_f = alpha * u_s + (1 - alpha) * u_l, with u_l from the history (no LLM), from the
   evolving LLM profile, or from the static one (its first version, never updated); alpha is chosen on
@@ -27,6 +28,7 @@ import math
 import platform
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,7 +46,16 @@ from driftrec.eval.llm_study import (
     label,
     score,
 )
-from driftrec.eval.metrics import DEFAULT_METRICS, accuracy, bootstrap_ci, per_user, significance
+from driftrec.eval.metrics import (
+    DEFAULT_METRICS,
+    accuracy,
+    bootstrap_ci,
+    coverage,
+    intra_list_diversity,
+    per_user,
+    popularity_bias,
+    significance,
+)
 from driftrec.eval.protocols import SessionSplit, first_users, session_replay, session_training_log
 from driftrec.eval.retrieval_study import ingest
 from driftrec.llm import LLM
@@ -68,6 +79,7 @@ class SystemScore:
     group: str  # baseline | retrieval | alpha | llm
     metrics: dict[str, float]
     ci: tuple[float, float]  # 95 % bootstrap interval of NDCG@10
+    beyond: dict[str, float] = field(default_factory=dict)  # coverage, diversity, popularity bias at 10
 
 
 @dataclass
@@ -100,13 +112,14 @@ class SessionStudy:
             f"Session replay, {self.stage} stage, {self.users} users, gap {self.gap_minutes:g} min, "
             f"model {self.model or '(none)'}, profiles from the last {self.profile_sessions} sessions",
             "",
-            "| system | " + " | ".join(COLUMNS) + " |",
-            "|---|" + "---|" * len(COLUMNS),
+            "| system | " + " | ".join(COLUMNS) + " | coverage@10 | ILD@10 | pop-bias@10 |",
+            "|---|" + "---|" * (len(COLUMNS) + 3),
         ]
         for s in self.systems:
             cells = [
                 f"{s.metrics[m]:.4f}" + (f" [{s.ci[0]:.3f}, {s.ci[1]:.3f}]" if m == "ndcg@10" else "") for m in COLUMNS
             ]
+            cells += [f"{s.beyond.get(k, 0.0):.3f}" for k in ("coverage@10", "ild@10", "popularity_bias@10")]
             lines.append(f"| {s.name} | " + " | ".join(cells) + " |")
         if self.alpha_sweep:
             alphas = list(next(iter(self.alpha_sweep.values())))
@@ -246,7 +259,7 @@ async def _stage(
     out_dir: Path,
     resume: bool,
     progress: Callable[[str], None] | None,
-) -> tuple[dict[str, dict[str, list[str]]], dict[str, list[Record]], dict[str, list[str]], dict[str, float]]:
+) -> tuple[dict[str, dict[str, list[str]]], dict[str, list[Record]], Scorer, dict[str, float]]:
     """Every system's rankings for one stage (plus the LLM records, for weights and costs).
 
     ``fusion``: retrieval weights chosen on validation; None (the validation stage) tunes them here.
@@ -255,9 +268,11 @@ async def _stage(
     cases = {u: _case(splits[u], stage) for u in users}
     targets = {u: c.targets for u, c in cases.items()}
     log = session_training_log(dataset, dict(splits), stage)
-    if progress:
-        progress(f"{stage}: baselines")
-    rankings = await asyncio.to_thread(_baseline_rankings, dataset, log, cases, baselines)
+    rankings: dict[str, dict[str, list[str]]] = {}
+    if stage == "test":  # baselines keep their own hyper-parameters: validation has nothing to choose for them
+        if progress:
+            progress(f"{stage}: baselines")
+        rankings = await asyncio.to_thread(_baseline_rankings, dataset, log, cases, baselines)
     index = await ingest(settings, dataset)
     generator = await asyncio.to_thread(CandidateGenerator.build, settings, index, dataset.items, log)
     memories = None
@@ -302,7 +317,9 @@ async def _stage(
                 out=out_dir / f"sessions-{mode}-{context}-{stage}.jsonl",
                 resume=resume,
             )
-    return rankings, records, targets, fusion
+    genres = {i: item.genres for i, item in dataset.items.items()}
+    scorer = Scorer(targets, len(dataset.items), genres, Counter(e.item for e in log))
+    return rankings, records, scorer, fusion
 
 
 async def _fused(generator: CandidateGenerator, cases: Mapping[str, Case]) -> dict[str, list[str]]:
@@ -313,13 +330,27 @@ async def _fused(generator: CandidateGenerator, cases: Mapping[str, Case]) -> di
     return dict(await asyncio.gather(*(one(u) for u in cases)))
 
 
-def _score(name: str, group: str, targets: Mapping[str, list[str]], ranked: Mapping[str, list[str]]) -> SystemScore:
-    return SystemScore(
-        name,
-        group,
-        accuracy(targets, ranked, DEFAULT_METRICS),
-        bootstrap_ci(per_user(targets, ranked, "ndcg@10")),
-    )
+@dataclass
+class Scorer:
+    """Scores rankings against one stage's targets, with the beyond-accuracy measures of the catalog."""
+
+    targets: Mapping[str, list[str]]
+    catalog_size: int
+    genres: Mapping[str, Sequence[str]]
+    popularity: Mapping[str, int]
+
+    def __call__(self, name: str, group: str, ranked: Mapping[str, list[str]]) -> SystemScore:
+        return SystemScore(
+            name,
+            group,
+            accuracy(self.targets, ranked, DEFAULT_METRICS),
+            bootstrap_ci(per_user(self.targets, ranked, "ndcg@10")),
+            {
+                "coverage@10": coverage(ranked, self.catalog_size),
+                "ild@10": intra_list_diversity(ranked, self.genres),
+                "popularity_bias@10": popularity_bias(ranked, self.popularity),
+            },
+        )
 
 
 def _paired(
@@ -364,7 +395,7 @@ async def run_session_study(
     picks: dict[str, float] = {}
     fusion: dict[str, float] | None = None
     for stage in ("valid", "test"):
-        rankings, records, targets, fusion = await _stage(
+        rankings, records, scorer, fusion = await _stage(
             settings,
             dataset,
             llm,
@@ -382,11 +413,12 @@ async def run_session_study(
             resume=resume,
             progress=progress,
         )
+        targets = scorer.targets
         study = SessionStudy(dataset.name, stage, gap_minutes, len(chosen), model, profile_sessions=profile_sessions)
-        for name in baselines:
-            study.systems.append(_score(name, "baseline", targets, rankings[name]))
+        for name in baselines if stage == "test" else ():
+            study.systems.append(scorer(name, "baseline", rankings[name]))
         for name in ("cooc", "popularity", FUSED, TUNED):
-            study.systems.append(_score(name, "retrieval", targets, rankings[name]))
+            study.systems.append(scorer(name, "retrieval", rankings[name]))
         for source in LONG_TERM:
             names = {a: f"vector α={a:g} (u_l: {source})" for a in alphas}
             if not all(n in rankings for n in names.values()):
@@ -396,9 +428,7 @@ async def run_session_study(
             if stage == "valid":  # ties go to the larger alpha: the cheaper short-term vector
                 picks[f"alpha ({source})"] = max(alphas, key=lambda a: (sweep[f"{a:g}"], a))
             alpha = picks[f"alpha ({source})"]
-            study.systems.append(
-                _score(f"vector α={alpha:g} (u_l: {source})", "alpha", targets, rankings[names[alpha]])
-            )
+            study.systems.append(scorer(f"vector α={alpha:g} (u_l: {source})", "alpha", rankings[names[alpha]]))
         if records:
             full = records.get("verbalizer, full") or next(iter(records.values()))
             if stage == "valid":
@@ -410,11 +440,9 @@ async def run_session_study(
                 _, _, fused = score(recs, (1.0, weight))
                 rankings[f"LLM {run}"] = fused[label(1.0)]
                 rankings[f"retrieval + LLM {run} (w={weight:g})"] = fused[label(weight)]
-                study.systems.append(_score(f"LLM {run}", "llm", targets, fused[label(1.0)]))
+                study.systems.append(scorer(f"LLM {run}", "llm", fused[label(1.0)]))
                 if weight not in (0.0, 1.0):
-                    study.systems.append(
-                        _score(f"retrieval + LLM {run} (w={weight:g})", "llm", targets, fused[label(weight)])
-                    )
+                    study.systems.append(scorer(f"retrieval + LLM {run} (w={weight:g})", "llm", fused[label(weight)]))
                 study.cost[run] = _cost(recs)
                 for r in recs:
                     total += RankErrors(**r.errors)
