@@ -551,7 +551,9 @@ def eval_llm(
     setting: Annotated[str, typer.Option(help="retrieved (driftrec's top 20) or sampled (target + 19 random).")] = (
         "retrieved"
     ),
-    context: Annotated[str, typer.Option(help="full, no-profile, no-session or static-profile.")] = "full",
+    context: Annotated[
+        str, typer.Option(help="full, no-profile, no-session, static-profile or raw-history (last 50 titles).")
+    ] = "full",
     profile_sessions: Annotated[
         int, typer.Option(help="Build profiles by replaying each user's last N sessions (0: no profiles).")
     ] = 0,

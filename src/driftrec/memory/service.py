@@ -118,15 +118,20 @@ class Memory:
     def _lock(self, user: str) -> asyncio.Lock:
         return self._locks.setdefault(user, asyncio.Lock())
 
-    async def summarize_closed(self, user: str, now: datetime | None = None) -> int:
-        """Summarize every closed, not yet summarized session; returns how many were."""
+    async def summarize_closed(
+        self, user: str, now: datetime | None = None, profile: InterestProfile | None = None
+    ) -> int:
+        """Summarize every closed, not yet summarized session; returns how many were.
+
+        ``profile`` is the current profile when the caller already holds it (saves a Chroma read)."""
         if self.llm is None:
             return 0
         done = await asyncio.to_thread(self.summaries.summarized_blocking, user)
         todo = [s for s in await self.sessions(user, now) if s.closed and s.session_id not in done]
         if not todo:
             return 0
-        profile, _ = await self.profile(user)
+        if profile is None:
+            profile, _ = await self.profile(user)
 
         async def one(session: Session) -> bool:
             try:
@@ -150,8 +155,8 @@ class Memory:
         """Summarize closed sessions and fold them into a new profile version (or keep the old one)."""
         now = now or datetime.now(UTC)
         async with self._lock(user):
-            summarized = await self.summarize_closed(user, now)
             current, _ = await self.profile(user)
+            summarized = await self.summarize_closed(user, now, current)
             pending: list[SessionSummary] = await asyncio.to_thread(self.summaries.pending_blocking, user)
             if not pending or self.llm is None:
                 return RefreshResult(current, False, summarized)
