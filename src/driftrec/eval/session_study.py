@@ -170,8 +170,7 @@ async def _retrieval_rankings(
             if known is not None:
                 vectors |= {"evolving profile": known.evolving_vector, "static profile": known.static_vector}
             for source, vector in vectors.items():
-                if source != "history" and vector is None:
-                    continue  # the replay produced no profile: that variant has nothing to rank with
+                # No profile yet (the replay's updates failed): u_l falls back to the history, as in production.
                 own = RetrievalRequest(user=user, history=case.history, now=case.now, profile_vector=vector)
                 for alpha in alphas:
                     lists[f"vector α={alpha:g} (u_l: {source})"] = await generator.vector.candidates(own, K, alpha)
