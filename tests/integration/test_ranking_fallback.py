@@ -153,9 +153,7 @@ async def test_a_time_out_degrades_quickly(prepared: PreparedModel, context: Ran
     assert result.seconds < 10
 
 
-async def test_one_failed_shuffle_round_does_not_sink_the_others(
-    prepared: PreparedModel, context: RankContext
-) -> None:
+async def test_one_failed_shuffle_round_does_not_sink_the_others(prepared: PreparedModel, context: RankContext) -> None:
     fake = FakeOpenAI().then(ranking_reply("C"), Behaviour(status=500), Behaviour(status=500), ranking_reply("C"))
     result = await rank(fake, prepared, context, shuffles=2)
     assert_valid(result, context)
@@ -179,9 +177,7 @@ async def test_verbalizer_ranks_by_the_returned_logprobs(prepared: PreparedModel
     assert result.recommendations[0].extra["logprob"] == -0.1
 
 
-async def test_failed_explanations_fall_back_to_template_reasons(
-    prepared: PreparedModel, context: RankContext
-) -> None:
+async def test_failed_explanations_fall_back_to_template_reasons(prepared: PreparedModel, context: RankContext) -> None:
     fake = FakeOpenAI(default=Behaviour(status=500)).then(
         Behaviour(body=completion(json.dumps({"ranking": [{"item": "A", "reason": ""}]})))
     )

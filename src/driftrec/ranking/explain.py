@@ -55,9 +55,7 @@ def template_reason(item: Item, matched: Sequence[str], provenance: Sequence[Pro
     return "Picked from the catalog for your recent activity."
 
 
-async def llm_reason(
-    llm: LLM, item: Item, matched: Sequence[str], profile_text: str, *, max_tokens: int = 80
-) -> str:
+async def llm_reason(llm: LLM, item: Item, matched: Sequence[str], profile_text: str, *, max_tokens: int = 80) -> str:
     prompt = render(
         TEMPLATE,
         {"item": item.document(), "matched": ", ".join(matched), "profile_text": profile_text},
