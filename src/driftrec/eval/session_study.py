@@ -428,6 +428,13 @@ async def run_session_study(
                 picks[f"alpha ({source})"] = max(alphas, key=lambda a: (sweep[f"{a:g}"], a))
             alpha = picks[f"alpha ({source})"]
             study.systems.append(scorer(f"vector α={alpha:g} (u_l: {source})", "alpha", rankings[names[alpha]]))
+        if "static profile" in study.alpha_sweep:  # profiles compared where u_l counts (alpha = 1 ignores it)
+            shown = {x.name for x in study.systems}
+            for a in (0.0, 0.5):
+                for source in LONG_TERM:
+                    name = f"vector α={a:g} (u_l: {source})"
+                    if name in rankings and name not in shown:
+                        study.systems.append(scorer(name, "alpha", rankings[name]))
         if records:
             full = records.get("verbalizer, full") or next(iter(records.values()))
             if stage == "valid":
