@@ -187,10 +187,10 @@ class Recommender:
     async def refit(self) -> None:
         """Bring co-occurrence and popularity up to date with every event recorded so far: wait for the
         refit ``observe`` may already have started, else fit now (after a bulk load, before ranking)."""
-        self._require()
+        memory = self._require()
         if self._refit is not None and not self._refit.done():
             await self._refit  # do not fit twice at once
-        if await self.memory.events.count() != self._fitted_events:  # type: ignore[union-attr]
+        if await memory.events.count() != self._fitted_events:
             await self._fit()
 
     async def _maybe_refit(self) -> None:

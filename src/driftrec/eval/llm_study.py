@@ -236,11 +236,13 @@ async def collect(
         raise ValueError(f"context must be one of {CONTEXTS}")
     if cases is None:
         cases, log = leave_one_out_cases(dataset, stage)
+    elif setting == "retrieved" and generator is None and log is None:
+        raise ValueError("retrieved candidates for given cases need their training log or a fitted generator")
     done = await asyncio.to_thread(_recorded, out) if out is not None and resume else {}
     todo = [u for u in users if u not in done]
     if setting == "retrieved" and todo and generator is None:
         index = await ingest(settings, dataset)
-        generator = await asyncio.to_thread(CandidateGenerator.build, settings, index, dataset.items, log or [])
+        generator = await asyncio.to_thread(CandidateGenerator.build, settings, index, dataset.items, log)
     reranker = Reranker(
         llm,
         RankingPolicy(  # type: ignore[arg-type]

@@ -108,7 +108,7 @@ def session_replay(dataset: Dataset, *, gap_minutes: float = 1440.0, min_session
     return splits
 
 
-def session_training_log(dataset: Dataset, splits: dict[str, SessionSplit], stage: str) -> list[Interaction]:
+def session_training_log(dataset: Dataset, splits: Mapping[str, SessionSplit], stage: str) -> list[Interaction]:
     """What every system may learn from when predicting ``stage``: each evaluated user's events before
     their target session, plus every event of users who are not evaluated (they have no target)."""
     log = [event for split in splits.values() for event in split.seen_before(stage)]

@@ -60,7 +60,7 @@ from driftrec.eval.protocols import SessionSplit, first_users, session_replay, s
 from driftrec.eval.retrieval_study import ingest
 from driftrec.llm import LLM
 from driftrec.ranking import RankErrors
-from driftrec.retrieval import CandidateGenerator, RetrievalRequest
+from driftrec.retrieval import CandidateGenerator, ItemIndex, RetrievalRequest
 from driftrec.retrieval.fusion import rrf
 
 K = 20
@@ -97,9 +97,6 @@ class SessionStudy:
     errors: dict[str, float] = field(default_factory=dict)
     profile_sessions: int = 0
     seconds: float = 0.0
-
-    def score(self, name: str) -> SystemScore:
-        return next(s for s in self.systems if s.name == name)
 
     def as_dict(self) -> dict[str, object]:
         data = asdict(self)
@@ -149,13 +146,12 @@ def _case(split: SessionSplit, stage: str) -> Case:
 
 
 async def _retrieval_rankings(
-    settings: Settings,
     generator: CandidateGenerator,
     cases: Mapping[str, Case],
     alphas: Sequence[float],
     memories: Mapping[str, UserMemory] | None,
 ) -> dict[str, dict[str, list[str]]]:
-    """Each retrieval system's top K per user: sources alone, fused, and the alpha sweep per u_l."""
+    """Each retrieval system's top K per user: the sources alone and the alpha sweep per u_l."""
     semaphore = asyncio.Semaphore(8)
     out: dict[str, dict[str, list[str]]] = {}
 
@@ -164,7 +160,6 @@ async def _retrieval_rankings(
         request = RetrievalRequest(user=user, history=case.history, now=case.now)
         async with semaphore:
             lists = await generator.per_source(request, K, sources=("cooc", "popularity"))
-            lists[FUSED] = [(c.item.id, c.score) for c in await generator.generate(request, K)]
             known = (memories or {}).get(user)
             vectors = {"history": None}
             if known is not None:
@@ -244,6 +239,7 @@ async def _stage(
     settings: Settings,
     dataset: Dataset,
     llm: LLM | None,
+    index: ItemIndex,
     stage: str,
     splits: Mapping[str, SessionSplit],
     users: Sequence[str],
@@ -266,13 +262,12 @@ async def _stage(
     """
     cases = {u: _case(splits[u], stage) for u in users}
     targets = {u: c.targets for u, c in cases.items()}
-    log = session_training_log(dataset, dict(splits), stage)
+    log = session_training_log(dataset, splits, stage)
     rankings: dict[str, dict[str, list[str]]] = {}
     if stage == "test":  # baselines keep their own hyper-parameters: validation has nothing to choose for them
         if progress:
             progress(f"{stage}: baselines")
         rankings = await asyncio.to_thread(_baseline_rankings, dataset, log, cases, baselines)
-    index = await ingest(settings, dataset)
     generator = await asyncio.to_thread(CandidateGenerator.build, settings, index, dataset.items, log)
     memories = None
     if llm is not None and profile_sessions:
@@ -291,7 +286,8 @@ async def _stage(
         )
     if progress:
         progress(f"{stage}: retrieval")
-    rankings |= await _retrieval_rankings(settings, generator, cases, alphas, memories)
+    rankings |= await _retrieval_rankings(generator, cases, alphas, memories)
+    rankings[FUSED] = await _fused(generator, cases)
     if fusion is None:
         fusion = await _tune_fusion(generator, cases, targets)
     generator.fusion, generator.weights = "weighted", dict(fusion)
@@ -322,6 +318,8 @@ async def _stage(
 
 
 async def _fused(generator: CandidateGenerator, cases: Mapping[str, Case]) -> dict[str, list[str]]:
+    """The fused top K per user with the generator's current fusion weights."""
+
     async def one(user: str) -> tuple[str, list[str]]:
         request = RetrievalRequest(user=user, history=cases[user].history, now=cases[user].now)
         return user, [c.item.id for c in await generator.generate(request, K)]
@@ -393,11 +391,13 @@ async def run_session_study(
     studies: dict[str, SessionStudy] = {}
     picks: dict[str, float] = {}
     fusion: dict[str, float] | None = None
+    index = await ingest(settings, dataset)  # once: both stages rank the same catalog
     for stage in ("valid", "test"):
         rankings, records, scorer, fusion = await _stage(
             settings,
             dataset,
             llm,
+            index,
             stage,
             splits,
             chosen,

@@ -116,7 +116,7 @@ async def _one(settings: Settings, dataset: Dataset, run: Run, llm: LLM | None, 
     studies = await run_session_study(
         settings,
         dataset,
-        llm if o.get("llm", True) else None,
+        llm if run.needs_llm else None,
         users=users,
         gap_minutes=o.get("gap_minutes", 1440.0),
         baselines=o.get("baselines", BASELINE_SYSTEMS),
