@@ -1,6 +1,8 @@
 """Benchmark of profile building: replay MovieLens users session by session with the configured LLM.
 
-Prints seconds and LLM tokens per session (one summary + one profile update each) and per user.
+Prints seconds and LLM tokens per session (one summary + one profile update each) and per user, and
+how many of the LLM's proposed interests and dislikes the user's own events contradicted (rejected by
+memory/evidence.py), per 100 profile updates.
 Run: `.venv/bin/python bench/memory_replay.py [--users 3] [--sessions 4] [--json-out FILE]`.
 """
 
@@ -49,6 +51,10 @@ async def main(users: int, sessions: int) -> dict[str, object]:
                         "sessions": len(results),
                         "seconds": round(seconds, 1),
                         "failures": sum(1 for r in results if r.error),
+                        "updates": sum(1 for r in results if r.updated),
+                        "claims": sum(r.claims for r in results),
+                        "rejected": sum(len(r.rejected) for r in results),
+                        "rejected_dislikes": sum(1 for r in results for x in r.rejected if x.kind == "dislike"),
                         "prompt_tokens": after["prompt_tokens"] - before["prompt_tokens"],
                         "completion_tokens": after["completion_tokens"] - before["completion_tokens"],
                     }
@@ -57,7 +63,12 @@ async def main(users: int, sessions: int) -> dict[str, object]:
         finally:
             await llm.aclose()
     total_sessions = sum(u["sessions"] for u in per_user)
+    updates = max(sum(u["updates"] for u in per_user), 1)
     return {
+        "rejected_per_100_updates": round(100 * sum(u["rejected"] for u in per_user) / updates, 1),
+        "rejected_share_of_claims": round(
+            sum(u["rejected"] for u in per_user) / max(sum(u["claims"] for u in per_user), 1), 3
+        ),
         "model": settings.model_served_name,
         "users": per_user,
         "seconds_per_session": round(sum(u["seconds"] for u in per_user) / max(total_sessions, 1), 2),

@@ -21,7 +21,11 @@ from driftrec.llm.checkpoint import PreparedModel, prepare_model
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     data = tmp_path_factory.mktemp("driftrec-data")
     log = data / "llm-log.jsonl"
-    return load_settings(data_dir=data, llm_log_path=log if os.environ.get("DRIFTREC_TEST_LOG") else None)
+    # Background upkeep off: tests that observe events must not start LLM work behind each other's backs;
+    # the upkeep tests turn it on for their own Recommender.
+    return load_settings(
+        data_dir=data, llm_log_path=log if os.environ.get("DRIFTREC_TEST_LOG") else None, memory_upkeep=False
+    )
 
 
 @pytest.fixture(scope="session")
@@ -118,5 +122,6 @@ def endpoint_env(settings: Settings, llm: LLM, data: Path, **extra: str) -> dict
         "DRIFTREC_LLM_MODEL": llm.client.model,
         "DRIFTREC_CHAT_MODE": "plan",
         "DRIFTREC_RANKING_TIMEOUT_S": "600",  # queueing on a shared 2-core CI box is not what is tested
+        "DRIFTREC_MEMORY_UPKEEP": "false",  # no background LLM work unless a test asks for it
         **extra,
     }

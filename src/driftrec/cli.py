@@ -26,6 +26,8 @@ eval_app = typer.Typer(help="Offline evaluation on real data.", no_args_is_help=
 profile_app = typer.Typer(help="Long-term profiles: show, history, timeline.", no_args_is_help=True)
 app.add_typer(profile_app, name="profile")
 app.add_typer(eval_app, name="eval")
+memory_app = typer.Typer(help="Interest memory: refresh profiles, forget users.", no_args_is_help=True)
+app.add_typer(memory_app, name="memory")
 console = Console()
 err = Console(stderr=True)
 
@@ -115,7 +117,7 @@ async def _demo(settings: Settings, users: int, llm_users: int) -> None:
         )
         with console.status("   recording 100,000 ratings (each user's last one held out)…"):
             events = [e for e in dataset.interactions if not (e.user in picked and e == splits[e.user].test)]
-            await rec.observe(events)
+            await rec.observe(events, upkeep=False)  # history: profiles are built below, on purpose
             await rec.refit()
         for user in picked:
             target = splits[user].test
@@ -419,9 +421,24 @@ def _versions_table(history: list, title: str) -> Table:
     return table
 
 
+def _evidence_table(profile, titles: dict[str, str]) -> Table:
+    table = Table(title="evidence: the user's own events behind each claim", title_justify="left")
+    for column in ("", "name", "weight", "liked", "disliked", "share of likes", "items"):
+        table.add_column(column)
+    for kind, entries in (("interest", profile.interests), ("dislike", profile.dislikes)):
+        for i in sorted(entries, key=lambda i: -i.weight):
+            items = ", ".join(titles.get(x, x) for x in i.evidence[:4]) + (" …" if len(i.evidence) > 4 else "")
+            said = {"stated": " (said in chat)", "edit": " (set by the user)"}.get(i.source, "")
+            table.add_row(
+                kind, i.name, f"{i.weight:.2f}", str(i.positive), str(i.negative), f"{i.support:.0%}", items + said
+            )
+    return table
+
+
 @profile_app.command("show")
 def profile_show(user: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """The user's current long-term profile."""
+    """The user's current long-term profile, with the evidence behind each interest and dislike."""
+    from driftrec.agent.recommender import load_items
     from driftrec.memory.service import Memory
 
     settings = _settings()
@@ -429,8 +446,94 @@ def profile_show(user: str, as_json: Annotated[bool, typer.Option("--json")] = F
     profile, _ = asyncio.run(memory.profile(user))
     if as_json:
         print(profile.model_dump_json())
+        return
+    console.print(_versions_table([profile], f"profile of {user}"))
+    if profile.interests or profile.dislikes:
+        titles = {i: item.title for i, item in load_items(settings).items()}
+        console.print(_evidence_table(profile, titles))
+
+
+@memory_app.command("refresh")
+def memory_refresh(
+    user: Annotated[str | None, typer.Argument(help="One user (omit with --all).")] = None,
+    all_users: Annotated[bool, typer.Option("--all", help="Every user with events: a resumable batch job.")] = False,
+    restart: Annotated[bool, typer.Option(help="With --all: start over instead of resuming.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Summarize closed sessions and update profiles with the LLM (one user, or all of them)."""
+    from rich.progress import Progress
+
+    from driftrec.agent import Recommender
+
+    if (user is None) == (not all_users):
+        err.print("[red]name one USER or pass --all[/red]")
+        raise typer.Exit(2)
+    settings = _settings().model_copy(update={"memory_upkeep": False})
+    checkpoint = settings.data_dir / "refresh-all.checkpoint"
+
+    async def run() -> dict[str, object]:
+        async with Recommender.from_settings(settings) as rec:
+            memory = rec._require()
+            if user is not None:
+                result = await rec.refresh_profile(user)
+                return _refresh_json(result)
+            users = await asyncio.to_thread(memory.upkeep_users_blocking)
+            done = set() if restart or not checkpoint.exists() else set(checkpoint.read_text().split("\n"))
+            totals = {"users": len(users), "skipped": 0, "updated": 0, "failed": 0, "summarized": 0, "rejected": 0}
+            with Progress(console=console, disable=as_json) as progress, checkpoint.open("a") as log:
+                task = progress.add_task("refreshing profiles", total=len(users))
+                for who in users:
+                    if who in done:
+                        totals["skipped"] += 1
+                    else:
+                        result = await rec.refresh_profile(who)
+                        totals["updated"] += int(result.updated)
+                        totals["summarized"] += result.summarized
+                        totals["rejected"] += len(result.rejected)
+                        if result.error:
+                            totals["failed"] += 1
+                        else:  # a failed user is tried again when the job is resumed
+                            log.write(who + "\n")
+                            log.flush()
+                    progress.advance(task)
+            if not totals["failed"]:
+                checkpoint.unlink(missing_ok=True)
+            return totals
+
+    out = _run_or_exit(run())
+    if as_json:
+        print(json.dumps(out))
     else:
-        console.print(_versions_table([profile], f"profile of {user}"))
+        console.print(out)
+    if out.get("failed") or out.get("status") == "failed":
+        raise typer.Exit(1)
+
+
+def _refresh_json(result) -> dict[str, object]:
+    return {
+        "status": result.status,
+        "version": result.profile.version,
+        "summarized": result.summarized,
+        "failed": result.failed,
+        "remaining": result.remaining,
+        "folded": result.folded,
+        "rejected": [vars(r) for r in result.rejected],
+        "error": result.error,
+    }
+
+
+@memory_app.command("forget")
+def memory_forget(user: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Delete everything stored about a user, everywhere; prints what each store held."""
+    from driftrec.agent import Recommender
+
+    async def run() -> dict[str, dict[str, int]]:
+        async with Recommender.from_settings(llm=None) as rec:
+            report = await rec.forget_user(user)
+        return {"rows": report.rows, "vectors": report.vectors, "llm": report.llm}
+
+    out = _run_or_exit(run())
+    print(json.dumps(out)) if as_json else console.print(out)
 
 
 @profile_app.command("history")
@@ -671,6 +774,52 @@ def eval_sessions(
         return
     console.print(studies["test"].markdown())
     console.print(f"chosen on validation: {studies['valid'].chosen}; written to {out}")
+
+
+@eval_app.command("profiles")
+def eval_profiles(
+    users: Annotated[int | None, typer.Option("--users", "--limit", help="Only the first N users (default: all).")] = (
+        None
+    ),
+    gap_minutes: Annotated[float, typer.Option(help="Inactivity that starts a new session.")] = 1440.0,
+    profile_sessions: Annotated[int, typer.Option(help="Sessions replayed through memory before the target.")] = 2,
+    llm: Annotated[bool, typer.Option(help="Build LLM profiles (off: count-based and no profile only).")] = True,
+    out: Annotated[str, typer.Option(help="Run folder: report JSON/Markdown and plot.")] = "runs/profiles",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
+) -> None:
+    """Profile quality: does the profile alone tell the next session's liked items from the disliked ones?
+    LLM profile (evolving and static) vs a count-based profile from the same events vs none."""
+    from pathlib import Path
+
+    from driftrec.data import load_movielens_100k
+    from driftrec.eval.profile_study import run_profile_study, write_report
+
+    settings = _with_cache(_settings())
+    dataset = load_movielens_100k(settings.cache_dir)
+
+    async def run(model: LLM | None):
+        with console.status("replaying memory and scoring profiles…") as status:
+            return await run_profile_study(
+                settings,
+                dataset,
+                model,
+                users=users,
+                gap_minutes=gap_minutes,
+                profile_sessions=profile_sessions,
+                progress=lambda user: status.update(f"profiles: user {user} replayed"),
+            )
+
+    async def with_llm():
+        async with connect(settings) as model:
+            return await run(model)
+
+    study = asyncio.run(with_llm() if llm else run(None))
+    written = write_report(study, Path(out))
+    if as_json:
+        print(json.dumps(study.as_dict(), default=str))
+        return
+    console.print(study.markdown())
+    console.print(f"{study.seconds:.0f}s; written: " + ", ".join(str(p) for p in written))
 
 
 @eval_app.command("all")

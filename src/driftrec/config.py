@@ -172,6 +172,23 @@ class Settings(BaseSettings):
         "free: the LLM names them.",
     )
     memory_max_session_items: int = Field(default=30, ge=1, description="Latest items of a session shown to the LLM.")
+    memory_fold_batch: int = Field(
+        default=8, ge=1, le=100, description="Session summaries per profile-update prompt (fewer if they do not fit)."
+    )
+    memory_upkeep: bool = Field(
+        default=True,
+        description="Refresh a user's profile by itself once their session closes (a background worker in the "
+        "Recommender; pending work is kept in the database and found again after a restart).",
+    )
+    memory_upkeep_interval_s: float = Field(
+        default=30.0, gt=0, le=86400, description="How often the upkeep worker looks for closed sessions."
+    )
+    memory_upkeep_retries: int = Field(
+        default=5, ge=0, le=100, description="Upkeep attempts per user before it waits for new events."
+    )
+    memory_refresh_max_sessions: int = Field(
+        default=20, ge=1, le=10_000, description="Sessions one refresh request summarizes; the rest go to upkeep."
+    )
 
     # -- the service
     catalog: str = Field(

@@ -11,10 +11,28 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-ItemId = Annotated[str, Field(min_length=1, max_length=256)]
-UserId = Annotated[str, Field(min_length=1, max_length=256)]
+
+def _encodable(value: str) -> str:
+    """Refuse text that is not valid Unicode (a lone surrogate cannot be stored or sent on)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("not valid Unicode (lone surrogate)") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
+ItemId = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_encodable)]
+# A user id is a path segment over HTTP, so it has no "/" and no control characters: every id that can
+# be recorded can also be read and forgotten through every interface.
+UserId = Annotated[
+    str, Field(min_length=1, max_length=256, pattern=r"^[^/\x00-\x1f\x7f]+$"), AfterValidator(_encodable)
+]
+SessionId = Annotated[
+    str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$"), AfterValidator(_encodable)
+]
 Weight = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
@@ -74,8 +92,8 @@ class Interaction(_Frozen):
     action: Action = Action.VIEW
     timestamp: datetime
     rating: float | None = Field(default=None, ge=0.0, le=10.0)
-    text: str | None = Field(default=None, max_length=4000)
-    session_id: str | None = None
+    text: Text | None = Field(default=None, max_length=4000)
+    session_id: SessionId | None = None
     event_id: str | None = Field(default=None, min_length=1, max_length=128)
 
     def signal(self) -> str:
@@ -110,7 +128,7 @@ class SessionSummary(BaseModel):
     """What the LLM made of one session."""
 
     user: UserId
-    session_id: str
+    session_id: SessionId
     themes: list[str] = Field(default_factory=list, max_length=8)
     liked: list[ItemEvidence] = Field(default_factory=list)
     disliked: list[ItemEvidence] = Field(default_factory=list)
@@ -119,9 +137,17 @@ class SessionSummary(BaseModel):
 
 
 class Interest(BaseModel):
+    """One long-term interest (or dislike). ``evidence`` are the user's own items behind it; ``positive``
+    and ``negative`` count the user's events for it, and ``support`` is the share of the user's positive
+    events that carry it: computed from the data, never taken from the LLM."""
+
     name: str = Field(min_length=1, max_length=80)
     weight: Weight
     evidence: list[ItemId] = Field(default_factory=list)
+    positive: int = Field(default=0, ge=0)
+    negative: int = Field(default=0, ge=0)
+    support: Weight = 0.0
+    source: Literal["llm", "stated", "edit"] = "llm"
     first_seen: datetime
     last_seen: datetime
 
@@ -135,6 +161,8 @@ class InterestProfile(BaseModel):
     dislikes: list[Interest] = Field(default_factory=list)
     summary: str = Field(default="", max_length=2000)
     updated_at: datetime = Field(default_factory=utcnow)
+    # LLM claims this version's update refused because the user's events contradicted them, in words
+    rejected: list[Annotated[str, Field(max_length=300)]] = Field(default_factory=list, max_length=50)
 
 
 class Filters(BaseModel):
@@ -178,8 +206,9 @@ class StatedPreference(BaseModel):
     user: UserId
     name: str = Field(min_length=1, max_length=80)
     polarity: Literal["like", "dislike"]
-    text: str = Field(default="", max_length=4000)
+    text: Text = Field(default="", max_length=4000)
     created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
 
 
 class ChatTurn(BaseModel):

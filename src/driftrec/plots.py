@@ -74,7 +74,13 @@ def weight_sweep(studies: dict, path: Path) -> Path:
     return path
 
 
-def metric_bars(rows: Sequence[tuple[str, float, tuple[float, float]]], path: Path, title: str) -> Path:
+def metric_bars(
+    rows: Sequence[tuple[str, float, tuple[float, float]]],
+    path: Path,
+    title: str,
+    *,
+    label: str = "NDCG@10 (95 % bootstrap interval)",
+) -> Path:
     """One horizontal bar per system with its 95 % interval, best at the top."""
     rows = sorted(rows, key=lambda r: r[1])
     fig, ax = plt.subplots(figsize=(8, 0.32 * len(rows) + 1.2))
@@ -84,7 +90,7 @@ def metric_bars(rows: Sequence[tuple[str, float, tuple[float, float]]], path: Pa
     ax.barh(list(ys), values, xerr=errors, capsize=2, color="#4c72b0", alpha=0.85)
     ax.set_yticks(list(ys))
     ax.set_yticklabels([name for name, _, _ in rows], fontsize=8)
-    ax.set_xlabel("NDCG@10 (95 % bootstrap interval)")
+    ax.set_xlabel(label)
     ax.set_title(title, fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()

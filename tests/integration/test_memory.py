@@ -61,7 +61,9 @@ async def test_replay_builds_valid_versioned_profiles(
     assert memory.summaries.pending_blocking(user) == []  # every summary was folded into a version
     for session_id in memory.summaries.summarized_blocking(user):
         items = {e.item for e in sessions[session_id].interactions}
-        row = memory.db.connection().execute("SELECT body FROM summaries WHERE session_id = ?", (session_id,))
+        row = memory.db.connection().execute(
+            "SELECT body FROM summaries WHERE user = ? AND session_id = ?", (user, session_id)
+        )
         summary = SessionSummary.model_validate_json(row.fetchone()[0])
         assert {e.item for e in summary.liked + summary.disliked} <= items  # only items of that session
         assert set(summary.themes) <= set(memory.vocabulary or summary.themes)
@@ -113,15 +115,18 @@ async def test_llm_down_keeps_the_old_profile_and_retries_later(
     await memory.observe(first.interactions)
     result = await memory.refresh_profile(user, now=first.ended_at + timedelta(hours=1))
     assert not result.updated and result.profile.version == 0 and result.summarized == 0
+    assert result.status == "failed" and result.failed == 1 and result.error  # reported, never error=None
     memory.llm = llm  # the server is back
     result = await memory.refresh_profile(user, now=first.ended_at + timedelta(hours=1))
     assert result.updated and result.profile.version == 1 and result.summarized == 1
 
 
+@pytest.mark.parametrize("failpoint", ["profile.after_version_write", "profile.before_head_move"])
 async def test_a_kill_during_an_update_leaves_the_old_profile_current(
-    tmp_path: Path, settings: Settings, ml100k: Dataset, llm: LLM, users_with_sessions: list[str]
+    tmp_path: Path, settings: Settings, ml100k: Dataset, llm: LLM, users_with_sessions: list[str], failpoint: str
 ) -> None:
-    """A real process dies (SIGKILL) after writing the new version and before making it current."""
+    """A real process dies (SIGKILL) between the writes of an update: after the new version's vector is
+    written, or inside the transaction that stores it and moves the head."""
     user = users_with_sessions[2]
     sessions = sessionize(ml100k.by_user()[user], timedelta(minutes=30))
     memory = memory_in(tmp_path, settings, ml100k, llm)
@@ -152,7 +157,7 @@ async def test_a_kill_during_an_update_leaves_the_old_profile_current(
     """)
     env = {
         **os.environ,
-        "DRIFTREC_FAILPOINT": "profile.after_version_write",
+        "DRIFTREC_FAILPOINT": failpoint,
         "DRIFTREC_DATA_DIR": str(tmp_path),
         "DRIFTREC_CHROMA_PATH": str(tmp_path / "chroma"),
         "DRIFTREC_CACHE_DIR": str(settings.cache_dir),
@@ -203,14 +208,16 @@ async def test_forget_user_leaves_nothing_behind(
     memory = memory_in(tmp_path, settings, ml100k, llm)
     for someone in (user, neighbour):
         await replay(memory, ml100k.by_user()[someone], max_sessions=1)
-    await memory.forget_user(user)
+    report = await memory.forget_user(user)
+    assert report.rows["events"] == len(sessionize(ml100k.by_user()[user], memory.gap)[-1].interactions)
+    assert report.rows["profile_versions"] == 1 and report.vectors["profiles"] == 1 and report.vectors["sessions"] == 1
 
     conn = memory.db.connection()
-    for table in ("events", "summaries", "profile_heads"):
+    for table in ("events", "summaries", "profile_heads", "profile_versions"):
         assert conn.execute(f"SELECT COUNT(*) FROM {table} WHERE user = ?", (user,)).fetchone()[0] == 0, table
     for collection in (memory.profiles.collection, memory.summaries.collection):
-        assert collection.get(where={"user": user})["ids"] == []
-        assert all(meta["user"] != user for meta in collection.get()["metadatas"])
+        assert collection.get(where={"subject": memory.tag(user)})["ids"] == []
+        assert collection.get(where={"subject": memory.tag(neighbour)})["ids"] != []
     assert (await memory.profile(user))[0].version == 0
     # the neighbour is untouched
     assert conn.execute("SELECT COUNT(*) FROM events WHERE user = ?", (neighbour,)).fetchone()[0] > 0

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 ACTIONS = ("recommend", "search", "show_profile", "feedback", "explain", "answer")
 KEEP_TURNS = 4  # turns always kept verbatim when folding
+FOLD_REPLY_TOKENS = 200
 
 
 def plan_schema(vocabulary: Sequence[str]) -> type[BaseModel]:
@@ -78,39 +79,53 @@ class ChatAgent:
             async for piece in stream:
                 pieces.append(piece)
                 yield piece
-        finally:
-            await memory.conversations.append(
-                user, ChatTurn(role="user", content=message), ChatTurn(role="assistant", content="".join(pieces))
-            )
+        finally:  # the user's turn always; the assistant's only if one was written (never an empty turn)
+            reply = "".join(pieces).strip()
+            turns = [ChatTurn(role="user", content=message)]
+            if reply:
+                turns.append(ChatTurn(role="assistant", content=reply[:20000]))
+            await memory.conversations.append(user, *turns)
 
     # -- conversation memory ----------------------------------------------------------------------
 
     async def _context(self, user: str) -> tuple[str, list[ChatTurn]]:
-        """The running summary and the verbatim turns, folding older turns first if they are too long."""
+        """The running summary and the verbatim turns, folding older turns first if they are too long.
+
+        Folding is hierarchical: older turns go into the summary a slice at a time, each slice sized to
+        fit the fold prompt, so a conversation of any length folds; a slice that fails stops the fold
+        there (what was folded stays folded) and the turns after it are still sent, newest first, as
+        many as fit the budget."""
         memory = self.rec.memory
         llm = self.rec.llm
         assert memory is not None
         summary, numbered = await memory.conversations.state(user)
         turns = [t for _, t in numbered]
+        budget = self.rec.settings.chat_history_tokens
         if llm is None or len(numbered) <= KEEP_TURNS:
             return summary, turns
-        size = sum(llm.tokens.count(t.content) for t in turns)
-        if size <= self.rec.settings.chat_history_tokens:
+        if sum(llm.tokens.count(t.content) for t in turns) <= budget:
             return summary, turns
-        old, keep = numbered[:-KEEP_TURNS], numbered[-KEEP_TURNS:]
-        try:
-            prompt = render(
-                "chat_summary",
-                {"previous": summary, "turns": [t for _, t in old]},
-                counter=llm.tokens,
-                budget=llm.context_window - 200,
-            )
-            new = (await llm.client.structured(prompt.messages, _Summary, max_tokens=200)).value.summary
-        except (LLMError, PromptError) as exc:
-            log.warning("could not fold the conversation of %s: %s", user, exc)
-            return summary, [t for _, t in keep]  # send fewer turns rather than overflow
-        await memory.conversations.fold(user, old[-1][0], new)
-        return new, [t for _, t in keep]
+        old = numbered[:-KEEP_TURNS]
+        slice_tokens = max(200, (llm.context_window - FOLD_REPLY_TOKENS) // 2)
+        for chunk in _slices(old, lambda t: llm.tokens.count(t.content), slice_tokens):
+            turns_text = [
+                t.model_copy(update={"content": llm.tokens.truncate(t.content, slice_tokens)}) for _, t in chunk
+            ]
+            try:
+                prompt = render(
+                    "chat_summary",
+                    {"previous": summary, "turns": turns_text},
+                    counter=llm.tokens,
+                    budget=llm.context_window - FOLD_REPLY_TOKENS,
+                )
+                result = await llm.client.structured(prompt.messages, _Summary, max_tokens=FOLD_REPLY_TOKENS)
+            except (LLMError, PromptError) as exc:
+                log.warning("could not fold a conversation, sending the newest turns that fit: %s", exc)
+                break
+            summary = result.value.summary
+            await memory.conversations.fold(user, chunk[-1][0], summary)
+        summary, numbered = await memory.conversations.state(user)
+        return summary, _newest_within([t for _, t in numbered], lambda t: llm.tokens.count(t.content), budget)
 
     # -- plan-first -------------------------------------------------------------------------------
 
@@ -241,6 +256,33 @@ class ChatAgent:
         ):
             if getattr(chunk, "type", "") == "AIMessageChunk" and isinstance(chunk.content, str) and chunk.content:
                 yield chunk.content
+
+
+def _slices(items: list, size: Callable[[Any], int], limit: int) -> list[list]:
+    """Consecutive runs of ``(seq, turn)`` items whose turns add up to at most ``limit`` tokens each."""
+    runs: list[list] = [[]]
+    used = 0
+    for item in items:
+        cost = min(size(item[1]), limit)
+        if runs[-1] and used + cost > limit:
+            runs.append([])
+            used = 0
+        runs[-1].append(item)
+        used += cost
+    return [r for r in runs if r]
+
+
+def _newest_within(turns: list[ChatTurn], size: Callable[[ChatTurn], int], budget: int) -> list[ChatTurn]:
+    """The newest turns whose sizes add up to at most ``budget`` (always at least the last one)."""
+    kept: list[ChatTurn] = []
+    used = 0
+    for turn in reversed(turns):
+        cost = size(turn)
+        if kept and used + cost > budget:
+            break
+        kept.append(turn)
+        used += cost
+    return kept[::-1]
 
 
 _RECOMMEND_WORDS = ("recommend", "suggest", "what should i watch", "something", "anything", "watch tonight", "ideas")

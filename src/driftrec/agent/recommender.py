@@ -22,11 +22,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from driftrec.agent.upkeep import Upkeep
 from driftrec.config import Settings, load_settings
 from driftrec.data import load_catalog, load_grouplens_100k, load_movielens_100k
 from driftrec.llm import LLM, open_llm
 from driftrec.memory.profiles import profile_document, summary_document
-from driftrec.memory.service import Memory, RefreshResult
+from driftrec.memory.service import ForgetReport, Memory, RefreshResult
 from driftrec.models import (
     Action,
     Filters,
@@ -36,6 +37,7 @@ from driftrec.models import (
     RecommendationList,
     StatedPreference,
 )
+from driftrec.privacy import acting_for
 from driftrec.ranking import RankingPolicy, Reranker, build_context
 from driftrec.retrieval import CandidateGenerator, ItemIndex, RetrievalRequest
 from driftrec.retrieval.store import ensure_items, open_item_index
@@ -114,6 +116,7 @@ class Recommender:
         self._last: dict[str, RecommendationList] = {}
         self._started = False
         self._agent: Any = None
+        self.upkeep: Upkeep | None = None
 
     @classmethod
     def from_settings(
@@ -144,6 +147,14 @@ class Recommender:
             await ensure_items(self.index, self.catalog, Counter())
             await self._fit()
             self.reranker = Reranker(self.llm, RankingPolicy.from_settings(self.settings))
+            if self.llm is not None and self.settings.memory_upkeep:
+                self.upkeep = Upkeep(
+                    self.memory,
+                    interval_s=self.settings.memory_upkeep_interval_s,
+                    retries=self.settings.memory_upkeep_retries,
+                    max_sessions=self.settings.memory_refresh_max_sessions,
+                )
+                self.upkeep.start()
             self._started = True
         except BaseException:
             await self.aclose()
@@ -153,6 +164,9 @@ class Recommender:
     async def aclose(self) -> None:
         """Stop background work and everything this Recommender started (the embedded vLLM included)."""
         self._started = False
+        if self.upkeep is not None:
+            await self.upkeep.stop()
+            self.upkeep = None
         tasks = [t for t in [self._refit, *self._tasks] if t is not None and not t.done()]
         for task in tasks:
             task.cancel()
@@ -202,17 +216,21 @@ class Recommender:
 
     # -- events -----------------------------------------------------------------------------------
 
-    async def observe(self, events: Iterable[Interaction]) -> int:
+    async def observe(self, events: Iterable[Interaction], *, upkeep: bool | None = None) -> int:
         """Record events durably (idempotent by event id); returns how many were new.
 
-        Raises UnknownItem if an event names an item outside the catalog (nothing is written then).
+        ``upkeep`` (default: the ``memory_upkeep`` setting) schedules each user's profile refresh for
+        when their session closes; a bulk import of history passes False and runs
+        ``driftrec memory refresh --all`` instead. Raises UnknownItem if an event names an item outside
+        the catalog (nothing is written then).
         """
         memory = self._require()
         events = list(events)
         for event in events:
             if event.item not in self.catalog:
                 raise UnknownItem(event.item)
-        written = await memory.observe(events)
+        upkeep = self.settings.memory_upkeep if upkeep is None else upkeep
+        written = await memory.observe(events, upkeep=upkeep and self.llm is not None)
         await self._maybe_refit()
         return written
 
@@ -289,7 +307,8 @@ class Recommender:
             query=query,
             exclude=exclude,
         )
-        result = await self.reranker.rank(context, explain=explain)
+        with acting_for(memory.tag(user)):
+            result = await self.reranker.rank(context, explain=explain)
         answer = RecommendationList(
             user=user,
             items=result.recommendations,
@@ -339,14 +358,25 @@ class Recommender:
     async def profile_history(self, user: str) -> list[InterestProfile]:
         return await self._require().history(user)
 
-    async def refresh_profile(self, user: str, now: datetime | None = None) -> RefreshResult:
-        """Summarize the user's closed sessions and fold them into a new profile version."""
-        return await self._require().refresh_profile(user, now)
+    async def refresh_profile(
+        self, user: str, now: datetime | None = None, *, max_sessions: int | None = None
+    ) -> RefreshResult:
+        """Summarize the user's closed sessions (at most ``max_sessions`` now) and fold them into a new
+        profile version. Sessions left over are handed to the upkeep worker, when it runs."""
+        memory = self._require()
+        result = await memory.refresh_profile(user, now, max_sessions=max_sessions)
+        if result.remaining and self.upkeep is not None:
+            await asyncio.to_thread(memory.schedule_blocking, {user: 0.0})
+            self.upkeep.poke()
+        return result
 
-    async def forget_user(self, user: str) -> None:
-        """Delete everything stored about ``user`` (events, sessions, summaries, chats, profiles)."""
-        await self._require().forget_user(user)
+    async def forget_user(self, user: str) -> ForgetReport:
+        """Delete everything stored about ``user`` from every store (events, sessions, summaries, chats,
+        stated preferences, every profile version, their LLM cache entries and prompt log); returns what
+        each store held."""
+        report = await self._require().forget_user(user)
         self._last.pop(user, None)
+        return report
 
     # -- chat -------------------------------------------------------------------------------------
 
@@ -357,8 +387,9 @@ class Recommender:
             from driftrec.agent.chat import ChatAgent
 
             self._agent = ChatAgent(self)
-        async for piece in self._agent.reply(user, message):
-            yield piece
+        with acting_for(self._require().tag(user)):
+            async for piece in self._agent.reply(user, message):
+                yield piece
 
 
 def _now() -> datetime:

@@ -1,70 +1,121 @@
-"""Preferences stated in words: "I'm tired of horror", "more comedies please", "less scary".
+"""Preferences stated in words: "I'm tired of horror", "more comedies please", "nothing with kids".
 
-A small deterministic reader of genre mentions and the cue words around them. It runs on every chat
-message whatever the model, so a stated dislike is never lost on a model too small to notice it; the
-LLM's plan can add to it but not remove it.
+A small deterministic reader of genre mentions and the words around them. It runs on every chat
+message whatever the model, so a stated dislike is never lost on a model too small to notice it.
+Because its dislikes become filters for a while, it is conservative about negation:
+
+- words match whole words only ("no" is not inside "Casino", "war" is not inside "Wars");
+- a negation governs a genre only within its own clause (split at punctuation and at "but", "just",
+  "maybe", "instead"...), within a few words, and not across another genre or a word like "just"
+  ("I'm not sure, maybe something set in space" wants Sci-Fi);
+- phrases that look negative but praise are read as praise ("nothing beats a good comedy", "I can't
+  get enough of westerns", "I don't mind horror");
+- a plain mention in a request is a like ("a war film" wants War); a mention in a report of what the
+  user watched ("I saw a horror film yesterday") is neither.
+
+Tested on the phrasings in tests/unit/test_signals.py.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Literal
 
 from driftrec.models import StatedPreference
 
-# Words users say for a genre, beyond its own name (MovieLens genres).
+# Words users say for a genre, beyond its own name (MovieLens genres); plurals are matched too.
 SYNONYMS: dict[str, tuple[str, ...]] = {
-    "Horror": ("horror", "scary", "slasher", "gore", "creepy"),
-    "Comedy": ("comedy", "comedies", "funny", "comedic", "laugh"),
-    "Sci-Fi": ("sci-fi", "scifi", "science fiction", "space"),
-    "Romance": ("romance", "romantic", "love stor", "rom-com", "romcom"),
-    "Children's": ("children", "kids", "family"),
-    "Animation": ("animation", "animated", "cartoon"),
-    "Thriller": ("thriller", "suspense"),
-    "Documentary": ("documentary", "documentaries"),
-    "Action": ("action",),
-    "Adventure": ("adventure",),
-    "Crime": ("crime", "gangster", "heist"),
-    "Drama": ("drama",),
-    "Fantasy": ("fantasy",),
-    "Film-Noir": ("film-noir", "noir"),
-    "Musical": ("musical",),
-    "Mystery": ("mystery", "mysteries", "whodunit"),
-    "War": ("war movie", "war film", "war"),
-    "Western": ("western", "cowboy"),
+    "Horror": ("horror", "horrors", "horor", "scary", "slasher", "gore", "gory", "creepy", "frightening"),
+    "Comedy": ("comedy", "comedies", "commedy", "comdy", "funny", "comedic", "laugh", "hilarious", "rom-com", "romcom"),
+    "Sci-Fi": ("sci-fi", "scifi", "sci fi", "science fiction", "science-fiction", "space", "aliens", "futuristic"),
+    "Romance": ("romance", "romances", "romantic", "love story", "love stories", "rom-com", "romcom"),
+    "Children's": ("children's", "childrens", "children", "kids", "kid", "family"),
+    "Animation": ("animation", "animated", "cartoon", "cartoons", "anime"),
+    "Thriller": ("thriller", "thrillers", "thriler", "suspense", "suspenseful"),
+    "Documentary": ("documentary", "documentaries", "documentry", "docs"),
+    "Action": ("action", "action-packed"),
+    "Adventure": ("adventure", "adventures"),
+    "Crime": ("crime", "gangster", "gangsters", "heist", "mafia", "mob"),
+    "Drama": ("drama", "dramas", "dramatic"),
+    "Fantasy": ("fantasy", "fantasies", "magic", "wizards"),
+    "Film-Noir": ("film-noir", "film noir", "noir"),
+    "Musical": ("musical", "musicals"),
+    "Mystery": ("mystery", "mysteries", "whodunit", "whodunnit", "detective"),
+    "War": ("war", "wartime", "ww2", "wwii", "world war"),
+    "Western": ("western", "westerns", "cowboy", "cowboys"),
 }
-NEGATIVE = (
-    "tired of", "sick of", "bored of", "bored with", "enough", "no more", "not ", "don't", "dont", "do not",
-    "hate", "dislike", "less", "without", "avoid", "nothing", "no ", "stop", "fed up", "can't stand",
+
+_PRAISE = re.compile(
+    r"\b(?:nothing (?:beats|tops|compares to|is better than|better than)|can'?t get enough of|cannot get enough of|"
+    r"never get tired of|never tire of|(?:do not|don'?t|wouldn'?t|would not) mind|not tired of|no shortage of)\b"
+)
+NEGATIONS = (
+    "don't like", "dont like", "do not like", "doesn't like", "didn't like", "never liked", "don't want",
+    "dont want", "do not want", "don't love", "don't enjoy", "don't need", "not into", "not a fan of",
+    "not in the mood for", "no", "not", "never", "without", "avoid", "avoiding", "skip", "hate", "hated",
+    "hates", "dislike", "dislikes", "detest", "less", "fewer", "except", "stop", "nothing with",
+    "nothing like", "anything except", "other than", "instead of", "tired of", "sick of", "bored of",
+    "bored with", "fed up with", "fed up", "enough of", "enough with", "no more", "can't stand", "cant stand",
+    "cannot stand", "rather not", "isn't", "isnt", "aren't", "don't", "dont", "doesn't", "won't", "wouldn't",
+    "can't", "spare me", "done with", "over",
 )  # fmt: skip
-POSITIVE = ("more", "love", "want", "like", "mood for", "into", "craving", "give me", "some")
-_CLAUSE = re.compile(r"[.;!?]|\bbut\b|\bhowever\b|\balthough\b")
+# Longest first, so "no more" and "don't like" are one negation, not "no" then "more".
+_NEGATION = re.compile(r"\b(?:" + "|".join(re.escape(n) for n in sorted(NEGATIONS, key=len, reverse=True)) + r")\b")
+_AFTER_NEGATIVE = re.compile(
+    r"^(?:\W+\w+){0,3}?\W+(?:is|are|'s|'re)?\s*(?:not for me|not my thing|not really my thing|no thanks|"
+    r"boring|bore me|bores me|suck|sucks|overrated|got old|gets old|annoy me|annoys me|too much)\b"
+)
+_REPORT = re.compile(r"\b(?:watched|saw|seen|finished)\b")
+# Words that end a negation's reach ("no horror, just comedy"; "not sure, maybe space").
+_BREAK = re.compile(
+    r"\b(?:just|only|maybe|perhaps|rather|instead|prefer|but|something|though|however|so|more|love|like|want|"
+    r"enjoy|give me|some)\b"
+)
+_CLAUSE = re.compile(r"[.;!?,:()\n]+|\b(?:but|however|although|though|whereas|while)\b")
+_REACH = 6  # words a negation reaches forward
 
 
 def stated_preferences(user: str, message: str, vocabulary: Sequence[str]) -> list[StatedPreference]:
     """Genre likes and dislikes stated in ``message``; the latest mention of a genre wins."""
     known = set(vocabulary)
     found: dict[str, StatedPreference] = {}
-    for clause in _CLAUSE.split(message.lower()):
-        for genre, words in SYNONYMS.items():
-            if genre not in known:
-                continue
-            for word in words:
-                at = _find_word(clause, word)
-                if at < 0:
-                    continue
-                before = clause[max(0, at - 40) : at]
-                if any(cue in before for cue in NEGATIVE):
-                    polarity = "dislike"
-                elif any(cue in before for cue in POSITIVE):
-                    polarity = "like"
-                else:
-                    continue
+    text = message.replace("\u2019", "'").lower()
+    text = re.sub(r"\banything but\b", "anything except", text)  # not a clause break
+    for clause in _CLAUSE.split(text):
+        for at, genre in _mentions(clause, known):
+            polarity = _polarity(clause, at)
+            if polarity is not None:
+                found.pop(genre, None)
                 found[genre] = StatedPreference(user=user, name=genre, polarity=polarity, text=message.strip()[:4000])
-                break
     return list(found.values())
 
 
-def _find_word(text: str, word: str) -> int:
-    match = re.search(r"(?<![a-z])" + re.escape(word), text)
-    return match.start() if match else -1
+def _mentions(clause: str, known: set[str]) -> list[tuple[tuple[int, int], str]]:
+    """(start, end) of each genre word in the clause, in order; overlapping words count once."""
+    hits: list[tuple[tuple[int, int], str]] = []
+    for genre, words in SYNONYMS.items():
+        if genre not in known:
+            continue
+        for word in words:
+            for match in re.finditer(r"(?<![\w-])" + re.escape(word) + r"(?![\w-])", clause):
+                hits.append(((match.start(), match.end()), genre))
+    hits.sort()
+    return hits
+
+
+def _polarity(clause: str, at: tuple[int, int]) -> Literal["like", "dislike"] | None:
+    before, after = clause[: at[0]], clause[at[1] :]
+    if _PRAISE.search(before):
+        return "like"
+    negations = list(_NEGATION.finditer(before))
+    if negations:
+        negation = negations[-1]  # the nearest one
+        between = before[negation.end() :]
+        if len(between.split()) <= _REACH and not _BREAK.search(between):
+            return "dislike"
+    if _AFTER_NEGATIVE.search(after):
+        return "dislike"
+    if _REPORT.search(before) and not re.search(r"\b(?:more|another|again|love|loved|like|liked)\b", clause):
+        return None  # "I saw a horror film yesterday": a report, not a wish
+    return "like"

@@ -83,6 +83,7 @@ class UserMemory:
     summaries: list[SessionSummary]
     evolving_vector: np.ndarray | None = None  # u_l of the current version, as production uses it
     static_vector: np.ndarray | None = None  # u_l of the first version
+    versions: list[InterestProfile] = field(default_factory=list)  # every version, oldest first
 
 
 @dataclass
@@ -202,6 +203,7 @@ async def build_profiles(
             summaries,
             evolving_vector=last[1] if last else None,
             static_vector=first[1] if first else None,
+            versions=history,
         )
 
     return dict(await asyncio.gather(*(one(u) for u in users)))

@@ -28,13 +28,18 @@ class ResponseCache:
         self._local = threading.local()
         self.hits = 0
         self.misses = 0
-        self._conn().execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, body TEXT NOT NULL)")
+        conn = self._conn()
+        conn.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, body TEXT NOT NULL, subject TEXT)")
+        if not any(row[1] == "subject" for row in conn.execute("PRAGMA table_info(responses)")):
+            conn.execute("ALTER TABLE responses ADD COLUMN subject TEXT")  # caches made before driftrec 0.2
+        conn.execute("CREATE INDEX IF NOT EXISTS responses_subject ON responses (subject)")
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA secure_delete=ON")
             self._local.conn = conn
         return conn
 
@@ -42,8 +47,16 @@ class ResponseCache:
         row = self._conn().execute("SELECT body FROM responses WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
-    def _put(self, key: str, body: str) -> None:
-        self._conn().execute("INSERT OR REPLACE INTO responses (key, body) VALUES (?, ?)", (key, body))
+    def _put(self, key: str, body: str, subject: str | None) -> None:
+        self._conn().execute(
+            "INSERT OR REPLACE INTO responses (key, body, subject) VALUES (?, ?, ?)", (key, body, subject)
+        )
+
+    def _forget(self, subject: str) -> int:
+        conn = self._conn()
+        count = conn.execute("DELETE FROM responses WHERE subject = ?", (subject,)).rowcount
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return count
 
     async def get(self, key: str) -> str | None:
         body = await asyncio.to_thread(self._get, key)
@@ -53,5 +66,10 @@ class ResponseCache:
             self.hits += 1
         return body
 
-    async def put(self, key: str, body: str) -> None:
-        await asyncio.to_thread(self._put, key, body)
+    async def put(self, key: str, body: str, subject: str | None = None) -> None:
+        """Store a response; ``subject`` is the pseudonym of the user it was made for, if any."""
+        await asyncio.to_thread(self._put, key, body, subject)
+
+    async def forget(self, subject: str) -> int:
+        """Delete the subject's responses (zeroed on disk, the WAL truncated); returns how many."""
+        return await asyncio.to_thread(self._forget, subject)

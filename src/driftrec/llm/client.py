@@ -31,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 
 from driftrec.llm.cache import ResponseCache, cache_key
 from driftrec.llm.errors import InvalidLLMOutput, LLMRequestError, LLMTimeout, LLMUnavailable
+from driftrec.privacy import SUBJECT
 
 T = TypeVar("T", bound=BaseModel)
 R = TypeVar("R")
@@ -88,22 +89,43 @@ class LabelScores:
 
 
 class JsonlLog:
-    """Appends one JSON object per LLM call; writes happen in a thread so the loop never blocks."""
+    """Appends one JSON object per LLM call; writes happen in a thread so the loop never blocks.
+
+    Calls made for a user (``privacy.acting_for``) go to that user's own file beside the main log,
+    ``<log>.users/<pseudonym>.jsonl``, so forgetting the user deletes one file."""
 
     def __init__(self, path: Path):
         self.path = path
         self._lock = asyncio.Lock()
 
-    async def write(self, record: dict[str, Any]) -> None:
+    def path_for(self, subject: str | None) -> Path:
+        return self.path if subject is None else self.path.with_name(self.path.name + ".users") / f"{subject}.jsonl"
+
+    async def write(self, record: dict[str, Any], subject: str | None = None) -> None:
         line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
+        path = self.path_for(subject)
 
         def append() -> None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a", encoding="utf-8") as handle:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as handle:
                 handle.write(line)
 
         async with self._lock:
             await asyncio.to_thread(append)
+
+    async def forget(self, subject: str) -> int:
+        """Delete the subject's log file; returns how many records it held."""
+        path = self.path_for(subject)
+
+        def remove() -> int:
+            if not path.exists():
+                return 0
+            count = sum(1 for _ in path.open(encoding="utf-8"))
+            path.unlink()
+            return count
+
+        async with self._lock:
+            return await asyncio.to_thread(remove)
 
 
 def schema_format(model: type[BaseModel]) -> dict[str, Any]:
@@ -150,6 +172,13 @@ class LLMClient:
 
     async def aclose(self) -> None:
         await self._openai.close()
+
+    async def forget(self, subject: str) -> dict[str, int]:
+        """Drop every cached response and prompt-log record made for the user with pseudonym ``subject``."""
+        return {
+            "cache": await self.cache.forget(subject) if self.cache else 0,
+            "log": await self._log.forget(subject) if self._log else 0,
+        }
 
     async def __aenter__(self) -> LLMClient:
         return self
@@ -315,7 +344,7 @@ class LLMClient:
                         usage,
                     )
                 if self.cache and key and response.choices:
-                    await self.cache.put(key, response.model_dump_json())
+                    await self.cache.put(key, response.model_dump_json(), SUBJECT.get())
             if response.usage:
                 usage.prompt_tokens = response.usage.prompt_tokens
                 usage.completion_tokens = response.usage.completion_tokens or 0
@@ -358,6 +387,7 @@ class LLMClient:
     ) -> None:
         if self._log is None:
             return
+        subject = SUBJECT.get()
         await self._log.write(
             {
                 "time": time.time(),
@@ -368,7 +398,8 @@ class LLMClient:
                 "response": text,
                 "usage": usage.as_dict(),
                 "error": f"{type(error).__name__}: {error}" if error else None,
-            }
+            },
+            subject,
         )
 
 

@@ -1,7 +1,8 @@
 """Chat state that outlives a process: what the user stated, and the conversation so far.
 
 Stated preferences ("I'm tired of horror") are short-term signals: they steer recommendations for
-``hours`` after they were said, and the profile update sees them as evidence. Conversation turns are
+``hours`` after they were said (each carries its ``expires_at``), and the next profile update reads
+them, in its prompt and as evidence (memory/evidence.py). Conversation turns are
 kept in full; when they no longer fit the prompt budget, older turns are folded into a running summary
 (written by the LLM, see agent/chat.py) and only the summary and the latest turns are sent.
 """
@@ -9,7 +10,7 @@ kept in full; when they no longer fit the prompt budget, older turns are folded 
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from driftrec.memory.db import Database
 from driftrec.models import ChatTurn, StatedPreference
@@ -30,7 +31,7 @@ class StatementStore:
         if statements:
             await asyncio.to_thread(self._add, statements)
 
-    def _active(self, user: str, since: float) -> list[StatedPreference]:
+    def _active(self, user: str, since: float, hours: float) -> list[StatedPreference]:
         rows = (
             self.db.connection()
             .execute(
@@ -39,20 +40,43 @@ class StatementStore:
             .fetchall()
         )
         latest: dict[str, StatedPreference] = {}
-        for name, polarity, text, ts in rows:  # the latest statement about a name wins
-            latest.pop(name, None)
-            latest[name] = StatedPreference(
-                user=user, name=name, polarity=polarity, text=text, created_at=datetime.fromtimestamp(ts).astimezone()
-            )
+        for row in rows:  # the latest statement about a name wins
+            latest.pop(row[0], None)
+            latest[row[0]] = _statement(user, *row, hours=hours)
         return list(latest.values())
 
     async def active(self, user: str, now: datetime, hours: float) -> list[StatedPreference]:
-        """Statements made in the last ``hours``, the latest per name."""
-        return await asyncio.to_thread(self._active, user, (now - timedelta(hours=hours)).timestamp())
+        """Statements made in the last ``hours``, the latest per name, each with when it expires."""
+        return await asyncio.to_thread(self._active, user, (now - timedelta(hours=hours)).timestamp(), hours)
 
-    def delete_user_blocking(self, user: str) -> None:
-        with self.db.transaction() as conn:
-            conn.execute("DELETE FROM statements WHERE user = ?", (user,))
+    def _between(self, user: str, since: float, until: float) -> list[StatedPreference]:
+        rows = (
+            self.db.connection()
+            .execute(
+                "SELECT name, polarity, text, ts FROM statements WHERE user = ? AND ts > ? AND ts <= ? ORDER BY seq",
+                (user, since, until),
+            )
+            .fetchall()
+        )
+        return [_statement(user, *row) for row in rows]
+
+    async def between(self, user: str, since: datetime, until: datetime) -> list[StatedPreference]:
+        """Every statement made after ``since`` up to ``until``: evidence for the next profile update."""
+        return await asyncio.to_thread(self._between, user, since.timestamp(), until.timestamp())
+
+
+def _statement(
+    user: str, name: str, polarity: str, text: str, ts: float, *, hours: float | None = None
+) -> StatedPreference:
+    said = datetime.fromtimestamp(ts, UTC)
+    return StatedPreference(
+        user=user,
+        name=name,
+        polarity=polarity,  # type: ignore[arg-type]
+        text=text,
+        created_at=said,
+        expires_at=said + timedelta(hours=hours) if hours is not None else None,
+    )
 
 
 class ConversationStore:
@@ -97,8 +121,3 @@ class ConversationStore:
     async def fold(self, user: str, upto_seq: int, summary: str) -> None:
         """Replace every turn up to ``upto_seq`` by ``summary`` in what is sent to the LLM (rows stay)."""
         await asyncio.to_thread(self._fold, user, upto_seq, summary)
-
-    def delete_user_blocking(self, user: str) -> None:
-        with self.db.transaction() as conn:
-            conn.execute("DELETE FROM chat_turns WHERE user = ?", (user,))
-            conn.execute("DELETE FROM chat_summaries WHERE user = ?", (user,))

@@ -1,9 +1,16 @@
-"""The SQLite file behind memory: one connection per worker thread, WAL, full fsync on commit."""
+"""The SQLite file behind memory: one connection per worker thread, WAL, full fsync on commit.
+
+The schema is versioned (``PRAGMA user_version``) and migrated forward when a file is opened. Every
+row is keyed by user; nothing is keyed by a client-chosen id alone (two users may both call their
+first session "1"). Deleted rows are overwritten on disk (``secure_delete``), and ``checkpoint()``
+truncates the write-ahead log, so forgetting a user leaves none of their bytes in the file or the WAL.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -11,6 +18,8 @@ from pathlib import Path
 from typing import TypeVar
 
 R = TypeVar("R")
+
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -26,11 +35,12 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_user_ts ON events (user, ts, seq);
 CREATE TABLE IF NOT EXISTS summaries (
-    session_id TEXT PRIMARY KEY,
     user       TEXT NOT NULL,
+    session_id TEXT NOT NULL,
     ended_at   REAL NOT NULL,
     body       TEXT NOT NULL,
-    applied    INTEGER NOT NULL DEFAULT 0
+    applied    INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user, session_id)
 );
 CREATE INDEX IF NOT EXISTS summaries_user ON summaries (user, ended_at);
 CREATE TABLE IF NOT EXISTS statements (
@@ -60,7 +70,51 @@ CREATE TABLE IF NOT EXISTS profile_heads (
     version    INTEGER NOT NULL,
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS profile_versions (
+    user       TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    body       TEXT NOT NULL,
+    PRIMARY KEY (user, version)
+);
+CREATE TABLE IF NOT EXISTS upkeep (
+    user       TEXT PRIMARY KEY,
+    due_at     REAL NOT NULL,
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    error      TEXT
+);
+CREATE INDEX IF NOT EXISTS upkeep_due ON upkeep (due_at);
+CREATE TABLE IF NOT EXISTS meta (
+    key        TEXT PRIMARY KEY,
+    value      BLOB NOT NULL
+);
 """
+
+# v1 (driftrec 0.1) keyed summaries by the client's session id alone; v2 keys them by (user, session).
+_MIGRATE_1_TO_2 = """
+ALTER TABLE summaries RENAME TO summaries_v1;
+DROP INDEX IF EXISTS summaries_user;
+"""
+_COPY_1_TO_2 = """
+INSERT OR IGNORE INTO summaries (user, session_id, ended_at, body, applied)
+    SELECT user, session_id, ended_at, body, applied FROM summaries_v1;
+UPDATE summaries SET
+    session_id = 'auto:' || substr(session_id, length(user) + 2),
+    body = json_set(body, '$.session_id', 'auto:' || substr(session_id, length(user) + 2))
+    WHERE substr(session_id, 1, length(user) + 1) = user || ':';
+DROP TABLE summaries_v1;
+"""
+
+# Every table that holds a user's rows, for forgetting them.
+USER_TABLES = (
+    "events",
+    "summaries",
+    "statements",
+    "chat_turns",
+    "chat_summaries",
+    "profile_versions",
+    "profile_heads",
+    "upkeep",
+)
 
 
 class Database:
@@ -68,7 +122,7 @@ class Database:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self.connection().executescript(SCHEMA)
+        self._migrate()
 
     def connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -77,8 +131,34 @@ class Database:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA secure_delete=ON")  # deleted rows are zeroed, not left in free pages
             self._local.conn = conn
         return conn
+
+    def _migrate(self) -> None:
+        with self.transaction() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            legacy = (
+                version < 2
+                and conn.execute(
+                    "SELECT 1 FROM pragma_table_info('summaries') WHERE name = 'session_id' AND pk = 1"
+                ).fetchone()
+            )
+            for script in (_MIGRATE_1_TO_2 if legacy else "", SCHEMA, _COPY_1_TO_2 if legacy else ""):
+                for statement in script.split(";"):  # not executescript: it would commit mid-migration
+                    if statement.strip():
+                        conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('pseudonym_key', ?)", (secrets.token_bytes(32),)
+            )
+
+    def schema_version(self) -> int:
+        return int(self.connection().execute("PRAGMA user_version").fetchone()[0])
+
+    def pseudonym_key(self) -> bytes:
+        """The key of this store's user pseudonyms (made once, with the file)."""
+        return bytes(self.connection().execute("SELECT value FROM meta WHERE key = 'pseudonym_key'").fetchone()[0])
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -91,6 +171,17 @@ class Database:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+    def delete_user_blocking(self, user: str) -> dict[str, int]:
+        """Delete every row of ``user`` in one transaction; returns rows deleted per table."""
+        with self.transaction() as conn:
+            return {
+                table: conn.execute(f"DELETE FROM {table} WHERE user = ?", (user,)).rowcount for table in USER_TABLES
+            }
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the main file and truncate it: deleted bytes no longer linger in the log."""
+        self.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def run(self, fn: Callable[..., R], *args: object) -> R:
         """Run blocking database work in a worker thread."""

@@ -13,16 +13,51 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from driftrec.models import Interest, InterestProfile
 
 
+def _blend(prior: Interest, p: ProposedInterest, alpha: float, now: datetime) -> Interest:
+    """w' = (1 - alpha) * w + alpha * w_new; evidence and counts accumulate, support is the latest window's."""
+    return prior.model_copy(
+        update={
+            "weight": (1 - alpha) * prior.weight + alpha * p.weight,
+            "evidence": list(dict.fromkeys([*p.evidence, *prior.evidence]))[:20],
+            "positive": prior.positive + p.positive,
+            "negative": prior.negative + p.negative,
+            "support": p.support,
+            "last_seen": now,
+        }
+    )
+
+
+def _fresh(p: ProposedInterest, weight: float, now: datetime) -> Interest:
+    return Interest(
+        name=p.name,
+        weight=weight,
+        evidence=p.evidence[:20],
+        positive=p.positive,
+        negative=p.negative,
+        support=p.support,
+        source=p.source,
+        first_seen=now,
+        last_seen=now,
+    )
+
+
 class ProposedInterest(BaseModel):
+    """One claim for the next version; after grounding (evidence.py) its weight and counts are the data's."""
+
     name: str = Field(min_length=1, max_length=80)
     weight: float = Field(ge=0.0, le=1.0)
     evidence: list[str] = Field(default_factory=list, max_length=20)
+    positive: int = Field(default=0, ge=0)
+    negative: int = Field(default=0, ge=0)
+    support: float = Field(default=0.0, ge=0.0, le=1.0)
+    source: Literal["llm", "stated", "edit"] = "llm"
 
 
 class ProfileProposal(BaseModel):
@@ -63,14 +98,7 @@ def apply_proposal(
         if key in proposed_dislikes:  # contrary evidence: the user turned against it
             continue
         if key in proposed:
-            p = proposed[key]
-            interests[key] = interest.model_copy(
-                update={
-                    "weight": (1 - policy.alpha) * interest.weight + policy.alpha * p.weight,
-                    "evidence": list(dict.fromkeys([*p.evidence, *interest.evidence]))[:20],
-                    "last_seen": now,
-                }
-            )
+            interests[key] = _blend(interest, proposed[key], policy.alpha, now)
         else:
             weight = decay(interest.weight, now - old.updated_at, policy.half_life)
             if weight >= policy.min_weight:
@@ -79,9 +107,7 @@ def apply_proposal(
         if key not in interests and key not in {_key(i.name) for i in old.interests}:
             if key in proposed_dislikes:
                 continue
-            interests[key] = Interest(
-                name=p.name, weight=policy.alpha * p.weight, evidence=p.evidence[:20], first_seen=now, last_seen=now
-            )
+            interests[key] = _fresh(p, policy.alpha * p.weight, now)
     kept = sorted(interests.values(), key=lambda i: -i.weight)[: policy.max_interests]
 
     dislikes: dict[str, Interest] = {}
@@ -92,22 +118,9 @@ def apply_proposal(
         dislikes[key] = dislike
     for key, p in proposed_dislikes.items():
         if key in dislikes:
-            prior = dislikes[key]
-            dislikes[key] = prior.model_copy(
-                update={
-                    "weight": (1 - policy.alpha) * prior.weight + policy.alpha * p.weight,
-                    "last_seen": now,
-                    "evidence": list(dict.fromkeys([*p.evidence, *prior.evidence]))[:20],
-                }
-            )
+            dislikes[key] = _blend(dislikes[key], p, policy.alpha, now)
         else:
-            dislikes[key] = Interest(
-                name=p.name,
-                weight=max(p.weight, policy.min_weight),
-                evidence=p.evidence[:20],
-                first_seen=now,
-                last_seen=now,
-            )
+            dislikes[key] = _fresh(p, max(p.weight, policy.min_weight), now)
     return InterestProfile(
         user=old.user,
         version=old.version + 1,
@@ -115,4 +128,5 @@ def apply_proposal(
         dislikes=list(dislikes.values()),
         summary=proposal.summary or old.summary,
         updated_at=now,
+        rejected=[],
     )

@@ -79,10 +79,6 @@ class EventStore:
         """Every event, oldest first: what the co-occurrence and popularity indexes are fitted on."""
         return _events(self.db.connection().execute(_SELECT + " ORDER BY ts, seq").fetchall())
 
-    def delete_user_blocking(self, user: str) -> int:
-        conn = self.db.connection()
-        return conn.execute("DELETE FROM events WHERE user = ?", (user,)).rowcount
-
     def count_blocking(self, user: str | None = None) -> int:
         if user is None:
             return self.db.connection().execute("SELECT COUNT(*) FROM events").fetchone()[0]
@@ -97,9 +93,6 @@ class EventStore:
     async def history(self, user: str, *, since: datetime | None = None, limit: int | None = None) -> list[Interaction]:
         """The user's events, oldest first (ties: arrival order)."""
         return await asyncio.to_thread(self.history_blocking, user, since=since, limit=limit)
-
-    async def delete_user(self, user: str) -> int:
-        return await asyncio.to_thread(self.delete_user_blocking, user)
 
     async def count(self, user: str | None = None) -> int:
         return await asyncio.to_thread(self.count_blocking, user)

@@ -10,7 +10,7 @@ and turned into driftrec's models here; what happens to the profile is decided b
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, create_model
 
@@ -25,7 +25,10 @@ DISLIKED = {Action.DISLIKE, Action.SKIP}
 
 
 def _names(vocabulary: Sequence[str] | None) -> Any:
-    return Literal[tuple(vocabulary)] if vocabulary else str  # type: ignore[valid-type]
+    """Names from the vocabulary, else free text within the bounds the profile model accepts."""
+    if vocabulary:
+        return Literal[tuple(vocabulary)]  # type: ignore[valid-type]
+    return Annotated[str, Field(min_length=1, max_length=80, pattern=r"\S")]
 
 
 def summary_schema(labels: Sequence[str], vocabulary: Sequence[str] | None) -> type[BaseModel]:
@@ -101,36 +104,34 @@ async def propose_update(
     llm: LLM,
     profile: InterestProfile,
     summaries: Sequence[SessionSummary],
-    catalog: Mapping[str, Item],
+    titles: Mapping[str, str],
     *,
     vocabulary: Sequence[str] | None,
+    stated: Sequence[str] = (),
     max_tokens: int = 384,
 ) -> tuple[ProfileProposal, str]:
-    """The LLM's proposed interests and dislikes, with evidence linked from the summaries."""
-    titles = {i: item.title for i, item in catalog.items()}
+    """The LLM's proposed interests and dislikes (names and strengths; evidence.py grounds them).
+
+    Raises PromptTooLong when these summaries do not fit the context window: the caller folds fewer
+    at a time."""
     prompt = render(
         "profile_update",
         {
             "profile_text": profile_document(profile) if profile.version else "",
-            "sessions": [summary_document(s, titles) for s in summaries],
+            "sessions": [summary_document(s, dict(titles)) for s in summaries],
+            "stated": list(stated),
         },
         counter=llm.tokens,
         budget=llm.context_window - max_tokens,
     )
     draft = (await llm.client.structured(prompt.messages, proposal_schema(vocabulary), max_tokens=max_tokens)).value
-    liked = [e.item for s in summaries for e in s.liked]
-    disliked = [e.item for s in summaries for e in s.disliked]
 
-    def evidence(name: str, items: list[str]) -> list[str]:
-        """Items from the sessions that carry this interest (by genre), newest last."""
-        return list(dict.fromkeys(i for i in items if i in catalog and name in catalog[i].genres))[-10:]
-
-    def merged(entries: Sequence[Any], items: list[str]) -> list[ProposedInterest]:
+    def merged(entries: Sequence[Any]) -> list[ProposedInterest]:
         best: dict[str, int] = {}
         for entry in entries:
             best[entry.name] = max(best.get(entry.name, 0), int(entry.strength))
-        return [ProposedInterest(name=n, weight=s / 5, evidence=evidence(n, items)) for n, s in best.items()]
+        return [ProposedInterest(name=n, weight=s / 5) for n, s in best.items()]
 
     return ProfileProposal(
-        interests=merged(draft.interests, liked), dislikes=merged(draft.dislikes, disliked), summary=draft.summary
+        interests=merged(draft.interests), dislikes=merged(draft.dislikes), summary=draft.summary
     ), prompt.id

@@ -1,16 +1,21 @@
-"""Versioned long-term profiles (Chroma ``profiles``) and session summaries (SQLite + Chroma ``sessions``).
+"""Versioned long-term profiles and session summaries: SQLite holds the text, Chroma the vectors.
 
-Every profile update writes a new version; none is ever overwritten. A version is written to Chroma
-first (document = the readable profile, embedding = u_l for retrieval, metadata = user, version, time
-and the full JSON) and made current last, by moving the user's head pointer in SQLite with an
-optimistic check on the version it replaces. A crash between the two leaves the previous version
-current and intact; the orphan is overwritten by the next attempt, which computes the same id. Two
-concurrent updates cannot both win: the loser's pointer move fails and it is told so.
+Every profile update writes a new version; none is ever overwritten. The version's vector (u_l) goes
+to Chroma ``profiles`` first; then one SQLite transaction stores the version's body and moves the
+user's head pointer, with an optimistic check on the version it replaces. A crash before that
+transaction leaves the previous version current and intact (the orphan vector is overwritten by the
+next attempt, which computes the same id); two concurrent updates cannot both win.
+
+Chroma holds no user id and no user text: ids and metadata carry the user's pseudonym (see
+privacy.py), documents are genre words and titles. A user's rows in Chroma are found by that
+pseudonym, so forgetting them needs nothing Chroma may have kept in its own logs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import numpy as np
@@ -18,25 +23,43 @@ from chromadb.api import ClientAPI
 
 from driftrec import failpoints
 from driftrec.memory.db import Database
-from driftrec.models import InterestProfile, SessionSummary
+from driftrec.models import Interest, InterestProfile, SessionSummary
 from driftrec.retrieval.embeddings import Embedder
 from driftrec.retrieval.store import open_collection
+
+# Memory collections are small and written rarely: persist Chroma's vector index after every couple of
+# writes, so its write-ahead queue (which keeps deleted documents until then) is purged promptly.
+MEMORY_HNSW = {"sync_threshold": 2, "batch_size": 2}
 
 
 class StaleProfileError(RuntimeError):
     """Another update made a newer version current first; re-read and try again."""
 
 
+def _describe(interest: Interest) -> str:
+    counts = (
+        f"{interest.positive} liked, {interest.negative} disliked" if interest.positive or interest.negative else ""
+    )
+    said = {"stated": "said in chat", "edit": "set by the user"}.get(interest.source, "")
+    return f"{interest.name} (" + "; ".join(p for p in (f"weight {interest.weight:.2f}", counts, said) if p) + ")"
+
+
 def profile_document(profile: InterestProfile) -> str:
-    """The readable profile: what the LLM reads and what is embedded as u_l."""
-    lines = [f"Long-term interests of user {profile.user} (version {profile.version}):"]
-    for interest in sorted(profile.interests, key=lambda i: -i.weight):
-        lines.append(f"- {interest.name} (weight {interest.weight:.2f})")
+    """The readable profile the LLM reads: interests with their weight and the evidence behind them."""
+    lines = ["Long-term interests:"]
+    lines += [f"- {_describe(i)}" for i in sorted(profile.interests, key=lambda i: -i.weight)] or ["- (none yet)"]
     if profile.dislikes:
-        lines.append("Dislikes: " + ", ".join(d.name for d in profile.dislikes))
+        lines.append("Dislikes: " + ", ".join(_describe(d) for d in profile.dislikes))
     if profile.summary:
         lines.append(profile.summary)
     return "\n".join(lines)
+
+
+def interests_document(profile: InterestProfile) -> str:
+    """What u_l embeds: the interests alone, strongest first (no id, no version, no dislikes), so the same
+    interests always give the same vector and a dislike never pulls its genre closer."""
+    ranked = sorted(profile.interests, key=lambda i: (-round(i.weight, 1), i.name))
+    return "Interests: " + ", ".join(f"{i.name} ({i.weight:.1f})" for i in ranked) if ranked else "Interests: none"
 
 
 def summary_document(summary: SessionSummary, titles: dict[str, str]) -> str:
@@ -52,10 +75,11 @@ def summary_document(summary: SessionSummary, titles: dict[str, str]) -> str:
 
 
 class ProfileStore:
-    def __init__(self, db: Database, client: ClientAPI, embedder: Embedder, collection: str):
+    def __init__(self, db: Database, client: ClientAPI, embedder: Embedder, collection: str, tag: Callable[[str], str]):
         self.db = db
         self.embedder = embedder
-        self.collection = open_collection(client, collection, embedder)
+        self.tag = tag
+        self.collection = open_collection(client, collection, embedder, hnsw=MEMORY_HNSW)
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -63,14 +87,21 @@ class ProfileStore:
         row = self.db.connection().execute("SELECT version FROM profile_heads WHERE user = ?", (user,)).fetchone()
         return None if row is None else int(row[0])
 
+    def _vector_id(self, user: str, version: int) -> str:
+        return f"{self.tag(user)}@v{version}"
+
     def _get(self, user: str, version: int) -> tuple[InterestProfile, np.ndarray] | None:
-        got = self.collection.get(ids=[f"{user}@v{version}"], include=["metadatas", "embeddings"])
-        if not got["ids"]:
-            return None
-        return (
-            InterestProfile.model_validate_json(got["metadatas"][0]["profile"]),
-            np.asarray(got["embeddings"][0], dtype=np.float32),
+        row = (
+            self.db.connection()
+            .execute("SELECT body FROM profile_versions WHERE user = ? AND version = ?", (user, version))
+            .fetchone()
         )
+        if row is None:
+            return None
+        got = self.collection.get(ids=[self._vector_id(user, version)], include=["embeddings"])
+        if not got["ids"]:
+            raise RuntimeError(f"profile v{version} of a user is stored but its vector is missing from Chroma")
+        return InterestProfile.model_validate_json(row[0]), np.asarray(got["embeddings"][0], dtype=np.float32)
 
     def current_blocking(self, user: str) -> tuple[InterestProfile, np.ndarray | None]:
         """The current version and its vector; a new user gets an empty profile (version 0, no vector)."""
@@ -78,7 +109,7 @@ class ProfileStore:
         if head is not None:
             found = self._get(user, head)
             if found is None:
-                raise RuntimeError(f"profile {user}@v{head} is current but missing from Chroma")
+                raise RuntimeError(f"profile v{head} of a user is current but missing")
             return found
         return InterestProfile(user=user, version=0, updated_at=datetime.fromtimestamp(0, UTC)), None
 
@@ -86,17 +117,17 @@ class ProfileStore:
         return await asyncio.to_thread(self.current_blocking, user)
 
     async def version(self, user: str, version: int) -> tuple[InterestProfile, np.ndarray] | None:
-        """One stored version and its vector (None if it was never written)."""
+        """One stored version and its vector (None if it was never made current)."""
         return await asyncio.to_thread(self._get, user, version)
 
     def history_blocking(self, user: str) -> list[InterestProfile]:
-        """Every committed version (not orphans beyond the head), oldest first."""
-        head = self._head(user)
-        if head is None:
-            return []
-        got = self.collection.get(where={"user": user}, include=["metadatas"])
-        versions = [InterestProfile.model_validate_json(m["profile"]) for m in got["metadatas"]]
-        return sorted((p for p in versions if p.version <= head), key=lambda p: p.version)
+        """Every committed version, oldest first."""
+        rows = (
+            self.db.connection()
+            .execute("SELECT body FROM profile_versions WHERE user = ? ORDER BY version", (user,))
+            .fetchall()
+        )
+        return [InterestProfile.model_validate_json(r[0]) for r in rows]
 
     async def history(self, user: str) -> list[InterestProfile]:
         return await asyncio.to_thread(self.history_blocking, user)
@@ -105,27 +136,25 @@ class ProfileStore:
 
     def commit_blocking(self, profile: InterestProfile, expected_head: int | None) -> InterestProfile:
         """Write ``profile`` as a new version, then make it current if the head is still ``expected_head``."""
-        document = profile_document(profile)
+        document = interests_document(profile)
         vector = self.embedder.embed_passages([document])[0]
         self.collection.upsert(
-            ids=[f"{profile.user}@v{profile.version}"],
+            ids=[self._vector_id(profile.user, profile.version)],
             documents=[document],
             embeddings=[vector.tolist()],
-            metadatas=[
-                {
-                    "user": profile.user,
-                    "version": profile.version,
-                    "updated_at": profile.updated_at.timestamp(),
-                    "profile": profile.model_dump_json(),
-                }
-            ],
+            metadatas=[{"subject": self.tag(profile.user), "version": profile.version}],
         )
         failpoints.hit("profile.after_version_write")  # the worst moment to die: written, not yet current
         with self.db.transaction() as conn:
             row = conn.execute("SELECT version FROM profile_heads WHERE user = ?", (profile.user,)).fetchone()
             head = None if row is None else int(row[0])
             if head != expected_head:
-                raise StaleProfileError(f"{profile.user}: head moved from v{expected_head} to v{head}")
+                raise StaleProfileError(f"head moved from v{expected_head} to v{head}")
+            conn.execute(
+                "INSERT OR REPLACE INTO profile_versions (user, version, body) VALUES (?, ?, ?)",
+                (profile.user, profile.version, profile.model_dump_json()),
+            )
+            failpoints.hit("profile.before_head_move")
             conn.execute(
                 "INSERT INTO profile_heads (user, version, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT(user) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at",
@@ -141,14 +170,20 @@ class ProfileStore:
         current, _ = await self.current(user)
         old = next((p for p in await self.history(user) if p.version == version), None)
         if old is None:
-            raise ValueError(f"{user} has no profile version {version}")
+            raise ValueError(f"no profile version {version}")
         restored = old.model_copy(update={"version": current.version + 1, "updated_at": datetime.now(UTC)})
         return await self.commit(restored, current.version if current.version else None)
 
-    def delete_user_blocking(self, user: str) -> None:
-        self.collection.delete(where={"user": user})
-        with self.db.transaction() as conn:
-            conn.execute("DELETE FROM profile_heads WHERE user = ?", (user,))
+    def delete_vectors_blocking(self, user: str) -> int:
+        """Delete every version's vector from Chroma (the SQLite rows go with the user's other rows)."""
+        return _delete_subject(self.collection, self.tag(user))
+
+
+def _delete_subject(collection: object, tag: str) -> int:
+    ids = collection.get(where={"subject": tag}, include=[])["ids"]  # type: ignore[attr-defined]
+    if ids:
+        collection.delete(ids=ids)  # type: ignore[attr-defined]
+    return len(ids)
 
 
 def diff_profiles(old: InterestProfile, new: InterestProfile) -> dict[str, object]:
@@ -171,26 +206,30 @@ def diff_profiles(old: InterestProfile, new: InterestProfile) -> dict[str, objec
 
 
 class SummaryStore:
-    """Session summaries: durable rows in SQLite, and documents in Chroma for episodic recall."""
+    """Session summaries: durable rows in SQLite keyed by (user, session), vectors in Chroma for recall."""
 
-    def __init__(self, db: Database, client: ClientAPI, embedder: Embedder, collection: str):
+    def __init__(self, db: Database, client: ClientAPI, embedder: Embedder, collection: str, tag: Callable[[str], str]):
         self.db = db
         self.embedder = embedder
-        self.collection = open_collection(client, collection, embedder)
+        self.tag = tag
+        self.collection = open_collection(client, collection, embedder, hnsw=MEMORY_HNSW)
+
+    def _vector_id(self, user: str, session_id: str) -> str:
+        return f"{self.tag(user)}:{hashlib.sha256(session_id.encode()).hexdigest()[:24]}"
 
     def save_blocking(self, summary: SessionSummary, ended_at: datetime, titles: dict[str, str]) -> None:
         document = summary_document(summary, titles)
         self.collection.upsert(
-            ids=[summary.session_id],
+            ids=[self._vector_id(summary.user, summary.session_id)],
             documents=[document],
             embeddings=[self.embedder.embed_passages([document])[0].tolist()],
-            metadatas=[{"user": summary.user, "ended_at": ended_at.timestamp()}],
+            metadatas=[{"subject": self.tag(summary.user), "ended_at": ended_at.timestamp()}],
         )
-        with self.db.transaction() as conn:
+        with self.db.transaction() as conn:  # a re-summarized session keeps its applied flag
             conn.execute(
-                "INSERT OR REPLACE INTO summaries (session_id, user, ended_at, body, applied) "
-                "VALUES (?, ?, ?, ?, COALESCE((SELECT applied FROM summaries WHERE session_id = ?), 0))",
-                (summary.session_id, summary.user, ended_at.timestamp(), summary.model_dump_json(), summary.session_id),
+                "INSERT INTO summaries (user, session_id, ended_at, body, applied) VALUES (?, ?, ?, ?, 0) "
+                "ON CONFLICT(user, session_id) DO UPDATE SET ended_at = excluded.ended_at, body = excluded.body",
+                (summary.user, summary.session_id, ended_at.timestamp(), summary.model_dump_json()),
             )
 
     def summarized_blocking(self, user: str) -> set[str]:
@@ -215,21 +254,29 @@ class SummaryStore:
         )
         return [SessionSummary.model_validate_json(r[0]) for r in reversed(rows)]
 
-    def mark_applied_blocking(self, session_ids: list[str]) -> None:
+    def mark_applied_blocking(self, user: str, session_ids: list[str]) -> None:
         with self.db.transaction() as conn:
-            conn.executemany("UPDATE summaries SET applied = 1 WHERE session_id = ?", [(s,) for s in session_ids])
+            conn.executemany(
+                "UPDATE summaries SET applied = 1 WHERE user = ? AND session_id = ?", [(user, s) for s in session_ids]
+            )
 
     def recall_blocking(self, user: str, text: str, n: int = 3) -> list[tuple[str, str]]:
         """Past sessions of this user most similar to ``text``: (session_id, document)."""
-        if not self.collection.count():
+        by_vector_id = {self._vector_id(user, s): s for s in self.summarized_blocking(user)}
+        if not by_vector_id:
             return []
         query = self.embedder.embed_queries([text])[0]
         got = self.collection.query(
-            query_embeddings=[query.tolist()], n_results=n, where={"user": user}, include=["documents"]
+            query_embeddings=[query.tolist()],
+            n_results=min(n, len(by_vector_id)),
+            where={"subject": self.tag(user)},
+            include=["documents"],
         )
-        return list(zip(got["ids"][0], got["documents"][0], strict=True))
+        return [
+            (by_vector_id[i], doc)
+            for i, doc in zip(got["ids"][0], got["documents"][0], strict=True)
+            if i in by_vector_id
+        ]
 
-    def delete_user_blocking(self, user: str) -> None:
-        self.collection.delete(where={"user": user})
-        with self.db.transaction() as conn:
-            conn.execute("DELETE FROM summaries WHERE user = ?", (user,))
+    def delete_vectors_blocking(self, user: str) -> int:
+        return _delete_subject(self.collection, self.tag(user))

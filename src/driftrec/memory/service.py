@@ -1,10 +1,12 @@
 """Memory as one object: events in, sessions and summaries out, a profile that drifts.
 
-``observe`` records events durably. ``refresh_profile`` summarizes every closed session not yet
-summarized (concurrently: vLLM batches them), then folds the pending summaries into a new profile
-version (serialized per user in this process, and guarded by the optimistic head check across
-processes). Any LLM failure leaves the current profile as it was; the summaries stay pending and the
-next refresh retries them.
+``observe`` records events durably. ``refresh_profile`` summarizes closed sessions not yet summarized
+(concurrently: vLLM batches them), then folds the pending summaries into a new profile version: as
+many at a time as fit the context window, one LLM proposal per batch, each proposal grounded in the
+user's own events of that window (evidence.py) before the blend/decay rule applies it (drift.py). The
+result is committed once (serialized per user in this process, guarded by the optimistic head check
+across processes). Any failure leaves the current profile as it was and is reported as a failure; the
+summaries stay pending and the next refresh retries them.
 """
 
 from __future__ import annotations
@@ -12,21 +14,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
 from driftrec.config import Settings
 from driftrec.llm import LLM, LLMError
+from driftrec.llm.cache import ResponseCache
+from driftrec.llm.client import JsonlLog
 from driftrec.memory.conversation import ConversationStore, StatementStore
 from driftrec.memory.db import Database
 from driftrec.memory.drift import DriftPolicy, apply_proposal
 from driftrec.memory.events import EventStore
+from driftrec.memory.evidence import Rejection, gather, ground
 from driftrec.memory.llm_steps import propose_update, summarize_session
 from driftrec.memory.profiles import ProfileStore, StaleProfileError, SummaryStore
 from driftrec.memory.sessions import open_session, sessionize
-from driftrec.models import Interaction, InterestProfile, Item, Session, SessionSummary
+from driftrec.models import Interaction, InterestProfile, Item, Session, SessionSummary, StatedPreference
+from driftrec.privacy import acting_for, pseudonym
+from driftrec.prompts import PromptTooLong
 from driftrec.retrieval import chroma_client, make_embedder
 from driftrec.retrieval.store import collection_name
 
@@ -35,11 +42,39 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RefreshResult:
+    """What one refresh did. ``error`` is set whenever any step failed, even if others succeeded."""
+
     profile: InterestProfile
     updated: bool
     summarized: int
+    failed: int = 0  # session summaries that failed (they are retried next time)
+    remaining: int = 0  # closed sessions left for a later refresh (``max_sessions``)
+    folded: int = 0  # summaries folded into the new version
+    claims: int = 0  # interests and dislikes the LLM proposed
+    rejected: list[Rejection] = field(default_factory=list)  # of those, the ones the evidence did not back
     error: str | None = None
+    error_type: str | None = None
     prompts: tuple[str, ...] = ()
+
+    @property
+    def status(self) -> str:
+        """updated | unchanged | partial (updated, but some step failed) | failed."""
+        if self.error is None:
+            return "updated" if self.updated else "unchanged"
+        return "partial" if self.updated else "failed"
+
+
+@dataclass
+class ForgetReport:
+    """How much of a user each store held when they were forgotten."""
+
+    rows: dict[str, int]  # SQLite table -> rows
+    vectors: dict[str, int]  # Chroma collection -> records
+    llm: dict[str, int]  # response cache rows, prompt-log records
+
+    @property
+    def total(self) -> int:
+        return sum(self.rows.values()) + sum(self.vectors.values()) + sum(self.llm.values())
 
 
 class Memory:
@@ -78,23 +113,42 @@ class Memory:
     def open(cls, settings: Settings, catalog: Mapping[str, Item], llm: LLM | None) -> Memory:
         """Open (creating if needed) the SQLite file and the Chroma collections. Blocking: call in a thread."""
         db = Database(settings.data_dir / "memory.db")
+        key = db.pseudonym_key()
+
+        def tag(user: str) -> str:
+            return pseudonym(user, key)
+
         client = chroma_client(settings)
         embedder = make_embedder(settings.embedding_backend, settings.embedding_model, settings.embedding_base_url)
         return cls(
             settings,
             db,
             EventStore(db),
-            ProfileStore(db, client, embedder, collection_name(settings, "profiles", embedder)),
-            SummaryStore(db, client, embedder, collection_name(settings, "sessions", embedder)),
+            ProfileStore(db, client, embedder, collection_name(settings, "profiles", embedder), tag),
+            SummaryStore(db, client, embedder, collection_name(settings, "sessions", embedder), tag),
             catalog,
             llm,
         )
 
+    def tag(self, user: str) -> str:
+        """The user's pseudonym: what Chroma, the prompt log, the response cache and log lines carry."""
+        return self.profiles.tag(user)
+
     # -- events and sessions ----------------------------------------------------------------------
 
-    async def observe(self, events: Iterable[Interaction]) -> int:
-        """Durably record validated events; returns how many were new (replays count zero)."""
-        return await self.events.append(events)
+    async def observe(self, events: Iterable[Interaction], *, upkeep: bool = False) -> int:
+        """Durably record validated events; returns how many were new (replays count zero).
+
+        ``upkeep``: also schedule each user's profile upkeep for when their session will have closed."""
+        events = list(events)
+        written = await self.events.append(events)
+        if upkeep and written:
+            latest: dict[str, float] = {}
+            for event in events:
+                latest[event.user] = max(latest.get(event.user, 0.0), event.timestamp.timestamp())
+            gap = self.gap.total_seconds()
+            await asyncio.to_thread(self.schedule_blocking, {u: ts + gap for u, ts in latest.items()})
+        return written
 
     async def sessions(self, user: str, now: datetime | None = None) -> list[Session]:
         return sessionize(await self.events.history(user), self.gap, now=now or datetime.now(UTC))
@@ -119,24 +173,32 @@ class Memory:
         return self._locks.setdefault(user, asyncio.Lock())
 
     async def summarize_closed(
-        self, user: str, now: datetime | None = None, profile: InterestProfile | None = None
-    ) -> int:
-        """Summarize every closed, not yet summarized session; returns how many were.
+        self,
+        user: str,
+        now: datetime | None = None,
+        profile: InterestProfile | None = None,
+        *,
+        max_sessions: int | None = None,
+    ) -> tuple[int, int, int]:
+        """Summarize closed sessions not yet summarized, oldest first: (done, failed, left for later).
 
-        ``profile`` is the current profile when the caller already holds it (saves a Chroma read)."""
+        ``profile`` is the current profile when the caller already holds it (saves a read)."""
         if self.llm is None:
-            return 0
+            return 0, 0, 0
         done = await asyncio.to_thread(self.summaries.summarized_blocking, user)
         todo = [s for s in await self.sessions(user, now) if s.closed and s.session_id not in done]
+        later = todo[max_sessions:] if max_sessions is not None else []
+        todo = todo[:max_sessions] if max_sessions is not None else todo
         if not todo:
-            return 0
+            return 0, 0, len(later)
         if profile is None:
             profile, _ = await self.profile(user)
+        llm = self.llm
 
         async def one(session: Session) -> bool:
             try:
                 summary, _ = await summarize_session(
-                    self.llm,
+                    llm,
                     session,
                     self.catalog,
                     profile,  # type: ignore[arg-type]
@@ -144,45 +206,171 @@ class Memory:
                     max_items=self.settings.memory_max_session_items,
                 )
             except LLMError as exc:
-                log.warning("summary of %s failed, will retry: %s", session.session_id, exc)
+                log.warning("a session summary of user %s failed, will retry: %s", self.tag(user), exc)
                 return False
             await asyncio.to_thread(self.summaries.save_blocking, summary, session.ended_at, self.titles)
             return True
 
-        return sum(await asyncio.gather(*(one(s) for s in todo)))
+        with acting_for(self.tag(user)):
+            results = await asyncio.gather(*(one(s) for s in todo))
+        return sum(results), len(results) - sum(results), len(later)
 
-    async def refresh_profile(self, user: str, now: datetime | None = None) -> RefreshResult:
-        """Summarize closed sessions and fold them into a new profile version (or keep the old one)."""
+    async def refresh_profile(
+        self, user: str, now: datetime | None = None, *, max_sessions: int | None = None
+    ) -> RefreshResult:
+        """Summarize closed sessions (at most ``max_sessions`` now) and fold them into a new profile version."""
         now = now or datetime.now(UTC)
         async with self._lock(user):
             current, _ = await self.profile(user)
-            summarized = await self.summarize_closed(user, now, current)
+            summarized, failed, remaining = await self.summarize_closed(user, now, current, max_sessions=max_sessions)
+            result = RefreshResult(current, False, summarized, failed=failed, remaining=remaining)
+            if failed:
+                result.error, result.error_type = (
+                    f"{failed} of {summarized + failed} session summaries failed",
+                    "LLMError",
+                )
             pending: list[SessionSummary] = await asyncio.to_thread(self.summaries.pending_blocking, user)
             if not pending or self.llm is None:
-                return RefreshResult(current, False, summarized)
+                return result
             try:
-                proposal, prompt_id = await propose_update(
-                    self.llm, current, pending, self.catalog, vocabulary=self.vocabulary
-                )
-            except LLMError as exc:
-                log.warning("profile update for %s failed, old profile stays: %s", user, exc)
-                return RefreshResult(current, False, summarized, error=f"{type(exc).__name__}: {exc}")
-            new = apply_proposal(current, proposal, now, self.policy)
+                with acting_for(self.tag(user)):
+                    new, folded, claims, rejected, prompts = await self._fold(user, current, pending, now)
+            except (LLMError, PromptTooLong) as exc:
+                log.warning("profile update of user %s failed, old profile stays: %s", self.tag(user), exc)
+                result.error, result.error_type = f"{type(exc).__name__}: {exc}", type(exc).__name__
+                return result
             try:
                 await self.profiles.commit(new, current.version if current.version else None)
             except StaleProfileError as exc:  # another process won; its version stands
-                return RefreshResult((await self.profile(user))[0], False, summarized, error=str(exc))
-            await asyncio.to_thread(self.summaries.mark_applied_blocking, [s.session_id for s in pending])
-            return RefreshResult(new, True, summarized, prompts=(prompt_id,))
+                result.profile = (await self.profile(user))[0]
+                result.error, result.error_type = str(exc), "StaleProfileError"
+                return result
+            await asyncio.to_thread(self.summaries.mark_applied_blocking, user, [s.session_id for s in folded])
+            result.profile, result.updated, result.folded = new, True, len(folded)
+            result.claims, result.rejected, result.prompts = claims, rejected, tuple(prompts)
+            return result
+
+    async def _fold(
+        self, user: str, current: InterestProfile, pending: list[SessionSummary], now: datetime
+    ) -> tuple[InterestProfile, list[SessionSummary], int, list[Rejection], list[str]]:
+        """Fold pending summaries into the next version, in batches that fit the context window.
+
+        Each batch's proposal is grounded in the events of exactly those sessions (and what the user
+        stated meanwhile), then blended in; the batches chain, so hundreds of sessions fold without ever
+        exceeding the window. Returns the new version, the summaries folded, the number of claims the LLM
+        made, the rejected ones and the prompt ids."""
+        assert self.llm is not None
+        sessions = {s.session_id: s for s in await self.sessions(user, now)}
+        stated = await self.statements.between(user, current.updated_at, now)
+        running, claims, rejected, prompts = current, 0, [], []
+        batch = max(1, self.settings.memory_fold_batch)
+        start = 0
+        while start < len(pending):
+            chunk = pending[start : start + batch]
+            window = [e for s in chunk if s.session_id in sessions for e in sessions[s.session_id].interactions]
+            said = stated if start == 0 else []
+            try:
+                proposal, prompt_id = await propose_update(
+                    self.llm,
+                    running,
+                    chunk,
+                    self.titles,
+                    vocabulary=self.vocabulary,
+                    stated=[_stated_line(s) for s in said],
+                )
+            except PromptTooLong:
+                if batch == 1:
+                    raise
+                batch = max(1, batch // 2)  # fewer summaries per prompt, same order
+                continue
+            grounded, refused = ground(proposal, gather(window, self.catalog, said))
+            claims += len(proposal.interests) + len(proposal.dislikes)
+            rejected += refused
+            prompts.append(prompt_id)
+            stamp = max((s.created_at for s in chunk), default=now) if start + len(chunk) < len(pending) else now
+            running = apply_proposal(running, grounded, stamp, self.policy)
+            running = running.model_copy(update={"version": current.version + 1})
+            start += len(chunk)
+        refused = [f"{r.kind} {r.name}: {r.reason}" for r in rejected][:50]
+        return running.model_copy(update={"updated_at": now, "rejected": refused}), pending, claims, rejected, prompts
+
+    # -- upkeep: profiles refresh by themselves when sessions close --------------------------------
+
+    def schedule_blocking(self, due: Mapping[str, float]) -> None:
+        """Mark users whose profile needs upkeep at the given times (durable: survives a restart)."""
+        with self.db.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO upkeep (user, due_at, attempts) VALUES (?, ?, 0) "
+                "ON CONFLICT(user) DO UPDATE SET due_at = MAX(due_at, excluded.due_at), attempts = 0, error = NULL",
+                list(due.items()),
+            )
+
+    def due_blocking(self, now: float, limit: int) -> list[str]:
+        rows = (
+            self.db.connection()
+            .execute("SELECT user FROM upkeep WHERE due_at <= ? ORDER BY due_at LIMIT ?", (now, limit))
+            .fetchall()
+        )
+        return [r[0] for r in rows]
+
+    def upkeep_done_blocking(self, user: str, due_before: float) -> None:
+        """Drop the user's upkeep row unless new events pushed it past ``due_before``."""
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM upkeep WHERE user = ? AND due_at <= ?", (user, due_before))
+
+    def upkeep_reschedule_blocking(self, user: str, due_at: float, error: str | None = None) -> int:
+        """Move the user's upkeep to ``due_at``; with ``error``, count a failed attempt. Returns attempts."""
+        with self.db.transaction() as conn:
+            if error is None:
+                conn.execute("UPDATE upkeep SET due_at = ? WHERE user = ?", (due_at, user))
+            else:
+                conn.execute(
+                    "UPDATE upkeep SET due_at = ?, attempts = attempts + 1, error = ? WHERE user = ?",
+                    (due_at, error[:500], user),
+                )
+            row = conn.execute("SELECT attempts FROM upkeep WHERE user = ?", (user,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def upkeep_attempts_blocking(self, user: str) -> int:
+        row = self.db.connection().execute("SELECT attempts FROM upkeep WHERE user = ?", (user,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def upkeep_users_blocking(self) -> list[str]:
+        """Every user with events: what a batch refresh of all profiles walks through."""
+        return [r[0] for r in self.db.connection().execute("SELECT DISTINCT user FROM events ORDER BY user")]
 
     # -- privacy ----------------------------------------------------------------------------------
 
-    async def forget_user(self, user: str) -> None:
-        """Delete the user's events, sessions, summaries, statements, chats and every profile version."""
+    async def forget_user(self, user: str) -> ForgetReport:
+        """Delete everything of the user from every store memory writes, and say how much each held.
+
+        SQLite rows go in one transaction (zeroed on disk, the WAL truncated after); Chroma records are
+        found by the user's pseudonym; the LLM client drops the user's cached responses and prompt log.
+        """
+        tag = self.tag(user)
         async with self._lock(user):
-            await self.events.delete_user(user)
-            await asyncio.to_thread(self.summaries.delete_user_blocking, user)
-            await asyncio.to_thread(self.profiles.delete_user_blocking, user)
-            await asyncio.to_thread(self.statements.delete_user_blocking, user)
-            await asyncio.to_thread(self.conversations.delete_user_blocking, user)
+            vectors = {
+                "profiles": await asyncio.to_thread(self.profiles.delete_vectors_blocking, user),
+                "sessions": await asyncio.to_thread(self.summaries.delete_vectors_blocking, user),
+            }
+            rows = await asyncio.to_thread(self.db.delete_user_blocking, user)
+            await asyncio.to_thread(self.db.checkpoint)
+            llm = await self._forget_llm(tag)
         self._locks.pop(user, None)
+        return ForgetReport(rows=rows, vectors=vectors, llm=llm)
+
+    async def _forget_llm(self, tag: str) -> dict[str, int]:
+        """The user's LLM response cache rows and prompt-log records: through the live client, else the
+        configured files (forgetting works with no LLM running)."""
+        if self.llm is not None:
+            return await self.llm.client.forget(tag)
+        cache, log_path = self.settings.llm_cache_path, self.settings.llm_log_path
+        return {
+            "cache": await ResponseCache(cache).forget(tag) if cache is not None and cache.exists() else 0,
+            "log": await JsonlLog(log_path).forget(tag) if log_path is not None else 0,
+        }
+
+
+def _stated_line(statement: StatedPreference) -> str:
+    verb = "wants more" if statement.polarity == "like" else "does not want"
+    return f"{verb} {statement.name}" + (f' ("{statement.text[:200]}")' if statement.text else "")

@@ -12,6 +12,11 @@ from datetime import datetime, timedelta
 from driftrec.models import Interaction, Session
 
 
+def auto_session_id(started_at: datetime) -> str:
+    """The id of a session the client did not name: its start time (unique per user, which is the key)."""
+    return f"auto:{int(started_at.timestamp())}"
+
+
 def sessionize(events: Sequence[Interaction], gap: timedelta, *, now: datetime | None = None) -> list[Session]:
     """Split one user's time-ordered events into sessions.
 
@@ -32,7 +37,7 @@ def sessionize(events: Sequence[Interaction], gap: timedelta, *, now: datetime |
         if starts_new:
             if current is not None:
                 current.closed = True
-            sid = explicit or f"{event.user}:{int(event.timestamp.timestamp())}"
+            sid = explicit or auto_session_id(event.timestamp)
             sessions.append(
                 Session(
                     user=event.user,

@@ -39,12 +39,15 @@ def collection_name(settings: Settings, kind: str, embedder: Embedder) -> str:
     return f"{settings.chroma_prefix}{slug}"[:63]
 
 
-def open_collection(client: ClientAPI, name: str, embedder: Embedder) -> Collection:
-    """A cosine-space collection whose embedding function is ours (never Chroma's downloading default)."""
+def open_collection(
+    client: ClientAPI, name: str, embedder: Embedder, *, hnsw: Mapping[str, Any] | None = None
+) -> Collection:
+    """A cosine-space collection whose embedding function is ours (never Chroma's downloading default).
+    ``hnsw`` adds index settings (applied when the collection is created)."""
     return client.get_or_create_collection(
         name,
         embedding_function=DriftrecEmbeddingFunction(embedder),  # type: ignore[arg-type]
-        configuration={"hnsw": {"space": "cosine"}},
+        configuration={"hnsw": {"space": "cosine", **(hnsw or {})}},  # type: ignore[typeddict-item]
     )
 
 

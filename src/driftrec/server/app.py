@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -54,11 +57,48 @@ class ChatIn(BaseModel):
     message: str = Field(min_length=1, max_length=4000)
 
 
+class Rejected(BaseModel):
+    name: str
+    kind: str
+    reason: str
+
+
 class RefreshOut(BaseModel):
+    status: str  # updated | unchanged | partial | failed
     updated: bool
     summarized: int
+    failed: int
+    remaining: int  # closed sessions left to the background upkeep
+    rejected: list[Rejected]
     error: str | None
+    error_type: str | None
     profile: InterestProfile
+
+
+class ForgetOut(BaseModel):
+    """What each store held of the user, now deleted."""
+
+    rows: dict[str, int]
+    vectors: dict[str, int]
+    llm: dict[str, int]
+
+
+class RedactUsers(logging.Filter):
+    """Access-log lines carry the user's pseudonym, not their id, so a forgotten user is not in the log."""
+
+    def __init__(self, tag: Callable[[str], str]):
+        super().__init__()
+        self.tag = tag
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            path = _USER_PATH.sub(lambda m: m.group(1) + "~" + self.tag(unquote(m.group(2))), args[2])
+            record.args = (*args[:2], path, *args[3:])
+        return True
+
+
+_USER_PATH = re.compile(r"(/v1/users/)([^/?]+)")
 
 
 class Health(BaseModel):
@@ -85,9 +125,13 @@ def create_app(recommender: Recommender | None = None, *, api_key: str | None = 
         if owned:
             await rec.start()
         app.state.rec = rec
+        redact = RedactUsers(rec._require().tag)
+        access = logging.getLogger("uvicorn.access")
+        access.addFilter(redact)
         try:
             yield
         finally:
+            access.removeFilter(redact)
             if owned:
                 await rec.aclose()
 
@@ -145,14 +189,26 @@ def create_app(recommender: Recommender | None = None, *, api_key: str | None = 
 
     @app.post("/v1/users/{user}/profile/refresh", response_model=RefreshOut, dependencies=auth)
     async def refresh(user: UserId, rec: Rec) -> RefreshOut:
-        result = await rec.refresh_profile(user)
+        """Summarize closed sessions and update the profile; at most ``memory_refresh_max_sessions`` sessions
+        per request, the rest are left to the background upkeep (``remaining``)."""
+        result = await rec.refresh_profile(user, max_sessions=rec.settings.memory_refresh_max_sessions)
         return RefreshOut(
-            updated=result.updated, summarized=result.summarized, error=result.error, profile=result.profile
+            status=result.status,
+            updated=result.updated,
+            summarized=result.summarized,
+            failed=result.failed,
+            remaining=result.remaining,
+            rejected=[Rejected(name=r.name, kind=r.kind, reason=r.reason) for r in result.rejected],
+            error=result.error,
+            error_type=result.error_type,
+            profile=result.profile,
         )
 
-    @app.delete("/v1/users/{user}", status_code=204, dependencies=auth)
-    async def forget(user: UserId, rec: Rec) -> None:
-        await rec.forget_user(user)
+    @app.delete("/v1/users/{user}", response_model=ForgetOut, dependencies=auth)
+    async def forget(user: UserId, rec: Rec) -> ForgetOut:
+        """Forget the user everywhere; says how many rows, vectors and LLM records each store held."""
+        report = await rec.forget_user(user)
+        return ForgetOut(rows=report.rows, vectors=report.vectors, llm=report.llm)
 
     @app.post("/v1/users/{user}/chat", dependencies=auth, response_class=StreamingResponse)
     async def chat(user: UserId, body: ChatIn, rec: Rec) -> StreamingResponse:
