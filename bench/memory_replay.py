@@ -69,7 +69,7 @@ async def main(users: int, sessions: int) -> dict[str, object]:
         "rejected_share_of_claims": round(
             sum(u["rejected"] for u in per_user) / max(sum(u["claims"] for u in per_user), 1), 3
         ),
-        "model": settings.model_served_name,
+        "model": settings.model,
         "users": per_user,
         "seconds_per_session": round(sum(u["seconds"] for u in per_user) / max(total_sessions, 1), 2),
         "prompt_tokens_per_session": round(sum(u["prompt_tokens"] for u in per_user) / max(total_sessions, 1)),

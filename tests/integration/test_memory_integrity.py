@@ -228,3 +228,42 @@ async def test_a_forget_racing_a_refresh_leaves_nothing_of_the_user(
         assert collection.get(where={"subject": memory.tag("ada")})["ids"] == []
     assert (await memory.profile("ada"))[0].version == 0
     assert (await memory.events.count("bo")) == 2  # the neighbour is intact
+
+
+def test_profiles_and_summaries_of_driftrec_0_1_are_migrated_without_the_user_id(
+    tmp_path: Path, settings: Settings, ml100k: Dataset
+) -> None:
+    from driftrec.models import Interest, InterestProfile, SessionSummary
+
+    own = local(settings, tmp_path)
+    memory = Memory.open(own, ml100k.items, None)
+    with memory.db.transaction() as conn:  # as a 0.1 memory file would be: never migrated
+        conn.execute("DELETE FROM meta WHERE key LIKE 'chroma-v2:%'")
+    old = InterestProfile(
+        user="ada",
+        version=1,
+        interests=[Interest(name="Sci-Fi", weight=0.5, first_seen=T0, last_seen=T0)],
+        updated_at=T0,
+    )
+    vector = memory.profiles.embedder.embed_passages(["Sci-Fi"])[0].tolist()
+    # what 0.1 wrote: the body in Chroma metadata, ids and metadata naming the user
+    memory.profiles.collection.upsert(
+        ids=["ada@v1"], embeddings=[vector], documents=["Long-term interests of user ada"],
+        metadatas=[{"user": "ada", "version": 1, "profile": old.model_dump_json()}],
+    )  # fmt: skip
+    memory.summaries.collection.upsert(
+        ids=["1"], embeddings=[vector], documents=["Liked: Star Wars"], metadatas=[{"user": "ada", "ended_at": 1.0}]
+    )
+    summary = SessionSummary(user="ada", session_id="1", themes=["Sci-Fi"])
+    with memory.db.transaction() as conn:
+        conn.execute("INSERT INTO profile_heads VALUES ('ada', 1, 0)")
+        conn.execute("INSERT INTO summaries VALUES ('ada', '1', 1.0, ?, 1)", (summary.model_dump_json(),))
+
+    reopened = Memory.open(own, ml100k.items, None)
+    current, vector_now = asyncio.run(reopened.profile("ada"))
+    assert current == old and vector_now is not None
+    for collection in (reopened.profiles.collection, reopened.summaries.collection):
+        got = collection.get(include=["metadatas"])
+        assert len(got["ids"]) == 1 and not any("ada" in i for i in got["ids"])
+        assert got["metadatas"][0]["subject"] == reopened.tag("ada") and "user" not in got["metadatas"][0]
+    assert Memory.open(own, ml100k.items, None).profiles.migrate_legacy_blocking() == 0  # once only

@@ -121,17 +121,17 @@ async def test_a_stated_dislike_in_chat_changes_the_next_recommendations(rec: Re
 
 
 async def test_long_conversations_are_folded_into_a_summary(rec: Recommender) -> None:
+    from dataclasses import replace
+
     from driftrec.agent.chat import ChatAgent
+    from driftrec.agent.tools import RecommenderTools
 
     user = "talker"
-    agent = ChatAgent(rec)
     assert rec.memory is not None
+    small = replace(rec.chat_options(), history_tokens=200)  # a small budget: the 12 stored turns no longer fit
+    agent = ChatAgent(rec.llm, RecommenderTools(rec), rec.memory.conversations, rec.memory.statements, small)
     await rec.memory.conversations.append(user, *[Interaction_turn(n) for n in range(12)])
-    rec.settings.chat_history_tokens = 200  # a small budget: the 12 stored turns no longer fit
-    try:
-        pieces = [p async for p in agent.reply(user, "show me my profile")]
-    finally:
-        rec.settings.chat_history_tokens = 1500
+    pieces = [p async for p in agent.reply(user, "show me my profile")]
     assert "".join(pieces).strip()
     summary, turns = await rec.memory.conversations.state(user)
     assert summary, "older turns were folded into a summary"

@@ -1,15 +1,21 @@
-"""The chat agent: conversation memory, stated preferences, and two ways to use the tools.
+"""The chat agent: conversation memory, stated preferences, and two ways to choose a tool.
 
-- ``plan`` (small models, the embedded default): the LLM fills one schema-constrained ``NextAction``
-  (tool name and arguments, genres as an enum of the catalog's); driftrec validates it and invokes
-  that LangChain tool; the LLM then writes a short lead sentence from the tool's result, and the
-  result itself is appended verbatim (so the list the user sees is never misquoted).
-- ``tools`` (capable models behind a vLLM started with ``--enable-auto-tool-choice`` and the model's
-  ``--tool-call-parser``): LangChain's agent lets the model call the same tools itself.
+- ``plan`` (small models): the LLM fills one schema-constrained ``NextAction`` (tool name and
+  arguments, genres as an enum of the catalog's); driftrec validates it and invokes that LangChain tool.
+- ``tools`` (native tool calling): the model is offered the same LangChain tools as OpenAI function
+  specs and calls one itself (``tool_choice="required"`` by default, so vLLM constrains the call to the
+  tools' schemas: small models wrap free-form calls in Markdown otherwise). The call goes through
+  LLMClient (concurrency, retries, cache, log, usage) and is validated against the tool's schema; a
+  server without tool support, an unknown tool, invalid arguments or a time-out degrades this turn to
+  ``plan`` mode, and the turn says so (``last_turn``), never a broken stream.
 
-Either way, every message first goes through the stated-preference reader, so "I'm tired of horror"
-steers the next recommendations even if the model misses it; and long conversations are folded into a
-running summary once the verbatim turns exceed ``chat_history_tokens``.
+Either way the LLM then writes a short lead sentence from the tool's result, and the result itself is
+appended verbatim (so the list the user sees is never misquoted); every message first goes through the
+stated-preference reader, whose dislikes the tool arguments can add to but never drop; and long
+conversations are folded into a running summary once the verbatim turns exceed the history budget.
+
+The agent is wired once with what it uses (the LLM, a tools facade, the conversation and statement
+stores, its options), the way vLLM's OpenAIServingChat is: it never reaches into the Recommender.
 """
 
 from __future__ import annotations
@@ -17,25 +23,27 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, Field, create_model
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import BaseModel, Field, ValidationError, create_model
 
+from driftrec.agent.requests import Constraints, parse_request
 from driftrec.agent.signals import SYNONYMS, stated_preferences
-from driftrec.agent.tools import make_tools
-from driftrec.llm import LLMError
-from driftrec.models import ChatTurn
+from driftrec.llm import LLM, LLMError
+from driftrec.memory.conversation import ConversationStore, StatementStore
+from driftrec.models import ChatTurn, Item, StatedPreference
 from driftrec.prompts import PromptError, render
-
-if TYPE_CHECKING:
-    from driftrec.agent.recommender import Recommender
 
 log = logging.getLogger(__name__)
 
 ACTIONS = ("recommend", "search", "show_profile", "feedback", "explain", "answer")
 KEEP_TURNS = 4  # turns always kept verbatim when folding
 FOLD_REPLY_TOKENS = 200
+TOOLS_BUDGET = 1200  # the tool specs vLLM adds to the prompt, and the call itself
 
 
 def plan_schema(vocabulary: Sequence[str]) -> type[BaseModel]:
@@ -55,26 +63,66 @@ class _Summary(BaseModel):
     summary: str = Field(max_length=600)
 
 
+class ChatFacade(Protocol):
+    """What the agent may do: the tools bound to a user, and finding an item by title or id."""
+
+    def tools(self, user: str) -> list[BaseTool]: ...
+
+    def find_item(self, text: str) -> Item | None: ...
+
+
+@dataclass(frozen=True)
+class ChatOptions:
+    mode: Literal["plan", "tools"] = "plan"
+    tool_choice: Literal["required", "auto"] = "required"
+    vocabulary: tuple[str, ...] = tuple(sorted(SYNONYMS))
+    statement_hours: float = 24.0
+    history_tokens: int = 1500
+    latest_year: int | None = None  # the catalog's newest year: what "recent" means
+
+
+@dataclass
+class TurnInfo:
+    """How a turn was handled: the mode that chose the tool, the tool and arguments, why it degraded."""
+
+    mode: str
+    action: str = ""
+    arguments: dict[str, Any] = field(default_factory=dict)
+    degraded: str | None = None  # why native tool calling fell back to plan mode
+
+
 class ChatAgent:
-    def __init__(self, rec: Recommender, mode: Literal["auto", "plan", "tools"] | None = None):
-        self.rec = rec
-        mode = mode or rec.settings.chat_mode
-        self.mode = ("plan" if rec.settings.embedded else "tools") if mode == "auto" else mode
-        memory = rec.memory
-        self.vocabulary = list(memory.vocabulary) if memory and memory.vocabulary else sorted(SYNONYMS)
+    def __init__(
+        self,
+        llm: LLM | None,
+        facade: ChatFacade,
+        conversations: ConversationStore,
+        statements: StatementStore,
+        options: ChatOptions,
+    ):
+        self.llm = llm
+        self.facade = facade
+        self.conversations = conversations
+        self.statements = statements
+        self.options = options
+        self.vocabulary = list(options.vocabulary)
+        self.last_turn: dict[str, TurnInfo] = {}
+
+    @property
+    def mode(self) -> str:
+        return self.options.mode
 
     async def reply(self, user: str, message: str) -> AsyncIterator[str]:
         """Handle one user message; yields the reply in pieces as it is produced."""
-        memory = self.rec.memory
-        assert memory is not None
-        await self.rec.state(user, stated_preferences(user, message, self.vocabulary))
-        stated = await memory.statements.active(user, datetime.now(UTC), self.rec.settings.memory_statement_hours)
+        await self.statements.add(stated_preferences(user, message, self.vocabulary))
+        stated = await self.statements.active(user, datetime.now(UTC), self.options.statement_hours)
         summary, turns = await self._context(user)
         pieces: list[str] = []
         try:
-            if self.mode == "tools" and self.rec.llm is not None:
-                stream = self._tools_mode(user, message, summary, turns)
+            if self.options.mode == "tools" and self.llm is not None:
+                stream = self._tools_mode(user, message, summary, turns, stated)
             else:
+                self.last_turn[user] = TurnInfo(mode="plan")
                 stream = self._plan_mode(user, message, summary, turns, stated)
             async for piece in stream:
                 pieces.append(piece)
@@ -84,7 +132,7 @@ class ChatAgent:
             turns = [ChatTurn(role="user", content=message)]
             if reply:
                 turns.append(ChatTurn(role="assistant", content=reply[:20000]))
-            await memory.conversations.append(user, *turns)
+            await self.conversations.append(user, *turns)
 
     # -- conversation memory ----------------------------------------------------------------------
 
@@ -95,12 +143,10 @@ class ChatAgent:
         fit the fold prompt, so a conversation of any length folds; a slice that fails stops the fold
         there (what was folded stays folded) and the turns after it are still sent, newest first, as
         many as fit the budget."""
-        memory = self.rec.memory
-        llm = self.rec.llm
-        assert memory is not None
-        summary, numbered = await memory.conversations.state(user)
+        llm = self.llm
+        summary, numbered = await self.conversations.state(user)
         turns = [t for _, t in numbered]
-        budget = self.rec.settings.chat_history_tokens
+        budget = self.options.history_tokens
         if llm is None or len(numbered) <= KEEP_TURNS:
             return summary, turns
         if sum(llm.tokens.count(t.content) for t in turns) <= budget:
@@ -123,15 +169,15 @@ class ChatAgent:
                 log.warning("could not fold a conversation, sending the newest turns that fit: %s", exc)
                 break
             summary = result.value.summary
-            await memory.conversations.fold(user, chunk[-1][0], summary)
-        summary, numbered = await memory.conversations.state(user)
+            await self.conversations.fold(user, chunk[-1][0], summary)
+        summary, numbered = await self.conversations.state(user)
         return summary, _newest_within([t for _, t in numbered], lambda t: llm.tokens.count(t.content), budget)
 
     # -- plan-first -------------------------------------------------------------------------------
 
     async def plan(self, user: str, message: str, summary: str, turns: Sequence[ChatTurn]) -> BaseModel | None:
         """The LLM's next action, or None if it could not give a valid one."""
-        llm = self.rec.llm
+        llm = self.llm
         if llm is None:
             return None
         schema = plan_schema(self.vocabulary)
@@ -144,7 +190,7 @@ class ChatAgent:
             )
             return (await llm.client.structured(prompt.messages, schema, max_tokens=160)).value
         except (LLMError, PromptError) as exc:
-            log.warning("chat plan failed for %s, recommending instead: %s", user, exc)
+            log.warning("chat plan failed, recommending instead: %s", exc)
             return None
 
     async def _plan_mode(
@@ -152,22 +198,20 @@ class ChatAgent:
     ) -> AsyncIterator[str]:
         plan = await self.plan(user, message, summary, turns)
         action, args = self._arguments(plan, message, stated)
-        tools = {t.name: t for t in make_tools(self.rec, user)}
-        if action == "answer":
-            result = await tools["show_profile"].ainvoke({})
-        else:
-            name = {
-                "recommend": "recommend",
-                "search": "search_catalog",
-                "show_profile": "show_profile",
-                "feedback": "record_feedback",
-                "explain": "explain_recommendation",
-            }[action]
-            result = await tools[name].ainvoke(args)
-        async for piece in self._lead(message, action, str(result), summary):
+        info = self.last_turn.setdefault(user, TurnInfo(mode="plan"))
+        info.action, info.arguments = action, args
+        tools = {t.name: t for t in self.facade.tools(user)}
+        name = "show_profile" if action == "answer" else TOOL_OF[action]
+        result = await tools[name].ainvoke(args if action != "answer" else {})
+        async for piece in self._finish(message, action, str(result), summary):
+            yield piece
+
+    async def _finish(self, message: str, action: str, result: str, summary: str) -> AsyncIterator[str]:
+        """The LLM's lead sentence about the tool's result, then the result verbatim."""
+        async for piece in self._lead(message, action, result, summary):
             yield piece
         if action != "answer":
-            yield "\n\n" + str(result)
+            yield "\n\n" + result
 
     def _arguments(self, plan: BaseModel | None, message: str, stated: list) -> tuple[str, dict[str, Any]]:
         """Validate the plan against what can be executed; anything unusable becomes "recommend".
@@ -176,15 +220,11 @@ class ChatAgent:
         genres, but never one the user said they do not want.
         """
         just_stated = [s for s in stated if s.text == message.strip()[:4000]]
-        dislikes = [s.name for s in stated if s.polarity == "dislike"]
-        likes = [s.name for s in stated if s.polarity == "like"]
         if plan is None:
-            return "recommend", {"query": message, "genres": likes, "exclude_genres": dislikes}
+            return "recommend", self._constraints(message, stated, [], [])
         p: Any = plan
-        genres = list(dict.fromkeys([*p.genres, *likes]))
-        exclude = [g for g in dict.fromkeys([*p.exclude_genres, *dislikes]) if g not in likes]
-        genres = [g for g in genres if g not in exclude]
-        if p.action in ("feedback", "explain") and (not p.item or self.rec.find_item(p.item) is None):
+        wanted = self._constraints(message, stated, p.genres, p.exclude_genres, query=p.query)
+        if p.action in ("feedback", "explain") and (not p.item or self.facade.find_item(p.item) is None):
             p.action = "recommend"
         if p.action == "feedback" and p.signal == "none":
             p.action = "recommend"
@@ -194,18 +234,54 @@ class ChatAgent:
         elif asks == "profile" and p.action == "answer":
             p.action = "show_profile"
         if p.action == "search":
-            return "search", {"text": p.query or message, "genres": genres, "exclude_genres": exclude}
+            return "search", {"text": wanted.pop("query"), **wanted}
         if p.action == "feedback":
             return "feedback", {"item": p.item, "signal": p.signal}
         if p.action == "explain":
             return "explain", {"item": p.item}
         if p.action in ("show_profile", "answer"):
             return p.action, {}
-        return "recommend", {"query": p.query or message, "genres": genres, "exclude_genres": exclude}
+        return "recommend", wanted
+
+    def _constraints(
+        self,
+        message: str,
+        stated: list[StatedPreference],
+        genres: list[str],
+        exclude: list[str],
+        *,
+        query: str = "",
+        year_min: int | None = None,
+        year_max: int | None = None,
+    ) -> dict[str, Any]:
+        """The tool arguments a request comes to: what the model read (``genres``, ``exclude``, years)
+        merged with what the request plainly states (agent/requests.py) and the user's active stated
+        preferences. A refused genre is never asked for; year bounds take the narrower range; genres
+        outside the vocabulary are dropped; the query text loses its refusals."""
+        known = {g.lower(): g for g in self.vocabulary}
+
+        def names(values: object) -> list[str]:
+            items = values if isinstance(values, list) else []
+            return [known[str(v).lower()] for v in items if str(v).lower() in known]
+
+        request = parse_request(message, self.vocabulary, latest_year=self.options.latest_year)
+        said = Constraints(
+            genres=[s.name for s in stated if s.polarity == "like"],
+            exclude_genres=[s.name for s in stated if s.polarity == "dislike"],
+        )
+        model = Constraints(names(genres), names(exclude), year_min, year_max)
+        c = request.merged(said).merged(model)
+        return {
+            "query": request.query or query or message,
+            "genres": c.genres,
+            "exclude_genres": c.exclude_genres,
+            "year_min": c.year_min,
+            "year_max": c.year_max,
+        }
 
     async def _lead(self, message: str, action: str, result: str, summary: str) -> AsyncIterator[str]:
         """One or two sentences from the LLM about the result, streamed; nothing if it is unavailable."""
-        llm = self.rec.llm
+        llm = self.llm
         if llm is None:
             return
         try:
@@ -227,35 +303,88 @@ class ChatAgent:
         except (LLMError, PromptError) as exc:
             log.warning("chat reply failed: %s", exc)
 
-    # -- native tool calling ----------------------------------------------------------------------
+    # -- native tool calling ---------------------------------------------------------------------
 
-    async def _tools_mode(self, user: str, message: str, summary: str, turns: list[ChatTurn]) -> AsyncIterator[str]:
-        """LangChain's agent with the model calling tools itself (needs a tool-calling model and server)."""
-        from langchain.agents import create_agent
-        from langchain_openai import ChatOpenAI
-
-        llm = self.rec.llm
+    async def _tools_mode(
+        self, user: str, message: str, summary: str, turns: list[ChatTurn], stated: list[StatedPreference]
+    ) -> AsyncIterator[str]:
+        """The model calls one of the tools itself; any failure degrades this turn to plan mode."""
+        llm = self.llm
         assert llm is not None
-        model = ChatOpenAI(
-            base_url=llm.client.base_url,
-            model=llm.client.model,
-            api_key=self.rec.settings.llm_api_key.get_secret_value(),
-            temperature=self.rec.settings.llm_temperature,
-            timeout=self.rec.settings.llm_timeout_s,
-            streaming=True,
+        tools = {t.name: t for t in self.facade.tools(user)}
+        specs = [convert_to_openai_tool(t) for t in tools.values()]
+        try:
+            prompt = render(
+                "chat_tools",
+                {
+                    "genres": ", ".join(self.vocabulary),
+                    "summary": summary,
+                    "turns": [t.model_dump() for t in turns[-KEEP_TURNS:]],
+                    "message": message,
+                },
+                counter=llm.tokens,
+                budget=llm.context_window - TOOLS_BUDGET,
+            )
+            call = await llm.client.tool_call(
+                prompt.messages, specs, tool_choice=self.options.tool_choice, max_tokens=200
+            )
+            tool = tools.get(call.name)
+            if tool is None:
+                raise _Unusable(f"unknown tool {call.name!r}")
+            arguments = self._guard(call.name, call.arguments, message, stated)
+            if tool.args_schema is not None and isinstance(tool.args_schema, type):
+                tool.args_schema.model_validate(arguments)
+        except (LLMError, PromptError, _Unusable, ValidationError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"[:300]
+            log.warning("native tool calling failed for this turn, using plan mode: %s", reason)
+            self.last_turn[user] = TurnInfo(mode="plan", degraded=reason)
+            async for piece in self._plan_mode(user, message, summary, turns, stated):
+                yield piece
+            return
+        self.last_turn[user] = TurnInfo(mode="tools", action=call.name, arguments=arguments)
+        result = await tool.ainvoke(arguments)
+        action = ACTION_OF.get(call.name, "answer")
+        async for piece in self._finish(message, action, str(result), summary):
+            yield piece
+
+    def _guard(
+        self, name: str, arguments: dict[str, Any], message: str, stated: list[StatedPreference]
+    ) -> dict[str, Any]:
+        """The same guard rails as plan mode (``_constraints``) on the model's own call."""
+        if name not in ("recommend", "search_catalog"):
+            return arguments
+
+        def year(key: str) -> int | None:
+            value = arguments.get(key)
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+        merged = self._constraints(
+            message,
+            stated,
+            arguments.get("genres") or [],
+            arguments.get("exclude_genres") or [],
+            query=str(arguments.get("query") or arguments.get("text") or ""),
+            year_min=year("year_min"),
+            year_max=year("year_max"),
         )
-        agent = create_agent(
-            model,
-            make_tools(self.rec, user),
-            system_prompt="You are a movie recommender. Use the tools; never invent movies. "
-            + (f"Earlier in this conversation: {summary}" if summary else ""),
-        )
-        history = [{"role": t.role, "content": t.content} for t in turns]
-        async for chunk, _meta in agent.astream(
-            {"messages": [*history, {"role": "user", "content": message}]}, stream_mode="messages"
-        ):
-            if getattr(chunk, "type", "") == "AIMessageChunk" and isinstance(chunk.content, str) and chunk.content:
-                yield chunk.content
+        text = merged.pop("query")
+        if name == "search_catalog":
+            return {**arguments, **merged, "text": str(arguments.get("text") or text)}
+        return {**arguments, **merged, "query": text}
+
+
+class _Unusable(Exception):
+    """A tool call driftrec cannot run."""
+
+
+TOOL_OF = {
+    "recommend": "recommend",
+    "search": "search_catalog",
+    "show_profile": "show_profile",
+    "feedback": "record_feedback",
+    "explain": "explain_recommendation",
+}
+ACTION_OF = {tool: action for action, tool in TOOL_OF.items()}
 
 
 def _slices(items: list, size: Callable[[Any], int], limit: int) -> list[list]:

@@ -15,21 +15,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from driftrec.agent.chat import ChatAgent, ChatOptions, TurnInfo
+from driftrec.agent.requests import Constraints, parse_request
+from driftrec.agent.tools import RecommenderTools
 from driftrec.agent.upkeep import Upkeep
 from driftrec.config import Settings, load_settings
 from driftrec.data import load_catalog, load_grouplens_100k, load_movielens_100k
 from driftrec.llm import LLM, open_llm
+from driftrec.llm.registry import embedded_model
 from driftrec.memory.profiles import profile_document, summary_document
 from driftrec.memory.service import ForgetReport, Memory, RefreshResult
 from driftrec.models import (
     Action,
+    Candidate,
     Filters,
     Interaction,
     InterestProfile,
@@ -115,7 +121,7 @@ class Recommender:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last: dict[str, RecommendationList] = {}
         self._started = False
-        self._agent: Any = None
+        self._agent: ChatAgent | None = None
         self.upkeep: Upkeep | None = None
 
     @classmethod
@@ -263,12 +269,17 @@ class Recommender:
         explain: bool | None = None,
         exclude: Iterable[str] = (),
         now: datetime | None = None,
+        understand: bool = True,
     ) -> RecommendationList:
-        """The top ``k`` for ``user``: never an item they consumed, never a duplicate, always
-        ``min(k, available)`` items. ``query`` is free text ("something like Alien but less scary")."""
+        """The top ``k`` for ``user``: never an item they consumed, never a duplicate (nor a second copy of
+        a title), always ``min(k, available)`` items. ``query`` is free text ("comedies from the 90s, no
+        kids' movies"); with ``understand`` the constraints it states (genres wanted and refused, years)
+        are added to ``filters`` and enforced by retrieval (agent/requests.py)."""
         if k < 1:
             raise ValueError("k must be at least 1")
         memory = self._require()
+        if query and understand:
+            filters, query = self.understand(query, filters)
         started = time.perf_counter()
         now = now or _now()
         await self._maybe_refit()
@@ -292,7 +303,7 @@ class Recommender:
         )
         assert self.generator is not None and self.reranker is not None
         n = max(self.settings.retrieval_candidates, self.settings.ranking_candidates, k)
-        candidates = await self.generator.generate(request, n)
+        candidates = _distinct_titles(await self.generator.generate(request, n), history, self.catalog)
         context = build_context(
             user,
             candidates,
@@ -321,6 +332,21 @@ class Recommender:
         )
         self._last[user] = answer
         return answer
+
+    def understand(self, query: str, filters: Filters | None = None) -> tuple[Filters | None, str]:
+        """The constraints ``query`` states, added to ``filters``; and the query text without its refusals."""
+        memory = self._require()
+        vocabulary = memory.vocabulary or sorted({g for item in self.catalog.values() for g in item.genres})
+        said = parse_request(query, vocabulary, latest_year=self.latest_year)
+        given = filters or Filters()
+        both = Constraints(given.genres, given.exclude_genres, given.year_min, given.year_max).merged(said)
+        return both.filters(), said.query or query
+
+    @property
+    def latest_year(self) -> int | None:
+        """The catalog's newest release year (what "recent" means)."""
+        years = [item.year for item in self.catalog.values() if item.year]
+        return max(years) if years else None
 
     def last_recommendations(self, user: str) -> RecommendationList | None:
         """The latest answer given to ``user`` in this process (for "why did you recommend X?")."""
@@ -380,16 +406,64 @@ class Recommender:
 
     # -- chat -------------------------------------------------------------------------------------
 
-    async def chat(self, user: str, message: str) -> AsyncIterator[str]:
-        """Talk to the recommender; yields the reply as it is written."""
-        self._require()
+    def chat_agent(self) -> ChatAgent:
+        """The chat agent, wired once with what it uses."""
+        memory = self._require()
         if self._agent is None:
-            from driftrec.agent.chat import ChatAgent
+            self._agent = ChatAgent(
+                self.llm, RecommenderTools(self), memory.conversations, memory.statements, self.chat_options()
+            )
+        return self._agent
 
-            self._agent = ChatAgent(self)
+    def chat_options(self) -> ChatOptions:
+        """Chat mode ``auto``: native tool calls when the served model has them (an embedded model with a
+        tool parser, or any remote endpoint: a failed call degrades to plan mode), else plan-first."""
+        s = self.settings
+        mode = s.chat_mode
+        if mode == "auto":
+            tool_calls = (
+                s.model_gguf_path is None and embedded_model(s.model).tool_parser is not None if s.embedded else True
+            )
+            mode = "tools" if tool_calls else "plan"
+        memory = self._require()
+        return ChatOptions(
+            mode=mode,
+            tool_choice=s.chat_tool_choice,
+            vocabulary=tuple(memory.vocabulary) if memory.vocabulary else ChatOptions().vocabulary,
+            statement_hours=s.memory_statement_hours,
+            history_tokens=s.chat_history_tokens,
+            latest_year=self.latest_year,
+        )
+
+    async def chat(self, user: str, message: str) -> AsyncIterator[str]:
+        """Talk to the recommender; yields the reply as it is written (``last_turn`` says how it went)."""
+        agent = self.chat_agent()
         with acting_for(self._require().tag(user)):
-            async for piece in self._agent.reply(user, message):
+            async for piece in agent.reply(user, message):
                 yield piece
+
+    def last_turn(self, user: str) -> TurnInfo | None:
+        """How the user's latest chat turn was handled: mode, tool, arguments, why it degraded."""
+        return self._agent.last_turn.get(user) if self._agent is not None else None
+
+
+def _title_key(title: str) -> str:
+    """A title without its year and case: MovieLens lists some films under two ids."""
+    return re.sub(r"\s*\(\d{4}\)\s*$", "", title).strip().lower()
+
+
+def _distinct_titles(
+    candidates: list[Candidate], history: Iterable[Interaction], catalog: Mapping[str, Item]
+) -> list[Candidate]:
+    """Candidates without a second copy of a title, nor a copy of a title the user already consumed."""
+    taken = {_title_key(catalog[e.item].title) for e in history if e.item in catalog}
+    out = []
+    for candidate in candidates:
+        key = _title_key(candidate.item.title)
+        if key not in taken:
+            taken.add(key)
+            out.append(candidate)
+    return out
 
 
 def _now() -> datetime:

@@ -27,13 +27,35 @@ from driftrec.models import StatedPreference
 # Words users say for a genre, beyond its own name (MovieLens genres); plurals are matched too.
 SYNONYMS: dict[str, tuple[str, ...]] = {
     "Horror": ("horror", "horrors", "horor", "scary", "slasher", "gore", "gory", "creepy", "frightening"),
-    "Comedy": ("comedy", "comedies", "commedy", "comdy", "funny", "comedic", "laugh", "hilarious", "rom-com", "romcom"),
+    "Comedy": (
+        "comedy",
+        "comedies",
+        "comdy",
+        "funny",
+        "comedic",
+        "laugh",
+        "hilarious",
+        "rom-com",
+        "rom-coms",
+        "romcom",
+        "romcoms",
+    ),
     "Sci-Fi": ("sci-fi", "scifi", "sci fi", "science fiction", "science-fiction", "space", "aliens", "futuristic"),
-    "Romance": ("romance", "romances", "romantic", "love story", "love stories", "rom-com", "romcom"),
+    "Romance": (
+        "romance",
+        "romances",
+        "romantic",
+        "love story",
+        "love stories",
+        "rom-com",
+        "rom-coms",
+        "romcom",
+        "romcoms",
+    ),
     "Children's": ("children's", "childrens", "children", "kids", "kid", "family"),
     "Animation": ("animation", "animated", "cartoon", "cartoons", "anime"),
-    "Thriller": ("thriller", "thrillers", "thriler", "suspense", "suspenseful"),
-    "Documentary": ("documentary", "documentaries", "documentry", "docs"),
+    "Thriller": ("thriller", "thrillers", "suspense", "suspenseful"),
+    "Documentary": ("documentary", "documentaries", "docs"),
     "Action": ("action", "action-packed"),
     "Adventure": ("adventure", "adventures"),
     "Crime": ("crime", "gangster", "gangsters", "heist", "mafia", "mob"),
@@ -92,7 +114,8 @@ def stated_preferences(user: str, message: str, vocabulary: Sequence[str]) -> li
 
 
 def _mentions(clause: str, known: set[str]) -> list[tuple[tuple[int, int], str]]:
-    """(start, end) of each genre word in the clause, in order; overlapping words count once."""
+    """(start, end) of each genre word in the clause, in order. A word of six letters or more one typo
+    away from a genre word (same first letter) counts too: "commedies", "thrilers", "documentrys"."""
     hits: list[tuple[tuple[int, int], str]] = []
     for genre, words in SYNONYMS.items():
         if genre not in known:
@@ -100,8 +123,26 @@ def _mentions(clause: str, known: set[str]) -> list[tuple[tuple[int, int], str]]
         for word in words:
             for match in re.finditer(r"(?<![\w-])" + re.escape(word) + r"(?![\w-])", clause):
                 hits.append(((match.start(), match.end()), genre))
+    exact = {span for span, _ in hits}
+    for match in re.finditer(r"[a-z]{6,}", clause):
+        if (match.start(), match.end()) in exact:
+            continue
+        for genre, words in SYNONYMS.items():
+            if genre in known and any(_one_typo(match.group(), w) for w in words if len(w) >= 6 and " " not in w):
+                hits.append(((match.start(), match.end()), genre))
+                break
     hits.sort()
     return hits
+
+
+def _one_typo(a: str, b: str) -> bool:
+    """One letter inserted, deleted or replaced (not the first one)."""
+    if a == b or a[0] != b[0] or abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        return sum(x != y for x, y in zip(a, b, strict=True)) == 1
+    short, long = (a, b) if len(a) < len(b) else (b, a)
+    return any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
 
 
 def _polarity(clause: str, at: tuple[int, int]) -> Literal["like", "dislike"] | None:

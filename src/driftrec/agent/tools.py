@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Literal
 from langchain_core.tools import BaseTool, StructuredTool
 from pydantic import BaseModel, Field
 
-from driftrec.models import Filters, RecommendationList
+from driftrec.models import Filters, Item, RecommendationList
 
 if TYPE_CHECKING:
     from driftrec.agent.recommender import Recommender
@@ -21,14 +21,16 @@ class SearchArgs(BaseModel):
     text: str = Field(min_length=1, max_length=500, description="What to look for, in words.")
     genres: list[str] = Field(default_factory=list, description="Only movies with one of these genres.")
     exclude_genres: list[str] = Field(default_factory=list, description="No movie with any of these genres.")
-    year_min: int | None = None
-    year_max: int | None = None
+    year_min: int | None = Field(default=None, ge=1800, le=2200)
+    year_max: int | None = Field(default=None, ge=1800, le=2200)
 
 
 class RecommendArgs(BaseModel):
     query: str | None = Field(default=None, max_length=500, description="What the user asks for, if anything.")
-    genres: list[str] = Field(default_factory=list)
-    exclude_genres: list[str] = Field(default_factory=list)
+    genres: list[str] = Field(default_factory=list, description="Only movies with one of these genres.")
+    exclude_genres: list[str] = Field(default_factory=list, description="No movie with any of these genres.")
+    year_min: int | None = Field(default=None, ge=1800, le=2200, description="Released in or after this year.")
+    year_max: int | None = Field(default=None, ge=1800, le=2200, description="Released in or before this year.")
     k: int = Field(default=5, ge=1, le=20)
 
 
@@ -54,6 +56,19 @@ def render_recommendations(answer: RecommendationList) -> str:
     return "\n".join(lines) or "No movie matches these constraints."
 
 
+class RecommenderTools:
+    """The chat agent's view of a Recommender: the tools bound to one user, and item lookup."""
+
+    def __init__(self, rec: Recommender):
+        self.rec = rec
+
+    def tools(self, user: str) -> list[BaseTool]:
+        return make_tools(self.rec, user)
+
+    def find_item(self, text: str) -> Item | None:
+        return self.rec.find_item(text)
+
+
 def make_tools(rec: Recommender, user: str) -> list[BaseTool]:
     def filters(genres: list[str], exclude: list[str], year_min: int | None = None, year_max: int | None = None):
         known = rec.memory.vocabulary if rec.memory and rec.memory.vocabulary else None
@@ -74,9 +89,13 @@ def make_tools(rec: Recommender, user: str) -> list[BaseTool]:
         query: str | None = None,
         genres: list[str] | None = None,
         exclude_genres: list[str] | None = None,
+        year_min: int | None = None,
+        year_max: int | None = None,
         k: int = 5,
     ) -> str:
-        answer = await rec.recommend(user, k, query=query or None, filters=filters(genres or [], exclude_genres or []))
+        answer = await rec.recommend(
+            user, k, query=query or None, filters=filters(genres or [], exclude_genres or [], year_min, year_max)
+        )
         return render_recommendations(answer)
 
     async def show_profile() -> str:

@@ -1,6 +1,6 @@
 """Talking to an OpenAI-compatible LLM server (vLLM), and running the embedded one."""
 
-from driftrec.llm.client import ChatResult, LabelScores, LLMClient, StructuredResult, Usage
+from driftrec.llm.client import ChatResult, LabelScores, LLMClient, StructuredResult, ToolCall, Usage
 from driftrec.llm.connection import LLM, connect, open_llm
 from driftrec.llm.errors import (
     InvalidLLMOutput,
@@ -25,6 +25,7 @@ __all__ = [
     "RuntimeStartError",
     "StructuredResult",
     "TokenCounter",
+    "ToolCall",
     "Usage",
     "connect",
     "open_llm",

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+import httpx
 import openai
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion
@@ -71,6 +72,18 @@ class ChatResult:
 @dataclass
 class StructuredResult(Generic[T]):
     value: T
+    raw: str
+    usage: Usage
+
+
+@dataclass
+class ToolCall:
+    """One function call the model made: the tool's name and its arguments (parsed JSON, not yet
+    validated against the tool's schema: that is the caller's, who knows the tools)."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
     raw: str
     usage: Usage
 
@@ -153,6 +166,7 @@ class LLMClient:
         seed: int | None = 0,
         log_path: Path | None = None,
         vllm_extensions: bool = True,
+        choice_param: str | None = "structured_outputs",
         cache_path: Path | None = None,
     ):
         self.base_url = base_url
@@ -163,6 +177,9 @@ class LLMClient:
         self.temperature = temperature
         self.seed = seed
         self.vllm_extensions = vllm_extensions
+        # How this server constrains a reply to a fixed set of strings: vLLM >= 0.10.2 "structured_outputs",
+        # older vLLM "guided_choice", other servers nothing (capabilities.py detects it at connect).
+        self.choice_param = choice_param if vllm_extensions else None
         self.usage = Usage()
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._log = JsonlLog(log_path) if log_path else None
@@ -255,8 +272,10 @@ class LLMClient:
         if not labels or len(set(labels)) != len(labels):
             raise ValueError("labels must be non-empty and distinct")
         params = self._params(1, 0.0) | {"logprobs": True, "top_logprobs": min(len(labels), 20)}
-        if self.vllm_extensions:
+        if self.choice_param == "structured_outputs":
             params["extra_body"] = {"structured_outputs": {"choice": labels}}
+        elif self.choice_param == "guided_choice":
+            params["extra_body"] = {"guided_choice": labels}
         response, usage = await self._create("label_logprobs", messages, params, timeout_s)
         choice = response.choices[0]
         content = choice.logprobs.content if choice.logprobs else None
@@ -308,6 +327,63 @@ class LLMClient:
                 self.usage.add(usage)
                 await self._write_log("stream_chat", messages, params, "".join(pieces), usage, None)
 
+    async def tool_call(
+        self,
+        messages: list[Message],
+        tools: list[dict[str, Any]],
+        *,
+        tool_choice: str | dict[str, Any] = "required",
+        max_tokens: int = 256,
+        timeout_s: float | None = None,
+    ) -> ToolCall:
+        """Ask the model to call one of ``tools`` (OpenAI function specs).
+
+        ``tool_choice="required"`` (or a named function) makes vLLM constrain the reply to a valid call
+        with structured outputs, which small models need; ``"auto"`` lets a capable model answer in
+        words instead (then there is no call: InvalidLLMOutput). A server without tool support refuses
+        the request (LLMRequestError). Raises InvalidLLMOutput for a truncated reply or arguments that
+        are not a JSON object."""
+        params = self._params(max_tokens, 0.0) | {"tools": tools, "tool_choice": tool_choice}
+        response, usage = await self._create("tool_call", messages, params, timeout_s)
+        choice = response.choices[0]
+        calls = choice.message.tool_calls or []
+        raw = json.dumps([c.model_dump() for c in calls]) if calls else (choice.message.content or "")
+        if choice.finish_reason == "length":
+            raise InvalidLLMOutput(f"tool_call: reply truncated at max_tokens={max_tokens}", raw=raw)
+        if not calls:
+            raise InvalidLLMOutput("tool_call: the model answered without calling a tool", raw=raw)
+        call = calls[0]
+        try:
+            arguments = json.loads(call.function.arguments or "{}")
+        except json.JSONDecodeError as exc:
+            raise InvalidLLMOutput(f"tool_call: arguments of {call.function.name} are not JSON", raw=raw) from exc
+        if not isinstance(arguments, dict):
+            raise InvalidLLMOutput(f"tool_call: arguments of {call.function.name} are not an object", raw=raw)
+        return ToolCall(call.id, call.function.name, arguments, raw, usage)
+
+    async def server_version(self) -> str | None:
+        """vLLM's version (its ``/version`` route); None for a server that has no such route."""
+        root = self.base_url.rstrip("/").removesuffix("/v1")
+        try:
+            async with httpx.AsyncClient(timeout=min(self.timeout_s, 10.0)) as http:
+                reply = await http.get(f"{root}/version")
+            return str(reply.json()["version"]) if reply.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None
+
+    async def tokenize(self, text: str) -> int | None:
+        """The server's own token count of ``text`` (vLLM's ``/tokenize``); None if it has no such route."""
+        root = self.base_url.rstrip("/").removesuffix("/v1")
+        try:
+            async with httpx.AsyncClient(timeout=self.timeout_s) as http:
+                reply = await http.post(f"{root}/tokenize", json={"model": self.model, "prompt": text})
+            if reply.status_code != 200:
+                return None
+            body = reply.json()
+            return int(body["count"]) if "count" in body else len(body["tokens"])
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None
+
     async def list_models(self) -> list[dict[str, Any]]:
         """The served models as the server describes them (vLLM includes ``max_model_len``)."""
         page = await self._retrying(lambda: self._openai.models.list(), self.timeout_s, Usage())
@@ -358,7 +434,7 @@ class LLMClient:
         finally:
             usage.seconds = time.perf_counter() - started
             self.usage.add(usage)
-            text = response.choices[0].message.content if response is not None and response.choices else None
+            text = _reply_text(response)
             await self._write_log(kind, messages, params, text, usage, error)
 
     async def _retrying(self, call: Callable[[], Awaitable[R]], timeout_s: float, usage: Usage) -> R:
@@ -401,6 +477,16 @@ class LLMClient:
             },
             subject,
         )
+
+
+def _reply_text(response: Any) -> str | None:
+    """What the log records of a reply: its text, or its tool calls."""
+    if response is None or not response.choices:
+        return None
+    message = response.choices[0].message
+    if getattr(message, "tool_calls", None):
+        return json.dumps([c.model_dump() for c in message.tool_calls])
+    return message.content
 
 
 def _classify(exc: openai.APIError, timeout_s: float) -> Exception:

@@ -17,11 +17,13 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from driftrec.config import Settings
-from driftrec.llm.checkpoint import aprepare_model, packaged_gguf
+from driftrec.llm.capabilities import detect
+from driftrec.llm.checkpoint import aprepare_model
 from driftrec.llm.client import LLMClient
 from driftrec.llm.errors import LLMError
+from driftrec.llm.registry import embedded_model
 from driftrec.llm.runtime import VLLMServer
-from driftrec.llm.tokens import TokenCounter, encoding_from_gguf, encoding_from_tokenizer_json
+from driftrec.llm.tokens import TokenCounter, byte_encoding, encoding_from_tokenizer_json
 
 DEFAULT_CONTEXT_WINDOW = 4096
 ESTIMATE_MARGIN = 1.25  # counts with a vocabulary that is not the served model's are inflated by this
@@ -63,6 +65,15 @@ async def _context_window(client: LLMClient, settings: Settings) -> int:
     return DEFAULT_CONTEXT_WINDOW
 
 
+def served_name(settings: Settings) -> str:
+    """The name the embedded server serves the model under."""
+    return settings.model_served_name or (
+        settings.model_gguf_path.stem.lower()
+        if settings.model_gguf_path
+        else embedded_model(settings.model).served_name
+    )
+
+
 def _client(settings: Settings, base_url: str, model: str) -> LLMClient:
     return LLMClient(
         base_url,
@@ -85,8 +96,9 @@ async def open_llm(settings: Settings, *, warm: bool = True) -> LLM:
         prepared = await aprepare_model(settings)
         server = VLLMServer(
             prepared.checkpoint_dir,
-            served_name=settings.model_served_name,
-            log_path=settings.cache_dir / "logs" / "vllm.log",
+            served_name=served_name(settings),
+            tool_parser=None if settings.model_gguf_path else embedded_model(settings.model).tool_parser,
+            log_path=settings.cache_dir / "logs" / f"vllm-{served_name(settings)}.log",
             port=settings.vllm_port,
             dtype=settings.vllm_dtype,
             max_model_len=settings.vllm_max_model_len,
@@ -96,7 +108,7 @@ async def open_llm(settings: Settings, *, warm: bool = True) -> LLM:
             startup_timeout_s=settings.vllm_startup_timeout_s,
         )
         await server.start()
-        client = _client(settings, server.base_url, settings.model_served_name)
+        client = _client(settings, server.base_url, served_name(settings))
         try:
             if warm:
                 await warm_up(client)
@@ -117,14 +129,31 @@ async def open_llm(settings: Settings, *, warm: bool = True) -> LLM:
             raise LLMError(f"{settings.llm_base_url} serves no model; set DRIFTREC_LLM_MODEL")
         model = str(models[0]["id"])
         probe.model = model
-    return LLM(probe, await asyncio.to_thread(remote_token_counter, settings), await _context_window(probe, settings))
+    await detect(probe, need_logprobs=settings.ranking_mode == "verbalizer")
+    return LLM(probe, await remote_token_counter(settings, probe), await _context_window(probe, settings))
 
 
-def remote_token_counter(settings: Settings) -> TokenCounter:
-    """Exact counts from the remote model's tokenizer.json if given, else the embedded vocabulary + margin."""
+# Text like driftrec's prompts (titles, genres, JSON, instructions) to measure a remote tokenizer on.
+CALIBRATION_TEXT = (
+    "You re-rank movie candidates for a user. Long-term interests: Drama (weight 0.80), Sci-Fi (0.40). "
+    'Candidates: A. Star Wars (1977). Genres: Action, Adventure, Sci-Fi. B. Amélie (2001). {"label": "A"} '
+    "Answer only with the JSON object. 1,234 ratings; user_42 liked Fargo, Toy Story and 東京物語."
+)
+
+
+async def remote_token_counter(settings: Settings, client: LLMClient) -> TokenCounter:
+    """Token counts for a model served elsewhere, without downloading any model.
+
+    Exact with the model's tokenizer.json (DRIFTREC_LLM_TOKENIZER_PATH). Otherwise an estimate: bytes
+    scaled by the server's own tokens-per-byte on driftrec-like text (vLLM's /tokenize), plus a margin;
+    a server without /tokenize gets one token per byte, an upper bound for byte-level BPE models."""
     if settings.llm_tokenizer_path:
-        return TokenCounter(encoding_from_tokenizer_json(settings.llm_tokenizer_path))
-    return TokenCounter(encoding_from_gguf(packaged_gguf(settings)), margin=ESTIMATE_MARGIN)
+        return await asyncio.to_thread(
+            lambda: TokenCounter(encoding_from_tokenizer_json(settings.llm_tokenizer_path))  # type: ignore[arg-type]
+        )
+    measured = await client.tokenize(CALIBRATION_TEXT)
+    per_byte = measured / len(CALIBRATION_TEXT.encode()) * ESTIMATE_MARGIN if measured else 1.0
+    return TokenCounter(byte_encoding(), margin=min(per_byte, 1.0))
 
 
 @contextlib.asynccontextmanager

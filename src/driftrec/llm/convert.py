@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from driftrec.llm.tokens import QWEN2_PATTERN
+
 # llama.cpp pre-tokenizer name -> the tokenizers pre_tokenizer the original HF model ships.
 _BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
 PRE_TOKENIZERS = {
@@ -20,6 +22,18 @@ PRE_TOKENIZERS = {
         "pretokenizers": [{"type": "Digits", "individual_digits": True}, _BYTE_LEVEL],
     },
     "gpt-2": _BYTE_LEVEL,
+    "qwen2": {
+        "type": "Sequence",
+        "pretokenizers": [
+            {
+                "type": "Split",
+                "pattern": {"Regex": QWEN2_PATTERN},
+                "behavior": "Isolated",
+                "invert": False,
+            },
+            {**_BYTE_LEVEL, "use_regex": False},
+        ],
+    },
 }
 
 

@@ -73,6 +73,7 @@ class VLLMServer:
         extra_args: list[str] | None = None,
         python: str | None = None,
         startup_timeout_s: float = 600.0,
+        tool_parser: str | None = None,
     ):
         self.checkpoint_dir = checkpoint_dir
         self.served_name = served_name
@@ -82,6 +83,7 @@ class VLLMServer:
         self.max_model_len = max_model_len
         self.kvcache_gb = kvcache_gb
         self.extra_args = list(extra_args or [])
+        self.tool_parser = tool_parser  # the model's vLLM tool-call parser: native tool calling is on
         self.python = python or sys.executable
         self.startup_timeout_s = startup_timeout_s
         self.process: subprocess.Popen[bytes] | None = None
@@ -118,6 +120,7 @@ class VLLMServer:
             json.dumps(STRUCTURED_OUTPUTS_CONFIG),
             "--max-logprobs",
             "64",
+            *(["--enable-auto-tool-choice", "--tool-call-parser", self.tool_parser] if self.tool_parser else []),
             *self.extra_args,
         ]
 

@@ -27,6 +27,13 @@ GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|
 # stays whole ("  1" -> "  ", "1"): hence the \s+(?=\p{N}) alternative.
 DIGITS_THEN_GPT2_PATTERN = r"""\p{N}|'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?[^\s\p{L}\p{N}]+|\s+(?=\p{N})|\s+(?!\S)|\s+"""
 
+# Qwen2/2.5's Split regex (tokenizer.json's pre_tokenizer, llama.cpp's "qwen2"), and Llama-3's ("llama-bpe"):
+# letters may take one leading non-letter, digits split singly (Qwen) or in threes (Llama-3).
+_LETTERS_FIRST = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|"""
+_REST = r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+QWEN2_PATTERN = _LETTERS_FIRST + r"\p{N}" + _REST
+LLAMA3_PATTERN = _LETTERS_FIRST + r"\p{N}{1,3}" + _REST
+
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
     "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
@@ -60,9 +67,24 @@ def _pattern(pre_tokenizer: Mapping | None) -> str:
             else [pre_tokenizer]
         )
     kinds = [s.get("type") for s in steps]
+    if kinds == ["Split", "ByteLevel"]:
+        # Split(regex, Isolated) then ByteLevel without its own regex: the Split regex is the whole story
+        # (Qwen2/2.5, Llama-3 and most recent byte-level BPE models).
+        split, byte_level = steps
+        regex = (split.get("pattern") or {}).get("Regex")
+        if (
+            regex
+            and split.get("behavior") == "Isolated"
+            and not split.get("invert")
+            and not byte_level.get("use_regex")
+        ):
+            return str(regex)
+        raise TokenizerFormatError(f"unsupported Split pre-tokenizer {split!r} with {byte_level!r}")
     digits = any(s.get("type") == "Digits" and s.get("individual_digits") for s in steps)
     if "ByteLevel" not in kinds or any(k not in ("ByteLevel", "Digits") for k in kinds):
-        raise TokenizerFormatError(f"unsupported pre-tokenizer sequence {kinds}; need ByteLevel (+ Digits)")
+        raise TokenizerFormatError(
+            f"unsupported pre-tokenizer sequence {kinds}; need ByteLevel (+ Digits), or Split + ByteLevel"
+        )
     return DIGITS_THEN_GPT2_PATTERN if digits else GPT2_PATTERN
 
 
@@ -91,7 +113,13 @@ def encoding_from_tokenizer_json(path: Path, name: str = "driftrec") -> tiktoken
 
 
 # llama.cpp's tokenizer.ggml.pre names whose regex we can express.
-GGUF_PATTERNS = {"smollm": DIGITS_THEN_GPT2_PATTERN, "gpt-2": GPT2_PATTERN, "default": GPT2_PATTERN}
+GGUF_PATTERNS = {
+    "smollm": DIGITS_THEN_GPT2_PATTERN,
+    "gpt-2": GPT2_PATTERN,
+    "default": GPT2_PATTERN,
+    "qwen2": QWEN2_PATTERN,
+    "llama-bpe": LLAMA3_PATTERN,
+}
 
 
 def encoding_from_gguf(path: Path, name: str = "driftrec") -> tiktoken.Encoding:
@@ -160,6 +188,14 @@ def load_encoding(path: Path) -> tiktoken.Encoding:
         pat_str=meta["pat_str"],
         mergeable_ranks=ranks,
         special_tokens=meta["special_tokens"],
+    )
+
+
+def byte_encoding() -> tiktoken.Encoding:
+    """One token per byte: an upper bound on any byte-level BPE's count, built with no vocabulary file.
+    Scaled by a measured tokens-per-byte ratio it estimates a remote model's counts (see connection.py)."""
+    return tiktoken.Encoding(
+        name="bytes", pat_str=GPT2_PATTERN, mergeable_ranks={bytes([b]): b for b in range(256)}, special_tokens={}
     )
 
 

@@ -160,6 +160,13 @@ class Database:
         """The key of this store's user pseudonyms (made once, with the file)."""
         return bytes(self.connection().execute("SELECT value FROM meta WHERE key = 'pseudonym_key'").fetchone()[0])
 
+    def flag(self, key: str) -> bool:
+        return self.connection().execute("SELECT 1 FROM meta WHERE key = ?", (key,)).fetchone() is not None
+
+    def set_flag(self, key: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, X'01')", (key,))
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT: one writer at a time, all or nothing."""

@@ -178,6 +178,32 @@ class ProfileStore:
         """Delete every version's vector from Chroma (the SQLite rows go with the user's other rows)."""
         return _delete_subject(self.collection, self.tag(user))
 
+    def migrate_legacy_blocking(self) -> int:
+        """Bring profiles written by driftrec 0.1 into this layout; returns how many versions moved.
+
+        0.1 kept each version's body in Chroma metadata under the id ``<user>@v<n>`` (the user id in
+        clear); here the body goes to SQLite and the vector is re-keyed by the pseudonym."""
+        got = self.collection.get(where={"user": {"$ne": ""}}, include=["metadatas", "embeddings"])
+        moved = 0
+        for vector_id, meta, vector in zip(got["ids"], got["metadatas"], got["embeddings"], strict=True):
+            if "user" not in meta or "profile" not in meta:  # Chroma's $ne also matches a missing key
+                continue
+            profile = InterestProfile.model_validate_json(meta["profile"])
+            with self.db.transaction() as conn:
+                conn.execute(
+                    "INSERT OR IGNORE INTO profile_versions (user, version, body) VALUES (?, ?, ?)",
+                    (profile.user, profile.version, profile.model_dump_json()),
+                )
+            self.collection.upsert(
+                ids=[self._vector_id(profile.user, profile.version)],
+                embeddings=[list(vector)],
+                documents=[interests_document(profile)],
+                metadatas=[{"subject": self.tag(profile.user), "version": profile.version}],
+            )
+            self.collection.delete(ids=[vector_id])
+            moved += 1
+        return moved
+
 
 def _delete_subject(collection: object, tag: str) -> int:
     ids = collection.get(where={"subject": tag}, include=[])["ids"]  # type: ignore[attr-defined]
@@ -280,3 +306,16 @@ class SummaryStore:
 
     def delete_vectors_blocking(self, user: str) -> int:
         return _delete_subject(self.collection, self.tag(user))
+
+    def migrate_legacy_blocking(self, titles: dict[str, str]) -> int:
+        """Re-key session vectors written by driftrec 0.1 (id = the client's session id, metadata = the
+        user id in clear) from the SQLite rows; returns how many moved."""
+        got = self.collection.get(where={"user": {"$ne": ""}}, include=["metadatas"])
+        legacy = [i for i, meta in zip(got["ids"], got["metadatas"], strict=True) if "user" in meta]
+        if not legacy:
+            return 0
+        self.collection.delete(ids=legacy)
+        rows = self.db.connection().execute("SELECT body, ended_at FROM summaries").fetchall()
+        for body, ended_at in rows:
+            self.save_blocking(SessionSummary.model_validate_json(body), datetime.fromtimestamp(ended_at, UTC), titles)
+        return len(legacy)

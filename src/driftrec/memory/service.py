@@ -120,7 +120,7 @@ class Memory:
 
         client = chroma_client(settings)
         embedder = make_embedder(settings.embedding_backend, settings.embedding_model, settings.embedding_base_url)
-        return cls(
+        memory = cls(
             settings,
             db,
             EventStore(db),
@@ -129,6 +129,12 @@ class Memory:
             catalog,
             llm,
         )
+        marker = f"chroma-v2:{settings.chroma_prefix}:{embedder.name}"  # per collection pair
+        if not db.flag(marker):  # driftrec 0.1's Chroma records: re-keyed once
+            memory.profiles.migrate_legacy_blocking()
+            memory.summaries.migrate_legacy_blocking(memory.titles)
+            db.set_flag(marker)
+        return memory
 
     def tag(self, user: str) -> str:
         """The user's pseudonym: what Chroma, the prompt log, the response cache and log lines carry."""

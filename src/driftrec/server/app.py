@@ -212,12 +212,15 @@ def create_app(recommender: Recommender | None = None, *, api_key: str | None = 
 
     @app.post("/v1/users/{user}/chat", dependencies=auth, response_class=StreamingResponse)
     async def chat(user: UserId, body: ChatIn, rec: Rec) -> StreamingResponse:
-        """Server-sent events: ``data: {"delta": "..."}`` per piece, then ``data: {"done": true}``."""
+        """Server-sent events: ``data: {"delta": "..."}`` per piece, then ``data: {"done": true, "mode": ...,
+        "action": ..., "degraded": ...}`` (degraded: why native tool calling fell back to plan mode)."""
 
         async def events() -> AsyncIterator[str]:
             async for piece in rec.chat(user, body.message):
                 yield f"data: {json.dumps({'delta': piece})}\n\n"
-            yield f"data: {json.dumps({'done': True})}\n\n"
+            turn = rec.last_turn(user)
+            how = {"mode": turn.mode, "action": turn.action, "degraded": turn.degraded} if turn else {}
+            yield f"data: {json.dumps({'done': True, **how})}\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
 

@@ -1,0 +1,79 @@
+"""What a served endpoint can do, found out at connect time, so a missing feature is one clear error
+naming the setting to change, not a stack trace in the middle of a request.
+
+- the structured-output parameter: vLLM >= 0.10.2 spells label constraints ``structured_outputs``,
+  older vLLM ``guided_choice``; other OpenAI-compatible servers have neither (JSON-schema
+  ``response_format`` is still used for structured replies);
+- structured outputs themselves (driftrec needs them for every decision the LLM makes): probed with
+  one tiny schema-constrained request;
+- label log-probabilities (the verbalizer ranker): probed likewise; without them the verbalizer is not
+  usable and the error says to set ``DRIFTREC_RANKING_MODE=listwise`` (or ``off``);
+- a chat template that opens a reasoning block (``<think>``): seen in the probe's reply; the reply is
+  then read after the block.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from driftrec.llm.client import LLMClient
+from driftrec.llm.errors import LLMError, LLMRequestError
+
+
+class MissingCapability(LLMError):
+    """The endpoint lacks something driftrec needs; the message names the setting to change."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    server: str  # "vllm 0.32.0" or "openai-compatible"
+    choice_param: str | None
+    structured: bool
+    logprobs: bool
+    reasoning: bool = False
+
+
+class _Probe(BaseModel):
+    answer: Literal["yes", "no"]
+    words: list[str] = Field(max_length=2)
+
+
+def choice_param_for(version: str | None) -> str | None:
+    """The label-constraint parameter this vLLM version understands (None: not vLLM)."""
+    if version is None:
+        return None
+    numbers = [int(n) for n in re.findall(r"\d+", version)[:3]] + [0, 0, 0]
+    return "structured_outputs" if tuple(numbers[:3]) >= (0, 10, 2) else "guided_choice"
+
+
+async def detect(client: LLMClient, *, need_logprobs: bool) -> Capabilities:
+    """Probe ``client``'s server (two tiny requests) and configure the client for what it speaks."""
+    version = await client.server_version()
+    client.choice_param = choice_param_for(version) if client.vllm_extensions else None
+    server = f"vllm {version}" if version else "openai-compatible"
+    try:
+        probe = await client.structured(
+            [{"role": "user", "content": "Is the sky blue? Answer as JSON."}], _Probe, max_tokens=32
+        )
+    except LLMRequestError as exc:
+        raise MissingCapability(
+            f"{client.base_url} ({server}) refused a structured-output request (response_format json_schema): "
+            f"{exc}. driftrec needs structured outputs; serve the model with vLLM (>= 0.10) or another server "
+            "that supports them (DRIFTREC_LLM_BASE_URL)"
+        ) from exc
+    reasoning = "<think>" in probe.raw
+    logprobs = True
+    try:
+        await client.label_logprobs([{"role": "user", "content": "Pick A or B."}], ["A", "B"])
+    except LLMError as exc:
+        logprobs = False
+        if need_logprobs:
+            raise MissingCapability(
+                f"{client.base_url} ({server}) returned no label log-probabilities ({exc}); the verbalizer "
+                "ranker needs them: set DRIFTREC_RANKING_MODE=listwise (or off), or serve with vLLM"
+            ) from exc
+    return Capabilities(server, client.choice_param, True, logprobs, reasoning)
