@@ -136,6 +136,9 @@ async def _demo(settings: Settings, users: int, llm_users: int) -> None:
                 f"   profile v{profile.version}: {interests or '(no interests)'}"
                 + (f"; dislikes: {', '.join(d.name for d in profile.dislikes)}" if profile.dislikes else "")
             )
+            if result.rejected:
+                refused = "; ".join(f"{r.kind} {r.name} ({r.reason})" for r in result.rejected[:3])
+                console.print(f"   LLM claims the user's own ratings contradict, not stored: {refused}")
             table = Table(title_justify="left")
             for column in ("#", "recommended", "reason", "matches", "found by"):
                 table.add_column(column)

@@ -193,3 +193,25 @@ async def test_a_server_without_tool_calls_degrades_to_plan_mode(
         turn = rec.last_turn("9")
     assert turn is not None and turn.mode == "plan" and turn.degraded and "LLM" in turn.degraded
     assert "1." in reply  # a valid answer all the same
+
+
+@pytest.mark.qwen15
+def test_qwen_1_5b_token_counts_equal_its_own_tokenizer(settings: Settings) -> None:
+    """The 1.5B model's GGUF (22 pinned parts) gives the same ids through driftrec's tiktoken encoding as
+    through the tokenizer transformers builds from the same file, on 10,000 strings."""
+    from transformers import AutoTokenizer
+
+    from driftrec.llm.checkpoint import assemble
+    from driftrec.llm.registry import embedded_model
+    from driftrec.llm.tokens import encoding_from_gguf
+
+    gguf = assemble(embedded_model("qwen2.5-coder-1.5b"), settings.cache_dir)
+    encoding = encoding_from_gguf(gguf)
+    reference = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).backend_tokenizer
+    strings = varied_strings(10_000, seed=5)
+    mismatches = [
+        s
+        for s in strings
+        if encoding.encode(s, allowed_special="all") != reference.encode(s, add_special_tokens=False).ids
+    ]
+    assert mismatches == []

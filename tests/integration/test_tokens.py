@@ -76,14 +76,16 @@ def hf_tokenizer(prepared: PreparedModel) -> Tokenizer:
 
 
 def test_cached_encoding_matches_the_model_tokenizer(prepared: PreparedModel, hf_tokenizer: Tokenizer) -> None:
+    from tests.integration.test_model_families import varied_strings as unicode_strings
+
     encoding = load_encoding(prepared.encoding_path)
-    strings = varied_strings()
+    strings = varied_strings() + unicode_strings(10_000, seed=9)
     mismatches = [
         s
         for s in strings
         if encoding.encode(s, allowed_special="all") != hf_tokenizer.encode(s, add_special_tokens=False).ids
     ]
-    assert len(strings) >= 300
+    assert len(strings) >= 10_000
     assert mismatches == []
 
 

@@ -22,10 +22,12 @@ def test_the_packaged_suite_covers_every_study() -> None:
         "llm-shuffles",
         "sessions",
         "sessions-llm",
+        "profiles",
     ]
     offline = next(r for r in runs if r.name == "offline")
     assert "sasrec" in offline.options["systems"] and not offline.needs_llm
     assert next(r for r in runs if r.name == "sessions-llm").needs_llm
+    assert next(r for r in runs if r.name == "profiles").needs_llm
 
 
 def test_a_run_without_a_known_kind_is_named(tmp_path: Path) -> None:

@@ -87,7 +87,8 @@ class TurnInfo:
 
     mode: str
     action: str = ""
-    arguments: dict[str, Any] = field(default_factory=dict)
+    arguments: dict[str, Any] = field(default_factory=dict)  # what the tool ran with (after the guard rails)
+    model_arguments: dict[str, Any] = field(default_factory=dict)  # what the model itself asked for
     degraded: str | None = None  # why native tool calling fell back to plan mode
 
 
@@ -341,7 +342,9 @@ class ChatAgent:
             async for piece in self._plan_mode(user, message, summary, turns, stated):
                 yield piece
             return
-        self.last_turn[user] = TurnInfo(mode="tools", action=call.name, arguments=arguments)
+        self.last_turn[user] = TurnInfo(
+            mode="tools", action=call.name, arguments=arguments, model_arguments=call.arguments
+        )
         result = await tool.ainvoke(arguments)
         action = ACTION_OF.get(call.name, "answer")
         async for piece in self._finish(message, action, str(result), summary):

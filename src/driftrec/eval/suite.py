@@ -24,7 +24,7 @@ from driftrec.config import Settings
 from driftrec.data.dataset import Dataset
 from driftrec.llm import LLM
 
-KINDS = ("retrieval", "offline", "llm", "sessions")
+KINDS = ("retrieval", "offline", "llm", "sessions", "profiles")
 DEFAULT_SUITE = "ml100k.toml"
 
 
@@ -40,7 +40,7 @@ class Run:
 
     @property
     def needs_llm(self) -> bool:
-        return self.kind == "llm" or (self.kind == "sessions" and self.options.get("llm", True))
+        return self.kind == "llm" or (self.kind in ("sessions", "profiles") and self.options.get("llm", True))
 
 
 def load_suite(path: Path | None = None) -> list[Run]:
@@ -111,6 +111,20 @@ async def _one(settings: Settings, dataset: Dataset, run: Run, llm: LLM | None, 
             text
             + f"\n\nWeight chosen on validation: {studies['valid'].best_weight:g}; test cost: {studies['test'].cost}"
         )
+    if run.kind == "profiles":
+        from driftrec.eval.profile_study import run_profile_study
+        from driftrec.eval.profile_study import write_report as write_profiles
+
+        study = await run_profile_study(
+            settings,
+            dataset,
+            llm if run.needs_llm else None,
+            users=users,
+            gap_minutes=o.get("gap_minutes", 1440.0),
+            profile_sessions=o.get("profile_sessions", 2),
+        )
+        await asyncio.to_thread(write_profiles, study, out)
+        return study.markdown()
     from driftrec.eval.session_study import BASELINE_SYSTEMS, run_session_study
 
     studies = await run_session_study(
