@@ -69,14 +69,15 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
 }
 
 _PRAISE = re.compile(
-    r"\b(?:nothing (?:beats|tops|compares to|is better than|better than)|can'?t get enough of|cannot get enough of|"
-    r"never get tired of|never tire of|(?:do not|don'?t|wouldn'?t|would not) mind|not tired of|no shortage of)\b"
+    r"\b(?:nothing (?:beats|tops|compares to|is better than|better than|against)|can'?t get enough of|"
+    r"cannot get enough of|never get tired of|never tire of|(?:do not|don'?t|wouldn'?t|would not) mind|"
+    r"not tired of|no shortage of)\b"
 )
 NEGATIONS = (
     "don't like", "dont like", "do not like", "doesn't like", "didn't like", "never liked", "don't want",
     "dont want", "do not want", "don't love", "don't enjoy", "don't need", "not into", "not a fan of",
     "not in the mood for", "no", "not", "never", "without", "avoid", "avoiding", "skip", "hate", "hated",
-    "hates", "dislike", "dislikes", "detest", "less", "fewer", "except", "stop", "nothing with",
+    "hates", "dislike", "dislikes", "detest", "less", "fewer", "except", "stop", "nothing", "nothing with",
     "nothing like", "anything except", "other than", "instead of", "tired of", "sick of", "bored of",
     "bored with", "fed up with", "fed up", "enough of", "enough with", "no more", "can't stand", "cant stand",
     "cannot stand", "rather not", "isn't", "isnt", "aren't", "don't", "dont", "doesn't", "won't", "wouldn't",
