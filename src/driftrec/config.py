@@ -204,6 +204,9 @@ class Settings(BaseSettings):
         default=500, ge=1, description="Refit co-occurrence and popularity after this many new events."
     )
     api_key: SecretStr | None = Field(default=None, description="If set, the HTTP service requires this bearer key.")
+    events_max_future_s: float = Field(
+        default=86400.0, ge=0, description="Events dated further ahead than this are refused (clock skew allowance)."
+    )
     chat_mode: Literal["auto", "plan", "tools"] = Field(
         default="auto",
         description="plan: the LLM fills one schema-constrained next action and driftrec runs the tool; tools: "

@@ -55,7 +55,7 @@ def server(settings: Settings, llm: LLM, seeded_data: Path, tmp_path_factory: py
 
 def test_health_and_openapi(server: str) -> None:
     health = httpx.get(f"{server}/health").json()
-    assert health["status"] == "ok" and health["catalog_items"] == 1682 and "smollm2" in health["llm"]
+    assert health == {"status": "ok"}  # nothing else for anonymous callers: no URL, no model, no counts
     paths = httpx.get(f"{server}/openapi.json").json()["paths"]
     assert {"/v1/events", "/v1/users/{user}/recommendations", "/v1/users/{user}/chat"} <= set(paths)
 

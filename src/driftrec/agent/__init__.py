@@ -1,5 +1,5 @@
 """The async Recommender facade and the chat agent built on it (LangChain tools call the facade)."""
 
-from driftrec.agent.recommender import NotStarted, Recommender, RecommenderError, UnknownItem
+from driftrec.agent.recommender import InvalidEvent, NotStarted, Recommender, RecommenderError, UnknownItem
 
-__all__ = ["NotStarted", "Recommender", "RecommenderError", "UnknownItem"]
+__all__ = ["InvalidEvent", "NotStarted", "Recommender", "RecommenderError", "UnknownItem"]

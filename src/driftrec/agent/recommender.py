@@ -19,7 +19,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,6 +66,14 @@ class UnknownItem(RecommenderError, KeyError):
 
     def __str__(self) -> str:
         return f"unknown item {self.item!r}: not in the catalog"
+
+
+class InvalidEvent(RecommenderError, ValueError):
+    """An event the log must not take (a timestamp outside the accepted window); ``loc`` names it."""
+
+    def __init__(self, message: str, loc: list[str | int]):
+        super().__init__(message)
+        self.loc = loc
 
 
 class NotStarted(RecommenderError):
@@ -189,6 +197,10 @@ class Recommender:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    @property
+    def started(self) -> bool:
+        return self._started
+
     def _require(self) -> Memory:
         if not self._started or self.memory is None:
             raise NotStarted("use `async with Recommender.from_settings(...) as rec:` (or await rec.start())")
@@ -232,9 +244,16 @@ class Recommender:
         """
         memory = self._require()
         events = list(events)
-        for event in events:
+        latest = _now() + timedelta(seconds=self.settings.events_max_future_s)
+        for n, event in enumerate(events):
             if event.item not in self.catalog:
                 raise UnknownItem(event.item)
+            if not EPOCH <= event.timestamp <= latest:  # a far-future event would stay "the open session" for ever
+                raise InvalidEvent(
+                    f"events[{n}].timestamp {event.timestamp.isoformat()} is outside the accepted window "
+                    f"(1970 to now + {self.settings.events_max_future_s:g} s, DRIFTREC_EVENTS_MAX_FUTURE_S)",
+                    ["body", "events", n, "timestamp"],
+                )
         upkeep = self.settings.memory_upkeep if upkeep is None else upkeep
         written = await memory.observe(events, upkeep=upkeep and self.llm is not None)
         await self._maybe_refit()
@@ -464,6 +483,9 @@ def _distinct_titles(
             taken.add(key)
             out.append(candidate)
     return out
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _now() -> datetime:

@@ -14,16 +14,18 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
-from driftrec.agent import Recommender, UnknownItem
-from driftrec.models import Filters, Interaction, InterestProfile, RecommendationList, UserId
+from driftrec.agent import InvalidEvent, Recommender, UnknownItem
+from driftrec.models import Filters, Interaction, InterestProfile, RecommendationList, Text, UserId
+from driftrec.server.strict import StrictJSON, validation_error
 
 ANY_ID = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^/\x00-\x1f]+$")]
 
@@ -38,8 +40,8 @@ class EventsOut(BaseModel):
 
 
 class RecommendIn(BaseModel):
-    k: int = Field(default=10, ge=1, le=100)
-    query: str | None = Field(default=None, max_length=2000)
+    k: StrictInt = Field(default=10, ge=1, le=100)
+    query: Text | None = Field(default=None, max_length=2000)
     filters: Filters | None = None
     explain: bool = False
     exclude: list[ANY_ID] = Field(default_factory=list, max_length=1000)
@@ -49,12 +51,12 @@ class FeedbackIn(BaseModel):
     item: ANY_ID
     signal: Annotated[str, Field(pattern="^(like|dislike|click|view|skip|purchase)$")] | None = None
     rating: float | None = Field(default=None, ge=0, le=10)
-    text: str | None = Field(default=None, max_length=4000)
+    text: Text | None = Field(default=None, max_length=4000)
     at: datetime | None = None
 
 
 class ChatIn(BaseModel):
-    message: str = Field(min_length=1, max_length=4000)
+    message: Text = Field(min_length=1, max_length=4000)
 
 
 class Rejected(BaseModel):
@@ -102,9 +104,9 @@ _USER_PATH = re.compile(r"(/v1/users/)([^/?]+)")
 
 
 class Health(BaseModel):
-    status: str
-    llm: str | None
-    catalog_items: int
+    """Open to anyone: says only whether the service is fully up (no URLs, no model, no counts)."""
+
+    status: Literal["ok", "degraded"]
 
 
 def rec_of(request: Request) -> Recommender:
@@ -115,13 +117,16 @@ Rec = Annotated[Recommender, Depends(rec_of)]  # module level: FastAPI resolves 
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))]
 
 
-def create_app(recommender: Recommender | None = None, *, api_key: str | None = None) -> FastAPI:
-    """The app; with no ``recommender`` given, one is built from the settings and started with the app."""
-    owned = recommender is None
+def create_app(
+    recommender: Recommender | None = None, *, api_key: str | None = None, max_body_bytes: int = 2 << 20
+) -> FastAPI:
+    """The app; with no ``recommender`` given, one is built from the settings. One that is not started yet
+    is started with the app and stopped with it."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rec = recommender or Recommender.from_settings()
+        owned = not rec.started
         if owned:
             await rec.start()
         app.state.rec = rec
@@ -141,6 +146,7 @@ def create_app(recommender: Recommender | None = None, *, api_key: str | None = 
         description="LLM-native recommendations from a drifting long-term profile and short-term sessions.",
         lifespan=lifespan,
     )
+    app.add_middleware(StrictJSON, max_body_bytes=max_body_bytes)
 
     async def authorized(request: Request, credentials: Credentials) -> None:
         """The explicit ``api_key`` if given, else the served Recommender's ``DRIFTREC_API_KEY``; none: open."""
@@ -148,10 +154,16 @@ def create_app(recommender: Recommender | None = None, *, api_key: str | None = 
         wanted = api_key or (secret.get_secret_value() if secret is not None else None)
         if wanted is None:
             return
-        if credentials is None or not secrets.compare_digest(credentials.credentials, wanted):
+        given = credentials.credentials.encode("utf-8", "surrogateescape") if credentials else b""
+        if credentials is None or not secrets.compare_digest(given, wanted.encode("utf-8")):
             raise HTTPException(401, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
 
     auth = [Depends(authorized)]
+    app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
+
+    @app.exception_handler(InvalidEvent)
+    async def invalid_event(_request: Request, exc: InvalidEvent) -> JSONResponse:
+        return JSONResponse({"detail": [{"loc": exc.loc, "msg": str(exc), "type": "value_error"}]}, status_code=422)
 
     @app.exception_handler(UnknownItem)
     async def unknown_item(_request: Request, exc: UnknownItem) -> JSONResponse:
@@ -159,8 +171,8 @@ def create_app(recommender: Recommender | None = None, *, api_key: str | None = 
 
     @app.get("/health", response_model=Health)
     async def health(rec: Rec) -> Health:
-        llm = f"{rec.llm.client.model} at {rec.llm.client.base_url}" if rec.llm else None
-        return Health(status="ok", llm=llm, catalog_items=len(rec.catalog))
+        """ok: memory, retrieval and the LLM are there; degraded: answers come without the LLM."""
+        return Health(status="ok" if rec.llm is not None else "degraded")
 
     @app.post("/v1/events", response_model=EventsOut, dependencies=auth)
     async def observe(body: EventsIn, rec: Rec) -> EventsOut:
