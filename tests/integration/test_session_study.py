@@ -51,7 +51,7 @@ async def test_session_replay_study_with_memory_and_llm(settings: Settings, llm:
     # Memory saw only what happened before each target session, and evolved over the replayed sessions.
     splits = session_replay(dataset)
     for stage in ("valid", "test"):
-        folder = own.data_dir / f"replay-sessions-{stage}-s2-g1440"
+        folder = own.data_dir / f"replay-sessions-{stage}-s2-g1440-{llm.client.model}"  # per model
         memory = Memory.open(own.model_copy(update={"data_dir": folder, "chroma_path": folder / "chroma"}), {}, None)
         for user in first_users(splits, USERS):
             start = splits[user].target_session(stage)[0].timestamp

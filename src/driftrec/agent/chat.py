@@ -198,9 +198,12 @@ class ChatAgent:
         self, user: str, message: str, summary: str, turns: list[ChatTurn], stated: list
     ) -> AsyncIterator[str]:
         plan = await self.plan(user, message, summary, turns)
+        model = plan.model_dump() if plan is not None else {}  # before _arguments adjusts the plan
         action, args = self._arguments(plan, message, stated)
         info = self.last_turn.setdefault(user, TurnInfo(mode="plan"))
         info.action, info.arguments = action, args
+        if info.degraded is None:  # a plan of its own, not a fallback from tool calling
+            info.model_arguments = model
         tools = {t.name: t for t in self.facade.tools(user)}
         name = "show_profile" if action == "answer" else TOOL_OF[action]
         result = await tools[name].ainvoke(args if action != "answer" else {})

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -174,7 +175,8 @@ async def build_profiles(
     """
     if histories is None:
         histories = {u: c.history for u, c in leave_one_out_cases(dataset, stage)[0].items()}
-    folder = settings.data_dir / f"replay-{tag}-{stage}-s{sessions}-g{gap_minutes:g}"
+    model = re.sub(r"[^a-zA-Z0-9.]+", "-", llm.client.model).strip("-")  # each model replays its own memories
+    folder = settings.data_dir / f"replay-{tag}-{stage}-s{sessions}-g{gap_minutes:g}-{model}"
     own = settings.model_copy(
         update={
             "data_dir": folder,

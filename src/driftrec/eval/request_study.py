@@ -153,6 +153,8 @@ class SystemResult:
     fully_met: float  # share of requests with min(k, satisfiable unseen items) items, all meeting it
     seconds_per_request: float
     by_kind: dict[str, float] = field(default_factory=dict)  # fully met, per template kind
+    model_read: float | None = None  # chat: share of requests the model's own arguments got right
+    fallbacks: float | None = None  # tool-calling chat: share of turns that fell back to plan mode
 
 
 @dataclass
@@ -172,13 +174,16 @@ class RequestStudy:
             f"Chat requests with known constraints: {self.requests} requests, k = {self.k}, "
             f"model {self.model or '(none)'}",
             "",
-            "| system | user | requests | items meeting the request | requests fully met | s / request |",
-            "|---|---|---|---|---|---|",
+            "| system | user | requests | items meeting the request | requests fully met | model's own reading right "
+            "| fell back to plan | s / request |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in self.results:
+            read = f"{r.model_read:.1%}" if r.model_read is not None else "-"
+            fell = f"{r.fallbacks:.1%}" if r.fallbacks is not None else "-"
             lines.append(
-                f"| {r.name} | {r.user_kind} | {r.requests} | {r.items_meeting:.1%} | {r.fully_met:.1%} | "
-                f"{r.seconds_per_request:.2f} |"
+                f"| {r.name} | {r.user_kind} | {r.requests} | {r.items_meeting:.1%} | {r.fully_met:.1%} | {read} | "
+                f"{fell} | {r.seconds_per_request:.2f} |"
             )
         return "\n".join(lines)
 
@@ -212,7 +217,7 @@ async def run_request_study(
             options = replace(rec.chat_options(), mode=mode)
             agent = ChatAgent(rec.llm, RecommenderTools(rec), memory.conversations, memory.statements, options)
         for kind, user in users.items():
-            meeting = shown = full = 0
+            meeting = shown = full = read = fell = 0
             per_kind: dict[str, list[int]] = {}
             consumed = {e.item for e in await memory.events.history(user)}
             t0 = time.perf_counter()
@@ -226,6 +231,9 @@ async def run_request_study(
                 met = len(ok) == min(k, possible) and all(ok)  # a long history may leave fewer than k
                 full += met
                 per_kind.setdefault(request.kind, []).append(int(met))
+                if agent is not None and (turn := agent.last_turn.get(user)) is not None:
+                    read += _model_read(request, turn.model_arguments)
+                    fell += turn.degraded is not None
                 if kind == "new user" and len(study.examples) < 40 and n % 10 == 0:
                     study.examples.append(
                         {
@@ -246,6 +254,8 @@ async def run_request_study(
                     fully_met=full / len(requests),
                     seconds_per_request=(time.perf_counter() - t0) / len(requests),
                     by_kind={key: sum(v) / len(v) for key, v in per_kind.items()},
+                    model_read=read / len(requests) if agent is not None else None,
+                    fallbacks=fell / len(requests) if agent is not None else None,
                 )
             )
             await asyncio.to_thread(_clear_chat_state, memory, user)
@@ -268,6 +278,13 @@ async def _answer(rec, agent, system: str, user: str, text: str, k: int) -> list
         if answer is None:  # the chat did something other than recommend: nothing met
             return []
     return [r.item.id for r in answer.items]
+
+
+def _model_read(request: Request, arguments: Mapping[str, object]) -> bool:
+    """Did the model's own call (before driftrec's guard rails) name every wanted and refused genre?"""
+    genres = {str(g).lower() for g in arguments.get("genres") or []}  # type: ignore[union-attr]
+    refused = {str(g).lower() for g in arguments.get("exclude_genres") or []}  # type: ignore[union-attr]
+    return {g.lower() for g in request.genres} <= genres and {g.lower() for g in request.exclude} <= refused
 
 
 def _clear_chat_state(memory, user: str) -> None:
