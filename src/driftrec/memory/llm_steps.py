@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, create_model
 
 from driftrec.llm import LLM
 from driftrec.memory.drift import ProfileProposal, ProposedInterest
+from driftrec.memory.evidence import polarity
 from driftrec.memory.profiles import profile_document, summary_document
 from driftrec.models import Action, InterestProfile, Item, ItemEvidence, Session, SessionSummary
 from driftrec.prompts import render
@@ -31,24 +32,28 @@ def _names(vocabulary: Sequence[str] | None) -> Any:
     return Annotated[str, Field(min_length=1, max_length=80, pattern=r"\S")]
 
 
-def summary_schema(labels: Sequence[str], vocabulary: Sequence[str] | None) -> type[BaseModel]:
+def summary_schema(labels: Sequence[str], vocabulary: Sequence[str] | None, *, min_liked: int = 0) -> type[BaseModel]:
+    """``min_liked``: 1 when the session has a positive event, so a small model under the grammar cannot
+    answer with empty lists (the cheapest valid JSON); which item it names is still checked by code."""
     label = Literal[tuple(labels)]  # type: ignore[valid-type]
     theme = _names(vocabulary)
     return create_model(
         "SessionSummaryDraft",
-        themes=(list[theme], Field(max_length=4)),  # type: ignore[valid-type]
-        liked=(list[label], Field(max_length=10)),  # type: ignore[valid-type]
+        themes=(list[theme], Field(min_length=min_liked, max_length=4)),  # type: ignore[valid-type]
+        liked=(list[label], Field(min_length=min_liked, max_length=10)),  # type: ignore[valid-type]
         disliked=(list[label], Field(max_length=10)),  # type: ignore[valid-type]
         intent=(str, Field(max_length=120)),
     )
 
 
-def proposal_schema(vocabulary: Sequence[str] | None) -> type[BaseModel]:
+def proposal_schema(vocabulary: Sequence[str] | None, *, min_interests: int = 0) -> type[BaseModel]:
+    """``min_interests``: 1 when the sessions hold liked items (see summary_schema); evidence.py then keeps
+    only what the user's events support."""
     name = _names(vocabulary)
     entry = create_model("InterestDraft", name=(name, ...), strength=(Literal[1, 2, 3, 4, 5], ...))
     return create_model(
         "ProfileDraft",
-        interests=(list[entry], Field(max_length=8)),  # type: ignore[valid-type]
+        interests=(list[entry], Field(min_length=min_interests, max_length=8)),  # type: ignore[valid-type]
         dislikes=(list[entry], Field(max_length=4)),  # type: ignore[valid-type]
         summary=(str, Field(max_length=160)),
     )
@@ -76,7 +81,8 @@ async def summarize_session(
         for n, e in enumerate(events, start=1)
     ]
     by_label = {row["label"]: e.item for row, e in zip(rows, events, strict=True)}
-    schema = summary_schema(list(by_label) or ["1"], vocabulary)
+    positive = any(polarity(e) > 0 for e in events)
+    schema = summary_schema(list(by_label) or ["1"], vocabulary, min_liked=int(positive and bool(by_label)))
     prompt = render(
         "session_summary",
         {"rows": rows, "profile_text": profile_document(profile) if profile.version else ""},
@@ -124,7 +130,9 @@ async def propose_update(
         counter=llm.tokens,
         budget=llm.context_window - max_tokens,
     )
-    draft = (await llm.client.structured(prompt.messages, proposal_schema(vocabulary), max_tokens=max_tokens)).value
+    liked_any = any(s.liked for s in summaries) or any(line.startswith("wants more") for line in stated)
+    schema = proposal_schema(vocabulary, min_interests=int(liked_any))
+    draft = (await llm.client.structured(prompt.messages, schema, max_tokens=max_tokens)).value
 
     def merged(entries: Sequence[Any]) -> list[ProposedInterest]:
         best: dict[str, int] = {}
