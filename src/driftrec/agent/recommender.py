@@ -131,6 +131,7 @@ class Recommender:
         self._started = False
         self._agent: ChatAgent | None = None
         self.upkeep: Upkeep | None = None
+        self.latest_year: int | None = None  # the catalog's newest release year
 
     @classmethod
     def from_settings(
@@ -151,6 +152,8 @@ class Recommender:
             return self
         try:
             self.catalog = await asyncio.to_thread(load_items, self.settings)
+            years = [item.year for item in self.catalog.values() if item.year]
+            self.latest_year = max(years) if years else None  # what "recent" means, found once
             self.index = await open_item_index(self.settings)
             if self._llm_option == "auto":
                 self.llm = await open_llm(self.settings)
@@ -360,12 +363,6 @@ class Recommender:
         given = filters or Filters()
         both = Constraints(given.genres, given.exclude_genres, given.year_min, given.year_max).merged(said)
         return both.filters(), said.query or query
-
-    @property
-    def latest_year(self) -> int | None:
-        """The catalog's newest release year (what "recent" means)."""
-        years = [item.year for item in self.catalog.values() if item.year]
-        return max(years) if years else None
 
     def last_recommendations(self, user: str) -> RecommendationList | None:
         """The latest answer given to ``user`` in this process (for "why did you recommend X?")."""

@@ -12,9 +12,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Literal
-
-from pydantic import BaseModel, Field
 
 from driftrec.config import Settings
 from driftrec.llm.capabilities import detect
@@ -44,15 +41,9 @@ class LLM:
             await self.server.stop()
 
 
-class _WarmUp(BaseModel):
-    answer: Literal["yes", "no"]
-    words: list[str] = Field(max_length=2)
-
-
 async def warm_up(client: LLMClient) -> None:
-    messages = [{"role": "user", "content": "Is the sky blue? Answer as JSON."}]
-    await client.structured(messages, _WarmUp, max_tokens=32)
-    await client.label_logprobs([{"role": "user", "content": "Pick A or B."}], ["A", "B"])
+    """The capability probe (one structured and one label-logprob request) doubles as the warm-up."""
+    await detect(client, need_logprobs=True)
 
 
 async def _context_window(client: LLMClient, settings: Settings) -> int:
