@@ -17,6 +17,7 @@ from driftrec.data import Dataset, load_movielens_100k
 from driftrec.eval.protocols import first_users, leave_one_out, training_log
 from driftrec.eval.retrieval_study import ingest
 from driftrec.llm import LLM
+from driftrec.llm.capabilities import detect
 from driftrec.ranking import RankContext, RankErrors, RankingPolicy, RankResult, Reranker, build_context
 from driftrec.retrieval import CandidateGenerator, RetrievalRequest
 
@@ -111,3 +112,26 @@ async def test_explanations_are_written_by_the_llm_and_name_matched_interests(
     for rec in result.recommendations:
         assert rec.extra["reason_source"] == "llm" and rec.reason
         assert len(rec.reason) <= 200
+
+
+async def test_the_verbalizer_window_never_exceeds_the_servers_top_logprobs_limit(
+    llm: LLM, contexts: list[RankContext]
+) -> None:
+    """The embedded server returns up to 20 log-probabilities (found at connect, and no reasoning block).
+    Under a server started with --max-logprobs 5 the limit becomes 5: 20 candidates then play four
+    windows of 5 and a final instead of losing the labels outside the top 5."""
+    found = await detect(llm.client, need_logprobs=True)
+    assert (found.max_logprobs, found.reasoning) == (20, False)
+    context = contexts[3]
+    llm.client.max_logprobs = 5
+    try:
+        scores = await llm.client.label_logprobs([{"role": "user", "content": "Pick a letter."}], list("ABCDE"))
+        assert math.isclose(sum(math.exp(lp) for lp in scores.logprobs.values()), 1.0, abs_tol=1e-3)
+        reranker = Reranker(llm, RankingPolicy(mode="verbalizer", llm_weight=1.0, candidates=20, timeout_s=600))
+        result = await reranker.rank(context)
+    finally:
+        llm.client.max_logprobs = found.max_logprobs
+    assert_valid(result, context)
+    shown = min(20, len(context.eligible()))
+    assert result.usage.calls == -(-shown // 5) + 1
+    assert sorted(result.llm_order) == sorted(c.item.id for c in context.eligible()[:20])

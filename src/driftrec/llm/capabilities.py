@@ -8,14 +8,18 @@ naming the setting to change, not a stack trace in the middle of a request.
   one tiny schema-constrained request;
 - label log-probabilities (the verbalizer ranker): probed likewise; without them the verbalizer is not
   usable and the error says to set ``DRIFTREC_RANKING_MODE=listwise`` (or ``off``);
-- a chat template that opens a reasoning block (``<think>``): seen in the probe's reply; the reply is
-  then read after the block.
+- the top-logprobs limit (vLLM's ``--max-logprobs``, 20 by default): a verbalizer window never holds
+  more labels than the server returns log-probabilities for; larger candidate sets play a tournament;
+- a chat template that opens a reasoning block (``<think>``, Qwen3 / DeepSeek-R1 style): seen in a
+  plain reply; vLLM is then asked not to think (``chat_template_kwargs.enable_thinking=false``), and
+  any block that still comes is read past (``client.strip_reasoning``), also while streaming.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from string import ascii_uppercase
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -35,6 +39,7 @@ class Capabilities:
     structured: bool
     logprobs: bool
     reasoning: bool = False
+    max_logprobs: int = 20
 
 
 class _Probe(BaseModel):
@@ -51,12 +56,16 @@ def choice_param_for(version: str | None) -> str | None:
 
 
 async def detect(client: LLMClient, *, need_logprobs: bool) -> Capabilities:
-    """Probe ``client``'s server (two tiny requests) and configure the client for what it speaks."""
+    """Probe ``client``'s server (a few tiny requests) and configure the client for what it speaks."""
     version = await client.server_version()
     client.choice_param = choice_param_for(version) if client.vllm_extensions else None
     server = f"vllm {version}" if version else "openai-compatible"
+    # First a plain reply: a template that opens a reasoning block shows it here (then vLLM is asked
+    # not to think for everything that follows, including the structured probe).
+    plain = await client.chat([{"role": "user", "content": "Say OK."}], max_tokens=8, temperature=0.0)
+    client.reasoning = bool(plain.reasoning)
     try:
-        probe = await client.structured(
+        await client.structured(
             [{"role": "user", "content": "Is the sky blue? Answer as JSON."}], _Probe, max_tokens=32
         )
     except LLMRequestError as exc:
@@ -65,10 +74,9 @@ async def detect(client: LLMClient, *, need_logprobs: bool) -> Capabilities:
             f"{exc}. driftrec needs structured outputs; serve the model with vLLM (>= 0.10) or another server "
             "that supports them (DRIFTREC_LLM_BASE_URL)"
         ) from exc
-    reasoning = "<think>" in probe.raw
     logprobs = True
     try:
-        await client.label_logprobs([{"role": "user", "content": "Pick A or B."}], ["A", "B"])
+        client.max_logprobs = await _max_logprobs(client)
     except LLMError as exc:
         logprobs = False
         if need_logprobs:
@@ -76,4 +84,19 @@ async def detect(client: LLMClient, *, need_logprobs: bool) -> Capabilities:
                 f"{client.base_url} ({server}) returned no label log-probabilities ({exc}); the verbalizer "
                 "ranker needs them: set DRIFTREC_RANKING_MODE=listwise (or off), or serve with vLLM"
             ) from exc
-    return Capabilities(server, client.choice_param, True, logprobs, reasoning)
+    return Capabilities(server, client.choice_param, True, logprobs, client.reasoning, client.max_logprobs)
+
+
+async def _max_logprobs(client: LLMClient) -> int:
+    """The largest label set the server scores in one pass: 20 labels, else 5, else 2 (then an error)."""
+    question = [{"role": "user", "content": "Pick one letter."}]
+    client.max_logprobs = 20
+    for size in (20, 5, 2):
+        try:
+            await client.label_logprobs(question, list(ascii_uppercase[:size]))
+            return size
+        except LLMRequestError:
+            if size == 2:
+                raise
+            client.max_logprobs = {20: 5, 5: 2}[size]
+    raise AssertionError("unreachable")

@@ -67,6 +67,7 @@ class ChatResult:
     text: str
     finish_reason: str | None
     usage: Usage
+    reasoning: str = ""  # a reasoning block read past (or the server's separate reasoning field)
 
 
 @dataclass
@@ -141,6 +142,43 @@ class JsonlLog:
             return await asyncio.to_thread(remove)
 
 
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+def strip_reasoning(text: str) -> str:
+    """The answer after a reasoning block (``<think>...</think>``) a chat template may open.
+
+    An unclosed block means the reply was all reasoning (cut off before the answer): nothing is left."""
+    head = text.lstrip()
+    if not head.startswith(THINK_OPEN):
+        return text
+    _, closed, answer = head.partition(THINK_CLOSE)
+    return answer.lstrip() if closed else ""
+
+
+class ReasoningFilter:
+    """Streams a reply's text with a leading reasoning block held back (the user sees the answer)."""
+
+    def __init__(self) -> None:
+        self._buffer = ""
+        self._done = False
+
+    def feed(self, piece: str) -> str:
+        if self._done:
+            return piece
+        self._buffer += piece
+        head = self._buffer.lstrip()
+        if len(head) < len(THINK_OPEN) and THINK_OPEN.startswith(head):
+            return ""  # could still become "<think>"
+        if not head.startswith(THINK_OPEN):
+            self._done = True
+            return self._buffer
+        if THINK_CLOSE not in head:
+            return ""
+        self._done = True
+        return head.partition(THINK_CLOSE)[2].lstrip()
+
+
 def schema_format(model: type[BaseModel]) -> dict[str, Any]:
     """The ``response_format`` that makes vLLM constrain decoding to ``model``'s JSON schema."""
     return {
@@ -180,6 +218,11 @@ class LLMClient:
         # How this server constrains a reply to a fixed set of strings: vLLM >= 0.10.2 "structured_outputs",
         # older vLLM "guided_choice", other servers nothing (capabilities.py detects it at connect).
         self.choice_param = choice_param if vllm_extensions else None
+        # Set by capabilities.detect: the server's top-logprobs limit (vLLM's --max-logprobs, 20 by
+        # default), which bounds a verbalizer window, and whether the chat template opens a reasoning
+        # block (then vLLM is asked not to think, and any block is read past).
+        self.max_logprobs = 20
+        self.reasoning = False
         self.usage = Usage()
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._log = JsonlLog(log_path) if log_path else None
@@ -217,7 +260,11 @@ class LLMClient:
         params = self._params(max_tokens, temperature) | ({"stop": stop} if stop else {})
         response, usage = await self._create("chat", messages, params, timeout_s)
         choice = response.choices[0]
-        return ChatResult(choice.message.content or "", choice.finish_reason, usage)
+        content = choice.message.content or ""
+        answer = self._answer(content)
+        reasoning = content[: len(content) - len(answer)] if answer != content else ""
+        reasoning = reasoning or getattr(choice.message, "reasoning_content", None) or ""
+        return ChatResult(answer, choice.finish_reason, usage, str(reasoning))
 
     async def structured(
         self,
@@ -238,7 +285,7 @@ class LLMClient:
         params = self._params(max_tokens, temperature) | (sampling or {}) | {"response_format": schema_format(schema)}
         response, usage = await self._create("structured", messages, params, timeout_s)
         choice = response.choices[0]
-        raw = choice.message.content or ""
+        raw = self._answer(choice.message.content or "")
         if choice.finish_reason == "length":
             raise InvalidLLMOutput(
                 f"{schema.__name__}: reply truncated at max_tokens={max_tokens}",
@@ -271,11 +318,13 @@ class LLMClient:
         """
         if not labels or len(set(labels)) != len(labels):
             raise ValueError("labels must be non-empty and distinct")
-        params = self._params(1, 0.0) | {"logprobs": True, "top_logprobs": min(len(labels), 20)}
+        if len(labels) > self.max_logprobs:
+            raise ValueError(f"{len(labels)} labels exceed the server's top-logprobs limit ({self.max_logprobs})")
+        params = self._params(1, 0.0) | {"logprobs": True, "top_logprobs": len(labels)}
         if self.choice_param == "structured_outputs":
-            params["extra_body"] = {"structured_outputs": {"choice": labels}}
+            params["extra_body"] = params.get("extra_body", {}) | {"structured_outputs": {"choice": labels}}
         elif self.choice_param == "guided_choice":
-            params["extra_body"] = {"guided_choice": labels}
+            params["extra_body"] = params.get("extra_body", {}) | {"guided_choice": labels}
         response, usage = await self._create("label_logprobs", messages, params, timeout_s)
         choice = response.choices[0]
         content = choice.logprobs.content if choice.logprobs else None
@@ -306,6 +355,7 @@ class LLMClient:
         started = time.perf_counter()
         usage = Usage(calls=1)
         pieces: list[str] = []
+        reasoning = ReasoningFilter()
         async with self._semaphore:
             try:
                 stream = await self._openai.chat.completions.create(model=self.model, messages=messages, **params)
@@ -316,7 +366,10 @@ class LLMClient:
                             usage.completion_tokens = chunk.usage.completion_tokens
                         if chunk.choices and chunk.choices[0].delta.content:
                             pieces.append(chunk.choices[0].delta.content)
-                            yield chunk.choices[0].delta.content
+                            text = chunk.choices[0].delta.content
+                            text = reasoning.feed(text)
+                            if text:
+                                yield text
                 finally:  # the caller may stop early: close the HTTP stream now, not at garbage collection
                     await stream.close()
             except openai.APIError as exc:
@@ -398,7 +451,15 @@ class LLMClient:
         }
         if self.seed is not None:
             params["seed"] = self.seed
+        if self.reasoning and self.vllm_extensions:
+            # Qwen3-style templates honour this; others ignore unknown template arguments.
+            params["extra_body"] = {"chat_template_kwargs": {"enable_thinking": False}}
         return params
+
+    @staticmethod
+    def _answer(text: str) -> str:
+        """A reasoning block is never the answer, whether or not the template was detected to open one."""
+        return strip_reasoning(text)
 
     async def _create(
         self, kind: str, messages: list[Message], params: dict[str, Any], timeout_s: float | None

@@ -1,6 +1,7 @@
 """Verbalizer ranking (LlamaRec): one forward pass per window, ranked by the labels' next-token logprobs.
 
-A window holds at most 26 candidates (one letter each). Larger candidate sets play a tournament: every
+A window holds at most 26 candidates (one letter each), and never more than the server returns
+log-probabilities for (``client.max_logprobs``, found at connect). Larger candidate sets play a tournament: every
 window is scored at once (vLLM batches them), the best of each advance to a final window, and the order
 is the final's, then the rest by their place in their own window.
 """
@@ -58,7 +59,7 @@ async def rank_verbalizer(
     timeout_s: float | None = None,
 ) -> VerbalizerReply:
     """Rank ``shown`` (in the order given) by label logprobs; a tournament when it exceeds ``window``."""
-    window = max(2, min(window, len(LABELS)))
+    window = max(2, min(window, len(LABELS), llm.client.max_logprobs))
     if len(shown) <= window:
         return await _window(llm, context, shown, timeout_s)
     chunks = [list(shown[i : i + window]) for i in range(0, len(shown), window)]
