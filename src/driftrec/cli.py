@@ -505,6 +505,46 @@ def profile_show(user: str, as_json: Annotated[bool, typer.Option("--json")] = F
         console.print(_evidence_table(profile, titles))
 
 
+@profile_app.command("edit")
+def profile_edit(
+    user: str,
+    add: Annotated[list[str] | None, typer.Option(help="Add an interest (a genre; repeatable).")] = None,
+    remove: Annotated[list[str] | None, typer.Option(help="Remove an interest (repeatable).")] = None,
+    dislike: Annotated[list[str] | None, typer.Option(help="Add a dislike (repeatable).")] = None,
+    undislike: Annotated[list[str] | None, typer.Option(help="Remove a dislike (repeatable).")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Correct the user's profile by hand: a new version at once, and it holds through later LLM
+    updates until the user's own events after it say otherwise."""
+    from driftrec.agent import Recommender
+    from driftrec.models import ProfileEdit
+
+    edits = [
+        ProfileEdit(name=name, kind=kind, action=action)  # type: ignore[arg-type]
+        for names, kind, action in (
+            (add, "interest", "add"),
+            (remove, "interest", "remove"),
+            (dislike, "dislike", "add"),
+            (undislike, "dislike", "remove"),
+        )
+        for name in names or []
+    ]
+    if not edits:
+        err.print("nothing to edit: give --add, --remove, --dislike or --undislike")
+        raise typer.Exit(2)
+
+    async def run():
+        async with Recommender.from_settings(llm=None) as rec:
+            return await rec.edit_profile(user, edits)
+
+    profile = _run_or_exit(run())
+    if as_json:
+        print(profile.model_dump_json())
+        return
+    console.print(_versions_table([profile], f"profile of {user}"))
+    console.print("edits standing: " + ("; ".join(profile.edits) or "none"))
+
+
 @memory_app.command("refresh")
 def memory_refresh(
     user: Annotated[str | None, typer.Argument(help="One user (omit with --all).")] = None,

@@ -163,6 +163,33 @@ class InterestProfile(BaseModel):
     updated_at: datetime = Field(default_factory=utcnow)
     # LLM claims this version's update refused because the user's events contradicted them, in words
     rejected: list[Annotated[str, Field(max_length=300)]] = Field(default_factory=list, max_length=50)
+    # the user's own edits that made (or were upheld in) this version, in words ("removed interest Drama")
+    edits: list[Annotated[str, Field(max_length=300)]] = Field(default_factory=list, max_length=50)
+
+
+class ProfileEdit(BaseModel):
+    """A user's correction of their own profile: add or remove an interest or a dislike.
+
+    It is stored as a versioned event and holds through later LLM updates until the user's own events
+    after it say otherwise (memory/edits.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=80)
+    kind: Literal["interest", "dislike"] = "interest"
+    action: Literal["add", "remove"] = "add"
+    created_at: datetime = Field(default_factory=utcnow)
+
+    def words(self) -> str:
+        return f"{'added' if self.action == 'add' else 'removed'} {self.kind} {self.name}"
+
+
+class ProfileEdits(BaseModel):
+    """A batch of edits applied at once (one new profile version)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    edits: list[ProfileEdit] = Field(min_length=1, max_length=20)
 
 
 class Filters(BaseModel):

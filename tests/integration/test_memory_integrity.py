@@ -16,7 +16,7 @@ from driftrec.agent import Recommender
 from driftrec.config import Settings
 from driftrec.data import Dataset, load_movielens_100k
 from driftrec.llm import LLM, LLMClient
-from driftrec.memory.db import Database
+from driftrec.memory.db import SCHEMA_VERSION, Database
 from driftrec.memory.service import Memory
 from driftrec.memory.sessions import sessionize
 from driftrec.models import Interaction
@@ -197,7 +197,7 @@ def test_a_v1_memory_file_is_migrated_with_its_summaries(tmp_path: Path) -> None
     )
     conn.close()
     db = Database(path)
-    assert db.schema_version() == 2
+    assert db.schema_version() == SCHEMA_VERSION == 3
     rows = db.connection().execute(
         "SELECT user, session_id, applied, json_extract(body, '$.session_id') FROM summaries"
     )

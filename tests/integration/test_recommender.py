@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from driftrec.agent import NotStarted, Recommender, UnknownItem
+from driftrec.agent import InvalidEvent, NotStarted, Recommender, UnknownItem
 from driftrec.config import Settings
 from driftrec.llm import LLM, LLMClient
-from driftrec.models import Filters, Interaction, RecommendationList
+from driftrec.models import Filters, Interaction, ProfileEdit, RecommendationList
 from tests.conftest import SEED_USERS, copy_of
 
 pytestmark = pytest.mark.vllm
@@ -181,3 +181,47 @@ async def test_forget_user_leaves_nothing(rec: Recommender) -> None:
     assert await rec.memory.events.count("forget-me") == 0
     assert (await rec.memory.conversations.state("forget-me")) == ("", [])
     assert await rec.memory.statements.active("forget-me", datetime.now(UTC), 24) == []
+
+
+async def test_the_user_edits_their_profile_and_the_next_recommendations_follow(rec: Recommender) -> None:
+    """Scrutable and editable: the user adds a dislike and removes an interest; the list follows at once,
+    each edit is a new version, and both hold through the next LLM update (no contrary events since)."""
+    user = "editor"
+    start = datetime.now(UTC) - timedelta(days=3)
+    liked = [*HORROR, "50", "181"]  # horror, and Star Wars, Return of the Jedi
+    await rec.observe(
+        Interaction(user=user, item=i, action="rate", rating=5, timestamp=start + timedelta(minutes=n))
+        for n, i in enumerate(liked)
+    )
+    first = await rec.refresh_profile(user)
+    assert first.updated, first.error
+    before = await rec.recommend(user, k=10)
+    assert any("Horror" in r.item.genres for r in before.items), "precondition: horror is recommended"
+
+    edited = await rec.edit_profile(
+        user, [ProfileEdit(name="horror", kind="dislike"), ProfileEdit(name="Sci-Fi", action="remove")]
+    )
+    assert edited.version == first.profile.version + 1
+    assert "Horror" in [d.name for d in edited.dislikes] and "Sci-Fi" not in [i.name for i in edited.interests]
+    assert edited.edits == ["added dislike Horror", "removed interest Sci-Fi"]
+    after = await rec.recommend(user, k=10)
+    assert not any("Horror" in r.item.genres for r in after.items)
+    assert_valid(after, 10, await seen_by(rec, user))
+
+    # a session not yet folded, of Sci-Fi films (watched before the edit, so no contrary evidence):
+    # the LLM update folds it and both edits still stand (overturning is unit-tested: events after an edit)
+    later = datetime.now(UTC) - timedelta(days=2)
+    await rec.observe(
+        Interaction(user=user, item=i, action="rate", rating=5, timestamp=later + timedelta(minutes=n))
+        for n, i in enumerate(["271", "227", "228"])  # Starship Troopers, Star Trek VI, Star Trek II
+    )
+    refreshed = await rec.refresh_profile(user)
+    assert refreshed.updated, refreshed.error
+    profile = refreshed.profile
+    assert "Horror" in [d.name for d in profile.dislikes] and "Horror" not in [i.name for i in profile.interests]
+    assert "Sci-Fi" not in [i.name for i in profile.interests]
+    assert profile.edits == ["added dislike Horror", "removed interest Sci-Fi"]
+    assert [p.version for p in await rec.profile_history(user)] == [1, 2, 3]
+
+    with pytest.raises(InvalidEvent, match=r"edits\[0\]\.name.*not a genre"):
+        await rec.edit_profile(user, [ProfileEdit(name="Spaghetti western")])

@@ -18,7 +18,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -31,8 +31,9 @@ from driftrec.config import Settings, load_settings
 from driftrec.data import load_catalog, load_grouplens_100k, load_movielens_100k
 from driftrec.llm import LLM, open_llm
 from driftrec.llm.registry import embedded_model
+from driftrec.memory.edits import standing
 from driftrec.memory.profiles import profile_document, summary_document
-from driftrec.memory.service import ForgetReport, Memory, RefreshResult
+from driftrec.memory.service import ForgetReport, InvalidEdit, Memory, RefreshResult
 from driftrec.models import (
     Action,
     Candidate,
@@ -40,6 +41,7 @@ from driftrec.models import (
     Interaction,
     InterestProfile,
     Item,
+    ProfileEdit,
     RecommendationList,
     StatedPreference,
 )
@@ -305,14 +307,16 @@ class Recommender:
         started = time.perf_counter()
         now = now or _now()
         await self._maybe_refit()
-        history, session, (profile, vector), summaries, stated = await asyncio.gather(
+        history, session, (profile, vector), summaries, stated, edits = await asyncio.gather(
             memory.events.history(user),
             memory.short_term(user, now),
             memory.profile(user),
             memory.recent_summaries(user, self.settings.memory_recent_summaries),
             memory.statements.active(user, now, self.settings.memory_statement_hours),
+            memory.edits.latest(user),
         )
-        filters = _with_stated(filters, stated)
+        excluded, demoted = standing(edits, history, self.catalog)
+        filters = _with_stated(filters, stated, excluded)
         request = RetrievalRequest(
             user=user,
             history=history,
@@ -326,6 +330,7 @@ class Recommender:
         assert self.generator is not None and self.reranker is not None
         n = max(self.settings.retrieval_candidates, self.settings.ranking_candidates, k)
         candidates = _distinct_titles(await self.generator.generate(request, n), history, self.catalog)
+        candidates = _demote(candidates, demoted, filters)
         context = build_context(
             user,
             candidates,
@@ -396,6 +401,22 @@ class Recommender:
 
     async def profile(self, user: str) -> InterestProfile:
         return (await self._require().profile(user))[0]
+
+    async def edit_profile(self, user: str, edits: list[ProfileEdit]) -> InterestProfile:
+        """The user's own corrections (add or remove an interest or a dislike): a new profile version
+        at once, upheld by later LLM updates until the user's events after it say otherwise. Added
+        dislikes leave the next recommendations; removed interests move behind the rest.
+
+        Raises InvalidEvent (``loc`` names the edit) for a name that is not one of the catalog's genres."""
+        try:
+            return await self._require().edit_profile(user, edits)
+        except InvalidEdit as exc:
+            raise InvalidEvent(str(exc), ["body", "edits", exc.index, "name"]) from exc
+
+    def genres(self) -> list[str]:
+        """What an interest or dislike can be named (the catalog's genres)."""
+        memory = self._require()
+        return list(memory.vocabulary or sorted({g for i in self.catalog.values() for g in i.genres}))
 
     async def profile_history(self, user: str) -> list[InterestProfile]:
         return await self._require().history(user)
@@ -482,6 +503,17 @@ def _distinct_titles(
     return out
 
 
+def _demote(candidates: list[Candidate], genres: Sequence[str], filters: Filters | None) -> list[Candidate]:
+    """Interests the user removed from their profile: their items move behind the others (kept, in
+    order), unless the request asks for that genre."""
+    asked = set(filters.genres) if filters else set()
+    pushed = {g for g in genres if g not in asked}
+    if not pushed:
+        return candidates
+    keep = [c for c in candidates if not pushed & set(c.item.genres)]
+    return keep + [c for c in candidates if pushed & set(c.item.genres)]
+
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -496,9 +528,10 @@ def _stated_text(statement: StatedPreference) -> str:
     )
 
 
-def _with_stated(filters: Filters | None, stated: list[StatedPreference]) -> Filters | None:
-    """Stated dislikes become excluded genres for the session (unless the request asks for them)."""
-    dislikes = [s.name for s in stated if s.polarity == "dislike"]
+def _with_stated(filters: Filters | None, stated: list[StatedPreference], edited: Sequence[str] = ()) -> Filters | None:
+    """Stated dislikes (for the session) and dislikes the user set in their profile (until their events
+    overturn them) become excluded genres, unless the request asks for them."""
+    dislikes = list(dict.fromkeys([*(s.name for s in stated if s.polarity == "dislike"), *edited]))
     if not dislikes:
         return filters
     filters = filters or Filters()

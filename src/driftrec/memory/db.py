@@ -19,7 +19,7 @@ from typing import TypeVar
 
 R = TypeVar("R")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # v3: profile_edits
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -76,6 +76,15 @@ CREATE TABLE IF NOT EXISTS profile_versions (
     body       TEXT NOT NULL,
     PRIMARY KEY (user, version)
 );
+CREATE TABLE IF NOT EXISTS profile_edits (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    user       TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    action     TEXT NOT NULL,
+    ts         REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS profile_edits_user ON profile_edits (user, seq);
 CREATE TABLE IF NOT EXISTS upkeep (
     user       TEXT PRIMARY KEY,
     due_at     REAL NOT NULL,
@@ -113,6 +122,7 @@ USER_TABLES = (
     "chat_summaries",
     "profile_versions",
     "profile_heads",
+    "profile_edits",
     "upkeep",
 )
 

@@ -26,12 +26,21 @@ from driftrec.llm.client import JsonlLog
 from driftrec.memory.conversation import ConversationStore, StatementStore
 from driftrec.memory.db import Database
 from driftrec.memory.drift import DriftPolicy, apply_proposal
+from driftrec.memory.edits import EditStore, uphold
 from driftrec.memory.events import EventStore
 from driftrec.memory.evidence import Rejection, gather, ground
 from driftrec.memory.llm_steps import propose_update, summarize_session
 from driftrec.memory.profiles import ProfileStore, StaleProfileError, SummaryStore
 from driftrec.memory.sessions import open_session, sessionize
-from driftrec.models import Interaction, InterestProfile, Item, Session, SessionSummary, StatedPreference
+from driftrec.models import (
+    Interaction,
+    InterestProfile,
+    Item,
+    ProfileEdit,
+    Session,
+    SessionSummary,
+    StatedPreference,
+)
 from driftrec.privacy import acting_for, pseudonym
 from driftrec.prompts import PromptTooLong
 from driftrec.retrieval import chroma_client, make_embedder
@@ -77,6 +86,14 @@ class ForgetReport:
         return sum(self.rows.values()) + sum(self.vectors.values()) + sum(self.llm.values())
 
 
+class InvalidEdit(ValueError):
+    """A profile edit names something the profile cannot hold; the message names the field."""
+
+    def __init__(self, message: str, index: int):
+        super().__init__(message)
+        self.index = index
+
+
 class Memory:
     def __init__(
         self,
@@ -89,6 +106,7 @@ class Memory:
         llm: LLM | None,
     ):
         self.statements = StatementStore(db)
+        self.edits = EditStore(db)
         self.conversations = ConversationStore(db)
         self.settings = settings
         self.db = db
@@ -174,6 +192,33 @@ class Memory:
 
     async def recent_summaries(self, user: str, n: int = 3) -> list[SessionSummary]:
         return await asyncio.to_thread(self.summaries.recent_blocking, user, n)
+
+    async def edit_profile(self, user: str, edits: list[ProfileEdit], now: datetime | None = None) -> InterestProfile:
+        """Apply the user's own corrections as a new profile version, and keep them standing (edits.py).
+
+        Names are the catalog's genres (matched case-insensitively) when the vocabulary is genres."""
+        now = now or datetime.now(UTC)
+        canonical = {g.lower(): g for g in self.vocabulary or ()}
+        fixed = []
+        for index, edit in enumerate(edits):
+            name = " ".join(edit.name.split())
+            if canonical:
+                if name.lower() not in canonical:
+                    raise InvalidEdit(
+                        f"edits[{index}].name: {edit.name!r} is not a genre of this catalog "
+                        f"(one of: {', '.join(sorted(canonical.values()))})",
+                        index,
+                    )
+                name = canonical[name.lower()]
+            fixed.append(edit.model_copy(update={"name": name, "created_at": now}))  # the server's clock
+        async with self._lock(user):
+            await self.edits.add(user, fixed)
+            current, _ = await self.profile(user)
+            standing = await self.edits.latest(user)
+            events = await self.events.history(user)
+            nxt = current.model_copy(update={"version": current.version + 1, "updated_at": now, "rejected": []})
+            new = uphold(nxt, standing, events, self.catalog, now)
+            return await self.profiles.commit(new, current.version if current.version else None)
 
     def _lock(self, user: str) -> asyncio.Lock:
         return self._locks.setdefault(user, asyncio.Lock())
@@ -298,6 +343,11 @@ class Memory:
             running = running.model_copy(update={"version": current.version + 1})
             start += len(chunk)
         refused = [f"{r.kind} {r.name}: {r.reason}" for r in rejected][:50]
+        standing = await self.edits.latest(user)
+        if standing:  # the user's own corrections hold until their events after them say otherwise
+            running = uphold(running, standing, await self.events.history(user), self.catalog, now)
+        else:
+            running = running.model_copy(update={"edits": []})
         return running.model_copy(update={"updated_at": now, "rejected": refused}), pending, claims, rejected, prompts
 
     # -- upkeep: profiles refresh by themselves when sessions close --------------------------------

@@ -24,7 +24,17 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, StrictInt
 
 from driftrec.agent import InvalidEvent, Recommender, UnknownItem
-from driftrec.models import Filters, Interaction, InterestProfile, RecommendationList, Text, UserId
+from driftrec.models import (
+    Filters,
+    Interaction,
+    InterestProfile,
+    Item,
+    ItemId,
+    ProfileEdits,
+    RecommendationList,
+    Text,
+    UserId,
+)
 from driftrec.server.strict import StrictJSON, validation_error
 
 ANY_ID = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^/\x00-\x1f]+$")]
@@ -198,6 +208,22 @@ def create_app(
     @app.get("/v1/users/{user}/profile/history", response_model=list[InterestProfile], dependencies=auth)
     async def profile_history(user: UserId, rec: Rec) -> list[InterestProfile]:
         return await rec.profile_history(user)
+
+    @app.post("/v1/users/{user}/profile/edits", response_model=InterestProfile, dependencies=auth)
+    async def edit_profile(user: UserId, body: ProfileEdits, rec: Rec) -> InterestProfile:
+        """The user corrects their profile: add or remove an interest or a dislike (a catalog genre). The
+        new version is returned; the edit holds through later LLM updates until the user's own events
+        after it say otherwise."""
+        return await rec.edit_profile(user, body.edits)
+
+    @app.get("/v1/genres", response_model=list[str], dependencies=auth)
+    async def genres(rec: Rec) -> list[str]:
+        """What an interest or dislike can be named."""
+        return rec.genres()
+
+    @app.get("/v1/items/{item}", response_model=Item, dependencies=auth)
+    async def item(item: ItemId, rec: Rec) -> Item:
+        return rec.item(item)
 
     @app.post("/v1/users/{user}/profile/refresh", response_model=RefreshOut, dependencies=auth)
     async def refresh(user: UserId, rec: Rec) -> RefreshOut:
