@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.driftrec-installed
 PIP := $(PY) -m pip --disable-pip-version-check
 
-.PHONY: install prepare demo test test-fast lint bench clean
+.PHONY: install prepare demo test test-fast lint bench clean browser
 
 $(STAMP): pyproject.toml constraints/cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,14 @@ prepare: install
 demo: install
 	$(VENV)/bin/driftrec demo
 
-test: install
+# The browser tests drive Debian's Chromium. As root (CI) it is installed here; otherwise the tests are
+# skipped with the reason shown in pytest's summary.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "no Chromium (apt-get install chromium): the browser tests will be skipped"
+
+test: install browser
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/pytest
 

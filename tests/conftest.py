@@ -6,6 +6,7 @@ machine is the point of the cache). Everything stateful goes to a per-session te
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -125,3 +126,39 @@ def endpoint_env(settings: Settings, llm: LLM, data: Path, **extra: str) -> dict
         "DRIFTREC_MEMORY_UPKEEP": "false",  # no background LLM work unless a test asks for it
         **extra,
     }
+
+
+@contextlib.contextmanager
+def served(data: Path, env: dict[str, str], *, timeout_s: float = 180.0) -> Iterator[str]:
+    """``driftrec serve`` in its own process on a free port of 127.0.0.1; yields its base URL."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from driftrec.llm.runtime import free_port
+
+    port = free_port()
+    log = open(data / "server.log", "w")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [sys.executable, "-m", "driftrec.cli", "serve", "--port", str(port)], env=env, stdout=log, stderr=log
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited: {(data / 'server.log').read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not up in {timeout_s:.0f} s")
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()

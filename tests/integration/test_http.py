@@ -4,9 +4,6 @@ seeded MovieLens data, talking to the session's real vLLM; then fuzzed from its 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +15,7 @@ from hypothesis import settings as hypothesis_settings
 
 from driftrec.config import Settings
 from driftrec.llm import LLM
-from driftrec.llm.runtime import free_port
-from tests.conftest import copy_of, endpoint_env
+from tests.conftest import copy_of, endpoint_env, served
 
 pytestmark = pytest.mark.vllm
 KEY = "test-key-123"
@@ -29,28 +25,9 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 @pytest.fixture(scope="module")
 def server(settings: Settings, llm: LLM, seeded_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     data = copy_of(seeded_data, tmp_path_factory.mktemp("http"))
-    port = free_port()
     env = endpoint_env(settings, llm, data, DRIFTREC_RANKING_LLM_WEIGHT="0.3", DRIFTREC_API_KEY=KEY)
-    log = open(data / "server.log", "w")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [sys.executable, "-m", "driftrec.cli", "serve", "--port", str(port)], env=env, stdout=log, stderr=log
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited: {(data / 'server.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
+    with served(data, env) as base:
         yield base
-    finally:
-        process.terminate()
-        process.wait(30)
-        log.close()
 
 
 def test_health_and_openapi(server: str) -> None:

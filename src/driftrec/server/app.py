@@ -14,13 +14,15 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, StrictInt
 
 from driftrec.agent import InvalidEvent, Recommender, UnknownItem
@@ -37,6 +39,7 @@ from driftrec.models import (
 )
 from driftrec.server.strict import StrictJSON, validation_error
 
+WEB = Path(__file__).parent / "web"  # the page's files, shipped with the package (no build step, no CDN)
 ANY_ID = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^/\x00-\x1f]+$")]
 
 
@@ -178,6 +181,13 @@ def create_app(
     @app.exception_handler(UnknownItem)
     async def unknown_item(_request: Request, exc: UnknownItem) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        """The web page: chat, recommendations with feedback, the editable profile and its timeline."""
+        return FileResponse(WEB / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/web", StaticFiles(directory=WEB), name="web")
 
     @app.get("/health", response_model=Health)
     async def health(rec: Rec) -> Health:
