@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from driftrec.config import Settings
 from driftrec.llm import LLM, open_llm
 from driftrec.llm.runtime import session_pids
+from driftrec.models import Item
 from driftrec.prompts import render
 
 pytestmark = pytest.mark.vllm
@@ -80,10 +81,17 @@ async def test_offline_token_count_equals_the_servers_count(llm: LLM) -> None:
         assert result.usage.prompt_tokens == llm.tokens.count_messages(messages)
 
 
-async def test_rendered_prompt_fits_its_budget_and_round_trips(llm: LLM) -> None:
-    from driftrec.cli import SAMPLE_ITEMS, ItemFacets
+class ItemFacets(BaseModel):
+    """The item_facets template's answer (a catalog-tagging prompt)."""
 
-    prompt = render("item_facets", {"item": SAMPLE_ITEMS[0]}, counter=llm.tokens, budget=llm.context_window)
+    mood: Literal["thrilling", "funny", "moving", "dark", "light", "thoughtful", "romantic", "scary"]
+    audience: Literal["kids", "family", "teens", "adults"]
+    one_line: str = Field(max_length=100)
+
+
+async def test_rendered_prompt_fits_its_budget_and_round_trips(llm: LLM) -> None:
+    toy_story = Item(id="1", title="Toy Story (1995)", genres=("Animation", "Children's", "Comedy"))
+    prompt = render("item_facets", {"item": toy_story}, counter=llm.tokens, budget=llm.context_window)
     result = await llm.client.structured(prompt.messages, ItemFacets, max_tokens=96)
     assert result.usage.prompt_tokens == prompt.tokens
     assert isinstance(result.value, ItemFacets)

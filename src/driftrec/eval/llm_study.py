@@ -417,13 +417,16 @@ async def run_llm_eval(
     resume: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, LLMStudy]:
-    """Validation (choose the weight) then test (apply it); writes JSONL, JSON, Markdown and a plot."""
+    """Validation (choose the weight) then test (apply it); writes JSONL, JSON, Markdown and a plot.
+
+    The sampled setting has no validation stage: its reference order is random, so there is no weight
+    to choose; the test table is the LLM's order (w=1) against the random order (w=0)."""
     started = time.perf_counter()
     chosen = first_users(leave_one_out(dataset), users)
     tag = f"{mode}-{setting}-{context}-x{shuffles}"
     studies: dict[str, LLMStudy] = {}
-    weight: float | None = None
-    for stage in ("valid", "test"):
+    weight: float | None = 1.0 if setting == "sampled" else None
+    for stage in ("test",) if setting == "sampled" else ("valid", "test"):
         memories = None
         if profile_sessions or context != "full":
             memories = await build_profiles(settings, dataset, llm, chosen, stage, sessions=profile_sessions or 3)
@@ -458,7 +461,8 @@ async def run_llm_eval(
         weight = studies[stage].best_weight
     studies["test"].seconds = round(time.perf_counter() - started, 1)
     text = "\n\n".join(f"### {stage}\n\n{study.markdown()}" for stage, study in studies.items())
-    text += f"\n\nWeight chosen on validation: {studies['valid'].best_weight:g}; test: {studies['test'].significance}\n"
+    chosen = f"Weight chosen on validation: {studies['valid'].best_weight:g}; " if "valid" in studies else ""
+    text += f"\n\n{chosen}test: {studies['test'].significance}\n"
     await asyncio.to_thread(_write_outputs, out_dir, tag, studies, text)
     return studies
 
