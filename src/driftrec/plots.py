@@ -100,6 +100,16 @@ def metric_bars(
     return path
 
 
+def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % Wilson interval of a proportion (sound at 0 %, 100 % and small n)."""
+    if n <= 0:
+        return 0.0, 0.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def alpha_sweep(sweep: dict[str, dict[str, float]], path: Path, title: str) -> Path:
     """NDCG@10 against alpha in u_f = alpha·u_s + (1 - alpha)·u_l, one line per source of u_l."""
     fig, ax = plt.subplots(figsize=(6, 3.5))

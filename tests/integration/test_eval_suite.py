@@ -44,6 +44,7 @@ async def test_a_suite_runs_every_study_and_reproduces_them(settings: Settings, 
     assert [r["name"] for r in summary["runs"]] == ["candidates", "baselines", "next-session"]
     assert (tmp_path / "out" / "baselines" / "offline.png").stat().st_size > 1000  # bars with intervals
     assert (tmp_path / "out" / "next-session" / "sessions-alpha.png").stat().st_size > 1000
+    assert (tmp_path / "out" / "candidates" / "retrieval.png").stat().st_size > 1000  # hit rate per source
 
     suite_offline = json.loads((tmp_path / "out" / "baselines" / "offline.json").read_text())
     direct = await run_offline(settings, dataset, ["most-popular", "driftrec-retrieval"], users=25)

@@ -298,4 +298,15 @@ def write_report(study: RequestStudy, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "requests.json").write_text(json.dumps(study.as_dict(), indent=2, default=str))
     (out / "requests.md").write_text(study.markdown() + "\n")
-    return [out / "requests.json", out / "requests.md"]
+    from driftrec.plots import metric_bars, wilson
+
+    plot = metric_bars(
+        [
+            (f"{r.name} ({r.user_kind})", r.fully_met, wilson(r.fully_met * r.requests, r.requests))
+            for r in study.results
+        ],
+        out / "requests.png",
+        f"{study.requests} requests with known constraints, k = {study.k}, model {study.model or '(none)'}",
+        label="share of requests fully met (95 % Wilson interval)",
+    )
+    return [out / "requests.json", out / "requests.md", plot]

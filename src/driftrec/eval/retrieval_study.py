@@ -197,4 +197,13 @@ def write_study(study: RetrievalStudy, out_dir: Path) -> Path:
     path = out_dir / "retrieval.json"
     path.write_text(json.dumps(study.as_dict(), indent=2))
     (out_dir / "retrieval.md").write_text(study.markdown() + "\n")
+    from driftrec.plots import metric_bars, wilson
+
+    k = max(CUTOFFS)
+    metric_bars(
+        [(s, study.rate(s, k), wilson(study.hits[s][k], study.users)) for s in study.hits],
+        out_dir / "retrieval.png",
+        f"{study.dataset}, {study.users} users, embedder {study.embedder}",
+        label=f"hit rate of the held-out item in the top {k} candidates (95 % Wilson interval)",
+    )
     return path
