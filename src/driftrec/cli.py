@@ -160,12 +160,13 @@ def serve(
 
 
 def _run_or_exit(coroutine):
-    """Run a coroutine; driftrec's own errors become a red message and exit code 1, not a traceback."""
-    from driftrec import DatasetError, RecommenderError
+    """Run a coroutine; driftrec's own errors become a red message and exit code 1, not a traceback.
+    The one place errors turn into messages and exit codes (usage errors exit 2 where they are found)."""
+    from driftrec import CheckpointError, DatasetError, RecommenderError, SuiteError
 
     try:
         return asyncio.run(coroutine)
-    except (RecommenderError, LLMError, DatasetError, ValueError) as exc:
+    except (RecommenderError, LLMError, DatasetError, CheckpointError, SuiteError, ConfigError, ValueError) as exc:
         err.print(f"[red]{type(exc).__name__}: {exc}[/red]")
         raise typer.Exit(1) from None
 
@@ -253,11 +254,7 @@ def llm_ask(
             else:
                 console.print(result.text)
 
-    try:
-        asyncio.run(run())
-    except LLMError as exc:
-        err.print(f"[red]{type(exc).__name__}: {exc}[/red]")
-        raise typer.Exit(1) from None
+    _run_or_exit(run())
 
 
 @app.command()
@@ -314,7 +311,7 @@ def ingest(
         return written, await index.count(), new, time.perf_counter() - started
 
     with console.status(f"Embedding and writing {len(items)} items…"):
-        written, total, new, seconds = asyncio.run(run())
+        written, total, new, seconds = _run_or_exit(run())
     if as_json:
         print(json.dumps({"written": written, "collection_size": total, "events": new, "seconds": round(seconds, 2)}))
     else:
@@ -340,7 +337,7 @@ def eval_retrieval(
     dataset = load_movielens_100k(settings.cache_dir)
     with Progress(console=err, transient=True) as progress:
         task = progress.add_task("users", total=None)
-        study = asyncio.run(
+        study = _run_or_exit(
             run_retrieval_study(
                 settings,
                 dataset,
@@ -396,7 +393,7 @@ def profile_show(user: str, as_json: Annotated[bool, typer.Option("--json")] = F
 
     settings = _settings()
     memory = Memory.open(settings, {}, None)
-    profile, _ = asyncio.run(memory.profile(user))
+    profile, _ = _run_or_exit(memory.profile(user))
     if as_json:
         print(profile.model_dump_json())
         return
@@ -534,7 +531,7 @@ def profile_history(user: str, as_json: Annotated[bool, typer.Option("--json")] 
     from driftrec import Memory
 
     settings = _settings()
-    history = asyncio.run(Memory.open(settings, {}, None).history(user))
+    history = _run_or_exit(Memory.open(settings, {}, None).history(user))
     if as_json:
         print(json.dumps([p.model_dump(mode="json") for p in history]))
     else:
@@ -580,7 +577,7 @@ def profile_timeline(
         finally:
             await llm.aclose()
 
-    history = asyncio.run(run())
+    history = _run_or_exit(run())
     if not history:
         err.print("no profile version was written")
         raise typer.Exit(1)
@@ -615,7 +612,7 @@ def eval_offline(
     settings = _settings()
     dataset = load_movielens_100k(settings.cache_dir)
     with console.status("evaluating…") as status:
-        report = asyncio.run(
+        report = _run_or_exit(
             run_offline(
                 settings,
                 dataset,
@@ -687,7 +684,7 @@ def eval_llm(
                     progress=lambda _user: bar.advance(task),
                 )
 
-    studies = asyncio.run(run())
+    studies = _run_or_exit(run())
     if as_json:
         print(json.dumps({k: v.as_dict() for k, v in studies.items()}))
         return
@@ -755,7 +752,7 @@ def eval_sessions(
         async with connect(settings) as model:
             return await run(model)
 
-    studies = asyncio.run(with_llm() if llm else run(None))
+    studies = _run_or_exit(with_llm() if llm else run(None))
     if as_json:
         print(json.dumps({k: v.as_dict() for k, v in studies.items()}))
         return
@@ -800,7 +797,7 @@ def eval_profiles(
         async with connect(settings) as model:
             return await run(model)
 
-    study = asyncio.run(with_llm() if llm else run(None))
+    study = _run_or_exit(with_llm() if llm else run(None))
     written = write_report(study, Path(out))
     if as_json:
         print(json.dumps(study.as_dict(), default=str))
@@ -887,7 +884,7 @@ def eval_all(
     settings = _with_cache(_settings())
     dataset = load_movielens_100k(settings.cache_dir)
     with console.status("evaluating…") as status:
-        path = asyncio.run(
+        path = _run_or_exit(
             run_suite(
                 settings,
                 dataset,
