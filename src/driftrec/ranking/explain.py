@@ -44,11 +44,18 @@ SOURCE_REASONS = {
 }
 
 
-def template_reason(item: Item, matched: Sequence[str], provenance: Sequence[Provenance] = ()) -> str:
+def template_reason(
+    item: Item, matched: Sequence[str], provenance: Sequence[Provenance] = (), profile: InterestProfile | None = None
+) -> str:
     """The reason when no LLM reason is available: plain, and true by construction (it says which
-    interests the item carries, or which candidate source found it)."""
+    profile interests the item carries, else which themes of recent sessions, else which candidate
+    source found it). A session theme is not called an interest: it is the summary's, not the profile's."""
+    interests = {i.name for i in profile.interests} if profile is not None else set()
+    held = [m for m in matched if m in interests]
+    if held:
+        return f"Matches your interest in {', '.join(held[:3])}."
     if matched:
-        return f"Matches your interest in {', '.join(matched[:3])}."
+        return f"Like your recent sessions ({', '.join(matched[:3])})."
     for p in sorted(provenance, key=lambda p: p.rank):
         if p.source in SOURCE_REASONS:
             return SOURCE_REASONS[p.source]

@@ -222,7 +222,8 @@ class Reranker:
                 item=by_id[item].item,
                 rank=n,
                 score=float(score),
-                reason=written.get(item) or template_reason(by_id[item].item, matched[item], by_id[item].provenance),
+                reason=written.get(item)
+                or template_reason(by_id[item].item, matched[item], by_id[item].provenance, context.profile),
                 matched_interests=matched[item],
                 provenance=by_id[item].provenance,
                 degraded=result.degraded,
