@@ -1,5 +1,3 @@
-
-
 def test_the_wilson_interval_holds_at_the_edges() -> None:
     from driftrec.plots import wilson
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -258,10 +259,13 @@ class ChatAgent:
         year_min: int | None = None,
         year_max: int | None = None,
     ) -> dict[str, Any]:
-        """The tool arguments a request comes to: what the model read (``genres``, ``exclude``, years)
-        merged with what the request plainly states (agent/requests.py) and the user's active stated
-        preferences. A refused genre is never asked for; year bounds take the narrower range; genres
-        outside the vocabulary are dropped; the query text loses its refusals."""
+        """The tool arguments a request comes to: what the request plainly states (agent/requests.py),
+        the user's active stated preferences, and what the model read (``genres``, ``exclude``, years)
+        where it is grounded in the message. The model's reading counts only for genres the message
+        mentions, and never against the parser's polarity for the same genre (the parser reads negation
+        scope; a 0.5B model was seen refusing Comedy in "something funny, no horror"); its year bounds
+        count only when the message names a year or decade the parser did not read. A refused genre is
+        never asked for; genres outside the vocabulary are dropped; the query text loses its refusals."""
         known = {g.lower(): g for g in self.vocabulary}
 
         def names(values: object) -> list[str]:
@@ -269,11 +273,22 @@ class ChatAgent:
             return [known[str(v).lower()] for v in items if str(v).lower() in known]
 
         request = parse_request(message, self.vocabulary, latest_year=self.options.latest_year)
+        read = {g: "like" for g in request.genres} | {g: "dislike" for g in request.exclude_genres}
+
+        def grounded(values: list[str], polarity: str) -> list[str]:
+            return [g for g in values if read.get(g, polarity) == polarity and (g in read or mentions(message, g))]
+
         said = Constraints(
             genres=[s.name for s in stated if s.polarity == "like"],
             exclude_genres=[s.name for s in stated if s.polarity == "dislike"],
         )
-        model = Constraints(names(genres), names(exclude), year_min, year_max)
+        dated = request.year_min is None and request.year_max is None and bool(_YEARISH.search(message))
+        model = Constraints(
+            grounded(names(genres), "like"),
+            grounded(names(exclude), "dislike"),
+            year_min if dated else None,
+            year_max if dated else None,
+        )
         c = request.merged(said).merged(model)
         return {
             "query": request.query or query or message,
@@ -336,6 +351,7 @@ class ChatAgent:
             if tool is None:
                 raise _Unusable(f"unknown tool {call.name!r}")
             arguments = self._guard(call.name, call.arguments, message, stated)
+            arguments = {k: v for k, v in arguments.items() if k in tool.args}  # e.g. a stray "type": "object"
             if tool.args_schema is not None and isinstance(tool.args_schema, type):
                 tool.args_schema.model_validate(arguments)
         except (LLMError, PromptError, _Unusable, ValidationError) as exc:
@@ -432,3 +448,14 @@ def _asks_for(message: str) -> str | None:
     if any(w in lowered for w in _RECOMMEND_WORDS):
         return "recommend"
     return None
+
+
+_YEARISH = re.compile(r"\d|twenties|thirties|forties|fifties|sixties|seventies|eighties|nineties|century", re.I)
+
+
+def mentions(message: str, genre: str) -> bool:
+    """Whether ``message`` names ``genre``: the genre or one of its words in agent/signals.py, as whole
+    words ("war film" names War, "award" does not)."""
+    text = " " + " ".join(re.sub(r"[^a-z0-9'-]+", " ", message.lower()).split()) + " "
+    words = (genre.lower(), *SYNONYMS.get(genre, ()))
+    return any(f" {w} " in text for w in words)

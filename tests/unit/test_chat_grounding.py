@@ -1,0 +1,62 @@
+"""The model's reading of a chat request counts only where the message grounds it.
+
+Seen with Qwen2.5-Coder-0.5B in native tool mode on "I'm tired of horror, something funny from the 90s
+please": it refused Comedy and 15 other genres, asked for none, and added a stray ``type`` argument.
+Merged as before ("refusals win"), the request's own Comedy was lost; grounded, it is kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from driftrec.agent.chat import ChatAgent, ChatOptions, mentions
+from driftrec.memory.conversation import ConversationStore, StatementStore
+from driftrec.memory.db import Database
+
+GENRES = (
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
+
+
+def agent(tmp_path: Path) -> ChatAgent:
+    db = Database(tmp_path / "m.db")
+    options = ChatOptions(mode="tools", vocabulary=GENRES, latest_year=1998)
+    return ChatAgent(None, None, ConversationStore(db), StatementStore(db), options)  # type: ignore[arg-type]
+
+
+def test_the_models_refusal_of_what_the_message_asks_for_is_dropped(tmp_path: Path) -> None:
+    message = "I'm tired of horror, something funny from the 90s please"
+    everything_but_animation = [g for g in GENRES if g != "Animation"]
+    got = agent(tmp_path)._constraints(message, [], [], everything_but_animation, year_min=1990, year_max=1995)
+    assert got["genres"] == ["Comedy"] and got["exclude_genres"] == ["Horror"]
+    assert (got["year_min"], got["year_max"]) == (
+        1990,
+        1999,
+    )  # the parser read the decade; the model's 1995 is not in the text
+
+
+def test_the_model_adds_what_the_message_names_but_the_parser_missed(tmp_path: Path) -> None:
+    message = "a documentaries evening, and westerns would do too"
+    got = agent(tmp_path)._constraints(message, [], ["Documentary", "Western", "Drama"], [])
+    assert set(got["genres"]) == {"Documentary", "Western"}  # Drama is not in the message
+
+
+def test_mentions_are_whole_words() -> None:
+    assert mentions("a war film", "War") and not mentions("an award winner", "War")
+    assert mentions("something funny", "Comedy") and mentions("animated please", "Animation")
