@@ -16,6 +16,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from driftrec.agent import Recommender
+from driftrec.agent.tools import RecommendArgs
 from driftrec.config import Settings
 from driftrec.data import Dataset, load_movielens_100k
 from driftrec.eval.protocols import first_users, leave_one_out, training_log
@@ -162,6 +163,9 @@ async def test_qwen_chats_through_native_tool_calls(qwen_rec: Recommender) -> No
     assert turn is not None and turn.mode == "tools" and turn.degraded is None, turn
     assert turn.action == "recommend"
     assert "Comedy" in turn.arguments["genres"] and "Horror" in turn.arguments["exclude_genres"]
+    assert turn.arguments["exclude_genres"] == ["Horror"]  # model refusals count only if named
+    assert (turn.arguments["year_min"], turn.arguments["year_max"]) == (1990, 1999)
+    assert set(turn.arguments) <= set(RecommendArgs.model_fields)  # nothing the tool does not take
     listed = [line for line in reply.splitlines() if line[:2].rstrip(".").isdigit()]
     assert listed and not any("Horror" in line for line in listed), reply
     # the profile tool, too
