@@ -38,7 +38,8 @@ def ndcg_at_10(order: list[str], target: str) -> float:
 def summarize(folder: Path, popularity: Counter) -> dict[str, object]:
     report = json.loads(next(folder.glob("verbalizer-*.json")).read_text())
     test = report["test"]
-    rows = [json.loads(line) for line in next(folder.glob("*-test.jsonl")).read_text().splitlines() if line]
+    lines = next(folder.glob("*-test.jsonl")).read_text().splitlines()
+    rows = sorted((json.loads(line) for line in lines if line), key=lambda r: int(r["user"]))  # same order per model
     llm = np.array([ndcg_at_10(r["llm"], r["target"]) for r in rows])
     reference = np.array([ndcg_at_10(r["retrieval"], r["target"]) for r in rows])
     popular = np.array(
