@@ -225,3 +225,7 @@ async def test_the_user_edits_their_profile_and_the_next_recommendations_follow(
 
     with pytest.raises(InvalidEvent, match=r"edits\[0\]\.name.*not a genre"):
         await rec.edit_profile(user, [ProfileEdit(name="Spaghetti western")])
+
+    report = await rec.forget_user(user)  # the edits go with the user
+    assert report.rows["profile_edits"] == 2
+    assert rec.memory is not None and await rec.memory.edits.latest(user) == []
