@@ -216,7 +216,8 @@ class ChatAgent:
         async for piece in self._lead(message, action, result, summary):
             yield piece
         if action != "answer":
-            yield "\n\n" + result
+            for line in ("\n\n" + result).splitlines(keepends=True):  # a line at a time, as it is shown
+                yield line
 
     def _arguments(self, plan: BaseModel | None, message: str, stated: list) -> tuple[str, dict[str, Any]]:
         """Validate the plan against what can be executed; anything unusable becomes "recommend".
@@ -299,7 +300,9 @@ class ChatAgent:
         }
 
     async def _lead(self, message: str, action: str, result: str, summary: str) -> AsyncIterator[str]:
-        """One or two sentences from the LLM about the result, streamed; nothing if it is unavailable."""
+        """One or two sentences from the LLM about the result; nothing if it is unavailable, or if it only
+        copies a line of the result (small models start the list themselves: "1. Vermin (1998) …").
+        Held back until complete (at most 60 tokens) so a copy is never shown."""
         llm = self.llm
         if llm is None:
             return
@@ -314,11 +317,12 @@ class ChatAgent:
             async with contextlib.aclosing(llm.client.stream_chat(prompt.messages, max_tokens=60)) as stream:
                 async for piece in stream:
                     if "\n" in piece and written.strip():  # one paragraph; small models ramble past it
-                        yield piece.split("\n", 1)[0]
+                        written += piece.split("\n", 1)[0]
                         break
                     written += piece
-                    if written.strip():
-                        yield piece.lstrip("\n") if written.strip() == piece.strip() else piece
+            lead = written.strip()
+            if lead and (action == "answer" or not _copies(lead, result)):
+                yield lead
         except (LLMError, PromptError) as exc:
             log.warning("chat reply failed: %s", exc)
 
@@ -451,6 +455,14 @@ def _asks_for(message: str) -> str | None:
 
 
 _YEARISH = re.compile(r"\d|twenties|thirties|forties|fifties|sixties|seventies|eighties|nineties|century", re.I)
+
+
+def _copies(lead: str, result: str) -> bool:
+    """Whether the lead is a numbered item or repeats a line of the result."""
+    if re.match(r"^\s*\d+[.)]\s", lead):
+        return True
+    flat = " ".join(lead.lower().split())
+    return any(flat and flat in " ".join(line.lower().split()) for line in result.splitlines() if line.strip())
 
 
 def mentions(message: str, genre: str) -> bool:
