@@ -60,3 +60,11 @@ def test_the_model_adds_what_the_message_names_but_the_parser_missed(tmp_path: P
 def test_mentions_are_whole_words() -> None:
     assert mentions("a war film", "War") and not mentions("an award winner", "War")
     assert mentions("something funny", "Comedy") and mentions("animated please", "Animation")
+
+
+def test_the_models_count_counts_only_if_the_user_gave_it(tmp_path: Path) -> None:
+    chat = agent(tmp_path)
+    asked = chat._guard("recommend", {"k": 3, "genres": ["Comedy"]}, "3 comedies please", [])
+    assert asked["k"] == 3
+    invented = chat._guard("recommend", {"k": 2, "genres": ["Comedy"]}, "some comedies please", [])
+    assert "k" not in invented  # the tool's default applies

@@ -396,7 +396,10 @@ class ChatAgent:
         text = merged.pop("query")
         if name == "search_catalog":
             return {**arguments, **merged, "text": str(arguments.get("text") or text)}
-        return {**arguments, **merged, "query": text}
+        out = {**arguments, **merged, "query": text}
+        if "k" in out and str(out["k"]) not in re.findall(r"\d+", message):
+            del out["k"]  # how many: the user's number, else the tool's default (Qwen 0.5B picked 2 or 3)
+        return out
 
 
 class _Unusable(Exception):
