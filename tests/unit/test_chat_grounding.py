@@ -9,29 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from driftrec.agent.chat import ChatAgent, ChatOptions, mentions
+from driftrec.data.movielens import GROUPLENS_GENRES
 from driftrec.memory.conversation import ConversationStore, StatementStore
 from driftrec.memory.db import Database
 
-GENRES = (
-    "Action",
-    "Adventure",
-    "Animation",
-    "Children's",
-    "Comedy",
-    "Crime",
-    "Documentary",
-    "Drama",
-    "Fantasy",
-    "Film-Noir",
-    "Horror",
-    "Musical",
-    "Mystery",
-    "Romance",
-    "Sci-Fi",
-    "Thriller",
-    "War",
-    "Western",
-)
+GENRES = tuple(g for g in GROUPLENS_GENRES if g != "unknown")  # MovieLens-100K's genres
 
 
 def agent(tmp_path: Path) -> ChatAgent:
