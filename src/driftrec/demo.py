@@ -254,17 +254,21 @@ def _metric_table(title: str, first: str) -> Table:
     return table
 
 
+def _metric_cells(name: str, metrics: dict[str, float], ci: tuple[float, float] | list[float]) -> list[str]:
+    lo, hi = ci
+    return [
+        name,
+        f"{metrics['ndcg@10']:.3f}",
+        f"{lo:.3f}-{hi:.3f}",
+        f"{metrics['hit_rate@10']:.3f}",
+        f"{metrics['mrr@10']:.3f}",
+    ]
+
+
 def study_table(study: dict[str, Any]) -> Table:
     table = _metric_table(f"LLM weight sweep, {study['stage']}, {study['users']} users", "LLM weight")
     for name, metrics in study["results"].items():
-        lo, hi = study["intervals"].get(name, (0.0, 0.0))
-        table.add_row(
-            name,
-            f"{metrics['ndcg@10']:.3f}",
-            f"{lo:.3f}-{hi:.3f}",
-            f"{metrics['hit_rate@10']:.3f}",
-            f"{metrics['mrr@10']:.3f}",
-        )
+        table.add_row(*_metric_cells(name, metrics, study["intervals"].get(name, (0.0, 0.0))))
     return table
 
 
@@ -272,15 +276,8 @@ def offline_table(report: dict[str, Any]) -> Table:
     table = _metric_table(f"{report['dataset']}, {report['stage']}, first {report['users']} users", "system")
     table.add_column("fit s", justify="right", no_wrap=True)
     for s in report["systems"]:
-        lo, hi = s["ci95"].get("ndcg@10", [s["metrics"]["ndcg@10"]] * 2)
-        table.add_row(
-            s["name"],
-            f"{s['metrics']['ndcg@10']:.3f}",
-            f"{lo:.3f}-{hi:.3f}",
-            f"{s['metrics']['hit_rate@10']:.3f}",
-            f"{s['metrics']['mrr@10']:.3f}",
-            f"{s['fit_seconds']:.0f}",
-        )
+        ci = s["ci95"].get("ndcg@10", [s["metrics"]["ndcg@10"]] * 2)
+        table.add_row(*_metric_cells(s["name"], s["metrics"], ci), f"{s['fit_seconds']:.0f}")
     return table
 
 
