@@ -304,9 +304,7 @@ def show_rest(console: Console, result: DemoResult) -> None:
     console.rule("4. What the LLM adds as a re-ranker", align="left")
     valid, test = result.llm_study["valid"], result.llm_study["test"]
     console.print(study_table(test))
-    console.print(
-        f"weight chosen on validation: {valid['best_weight']:g}; test vs retrieval order: {test['significance']}"
-    )
+    console.print(f"weight chosen on validation: {valid['best_weight']:g}; on test, {_versus(test['significance'])}")
     console.rule("5. Baselines vs driftrec retrieval", align="left")
     console.print(offline_table(result.offline))
     if result.offline.get("significance"):
