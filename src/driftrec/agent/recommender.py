@@ -362,9 +362,7 @@ class Recommender:
 
     def understand(self, query: str, filters: Filters | None = None) -> tuple[Filters | None, str]:
         """The constraints ``query`` states, added to ``filters``; and the query text without its refusals."""
-        memory = self._require()
-        vocabulary = memory.vocabulary or sorted({g for item in self.catalog.values() for g in item.genres})
-        said = parse_request(query, vocabulary, latest_year=self.latest_year)
+        said = parse_request(query, self.genres(), latest_year=self.latest_year)
         given = filters or Filters()
         both = Constraints(given.genres, given.exclude_genres, given.year_min, given.year_max).merged(said)
         return both.filters(), said.query or query

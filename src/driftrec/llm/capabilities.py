@@ -90,13 +90,12 @@ async def detect(client: LLMClient, *, need_logprobs: bool) -> Capabilities:
 async def _max_logprobs(client: LLMClient) -> int:
     """The largest label set the server scores in one pass: 20 labels, else 5, else 2 (then an error)."""
     question = [{"role": "user", "content": "Pick one letter."}]
-    client.max_logprobs = 20
     for size in (20, 5, 2):
+        client.max_logprobs = size
         try:
             await client.label_logprobs(question, list(ascii_uppercase[:size]))
             return size
         except LLMRequestError:
             if size == 2:
                 raise
-            client.max_logprobs = {20: 5, 5: 2}[size]
     raise AssertionError("unreachable")

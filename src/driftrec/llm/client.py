@@ -261,7 +261,7 @@ class LLMClient:
         response, usage = await self._create("chat", messages, params, timeout_s)
         choice = response.choices[0]
         content = choice.message.content or ""
-        answer = self._answer(content)
+        answer = strip_reasoning(content)  # a reasoning block is never the answer, detected or not
         reasoning = content[: len(content) - len(answer)] if answer != content else ""
         reasoning = reasoning or getattr(choice.message, "reasoning_content", None) or ""
         return ChatResult(answer, choice.finish_reason, usage, str(reasoning))
@@ -285,7 +285,7 @@ class LLMClient:
         params = self._params(max_tokens, temperature) | (sampling or {}) | {"response_format": schema_format(schema)}
         response, usage = await self._create("structured", messages, params, timeout_s)
         choice = response.choices[0]
-        raw = self._answer(choice.message.content or "")
+        raw = strip_reasoning(choice.message.content or "")
         if choice.finish_reason == "length":
             raise InvalidLLMOutput(
                 f"{schema.__name__}: reply truncated at max_tokens={max_tokens}",
@@ -455,11 +455,6 @@ class LLMClient:
             # Qwen3-style templates honour this; others ignore unknown template arguments.
             params["extra_body"] = {"chat_template_kwargs": {"enable_thinking": False}}
         return params
-
-    @staticmethod
-    def _answer(text: str) -> str:
-        """A reasoning block is never the answer, whether or not the template was detected to open one."""
-        return strip_reasoning(text)
 
     async def _create(
         self, kind: str, messages: list[Message], params: dict[str, Any], timeout_s: float | None

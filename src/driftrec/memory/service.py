@@ -346,8 +346,6 @@ class Memory:
         standing = await self.edits.latest(user)
         if standing:  # the user's own corrections hold until their events after them say otherwise
             running = uphold(running, standing, await self.events.history(user), self.catalog, now)
-        else:
-            running = running.model_copy(update={"edits": []})
         return running.model_copy(update={"updated_at": now, "rejected": refused}), pending, claims, rejected, prompts
 
     # -- upkeep: profiles refresh by themselves when sessions close --------------------------------
