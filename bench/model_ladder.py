@@ -42,9 +42,7 @@ def summarize(folder: Path, popularity: Counter) -> dict[str, object]:
     rows = sorted((json.loads(line) for line in lines if line), key=lambda r: int(r["user"]))  # same order per model
     llm = np.array([ndcg_at_10(r["llm"], r["target"]) for r in rows])
     reference = np.array([ndcg_at_10(r["retrieval"], r["target"]) for r in rows])
-    popular = np.array(
-        [ndcg_at_10(sorted(r["retrieval"], key=lambda i: -popularity[i]), r["target"]) for r in rows]
-    )
+    popular = np.array([ndcg_at_10(sorted(r["retrieval"], key=lambda i: -popularity[i]), r["target"]) for r in rows])
     errors = Counter()
     for r in rows:
         errors.update(r["errors"])
