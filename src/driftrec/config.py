@@ -248,7 +248,13 @@ class Settings(BaseSettings):
     ranking_recent_items: int = Field(default=10, ge=0, le=100, description="Latest items shown in the rank prompt.")
     ranking_reasons: bool = Field(default=False, description="Listwise: ask for a one-line reason per item.")
     ranking_explain: bool = Field(
-        default=False, description="Write one grounded LLM reason per recommendation (one extra call each)."
+        default=False, description="Write grounded LLM reasons for the top recommendations (one extra call)."
+    )
+    ranking_explain_max: int = Field(
+        default=10, ge=1, le=26, description="How many recommendations get an LLM reason; the rest a template's."
+    )
+    ranking_explain_tokens: int = Field(
+        default=600, ge=32, le=4096, description="Reply budget in tokens of the one explanation call."
     )
     ranking_presence_penalty: float = Field(
         default=1.0,
@@ -259,7 +265,10 @@ class Settings(BaseSettings):
     )
     ranking_max_tokens: int = Field(default=256, ge=16, description="Listwise reply budget in tokens.")
     ranking_timeout_s: float = Field(
-        default=60.0, gt=0, description="Per LLM ranking call; past it the answer degrades to retrieval order."
+        default=60.0,
+        gt=0,
+        description="Deadline of a request's LLM work (ranking and reasons, waiting for a slot included); past "
+        "it the answer degrades to retrieval order and says why.",
     )
 
     @field_validator("llm_base_url")

@@ -9,6 +9,7 @@ the candidates are real MovieLens-100K data.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -83,7 +84,7 @@ async def test_a_valid_listwise_reply_orders_the_top(prepared: PreparedModel, co
     ids = [c.item.id for c in context.eligible()]
     assert result.items[:3] == [ids[2], ids[0], ids[19]]
     assert not result.degraded and result.errors.filled == K - 3
-    assert result.prompt_id == "rank_listwise@v1"
+    assert result.prompt_id == "rank_listwise@v2"
 
 
 @pytest.mark.parametrize(
@@ -191,3 +192,33 @@ async def test_with_no_llm_at_all_the_answer_is_retrieval_without_a_degraded_fla
     result = await Reranker(None, RankingPolicy(llm_weight=1.0)).rank(context)
     assert_valid(result, context)
     assert result.items == retrieval_order(context) and not result.degraded
+
+
+async def test_explanations_for_many_items_are_one_capped_call(prepared: PreparedModel, context: RankContext) -> None:
+    """k = 15 with explanations: one rank call and one explanation call (issue 15: it was 1 + k calls),
+    reasons for the first ``explain_max`` items within a bounded reply, templates for the rest."""
+    wide = RankContext(**{**context.__dict__, "k": 15})
+    reasons = {label: f"Reason {label}." for label in "ABCDE"}
+    fake = FakeOpenAI().then(ranking_reply("C", "A"), Behaviour(body=completion(json.dumps(reasons))))
+    result = await rank(fake, prepared, wide, explain=True, explain_max=5, explain_tokens=200)
+    assert_valid(result, wide)
+    assert len(fake.requests) == 2
+    explain = fake.requests[1]
+    assert explain["max_tokens"] == 200
+    assert list(explain["response_format"]["json_schema"]["schema"]["required"]) == list("ABCDE")
+    sources = [r.extra["reason_source"] for r in result.recommendations]
+    assert sources == ["llm"] * 5 + ["template"] * 10
+    assert [r.reason for r in result.recommendations[:5]] == [f"Reason {label}." for label in "ABCDE"]
+
+
+async def test_one_deadline_covers_the_llm_work_of_a_request(prepared: PreparedModel, context: RankContext) -> None:
+    """A slow LLM: the answer comes at the deadline, in retrieval order, saying why."""
+    fake = FakeOpenAI(default=Behaviour(body=completion("{}"), delay_s=10))
+    started = time.perf_counter()
+    result = await rank(fake, prepared, context, timeout_s=1.0, explain=True)
+    elapsed = time.perf_counter() - started
+    assert_valid(result, context)
+    assert result.degraded and result.items == retrieval_order(context)
+    assert "deadline" in (result.error or "") or "1.0s" in (result.error or ""), result.error
+    assert elapsed < 2.5
+    assert len(fake.requests) == 1  # no explanation call after the deadline passed

@@ -59,7 +59,7 @@ async def test_fifty_listwise_rankings_are_all_valid_with_zero_errors(llm: LLM, 
     total = RankErrors()
     for result, context in zip(results, contexts, strict=True):
         assert_valid(result, context)
-        assert result.prompt_id == "rank_listwise@v1"
+        assert result.prompt_id == "rank_listwise@v2"
         total += result.errors
     assert total.requests == 50 and total.replies == 50
     assert (total.candidate_errors, total.duplicate_errors, total.history_errors) == (0, 0, 0)

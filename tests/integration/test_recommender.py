@@ -60,7 +60,7 @@ async def test_concurrent_recommendations_are_valid_and_llm_ranked(rec: Recommen
     answers = await asyncio.gather(*(rec.recommend(u, k=10) for u in USERS[:12]))
     for user, answer in zip(USERS[:12], answers, strict=True):
         assert_valid(answer, 10, await seen_by(rec, user))
-        assert answer.ranking == "verbalizer" and answer.prompt == "rank_verbalizer@v1" and not answer.degraded
+        assert answer.ranking == "verbalizer" and answer.prompt == "rank_verbalizer@v2" and not answer.degraded
         assert all(r.reason and r.provenance for r in answer.items)
 
 

@@ -99,6 +99,41 @@ async def test_a_hung_server_times_out_on_time() -> None:
         assert asyncio.get_running_loop().time() - started < 5
 
 
+async def test_the_deadline_includes_the_wait_for_a_slot() -> None:
+    """Under load a call is refused on time, not answered late: with one slot and a 0.8 s server, a
+    second call given 1 s waits 0.8 s for the slot and then has 0.2 s left (before: 1.6 s, a success)."""
+    fake = FakeOpenAI(default=Behaviour(body=completion("ok"), delay_s=0.8))
+    async with serve_fake(fake), client_for(fake, max_concurrency=1) as client:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        first, second = await asyncio.gather(
+            client.chat(MESSAGES, timeout_s=1.0), client.chat(MESSAGES, timeout_s=1.0), return_exceptions=True
+        )
+        elapsed = loop.time() - started
+    assert not isinstance(first, BaseException) and first.text == "ok"
+    assert isinstance(second, LLMTimeout)
+    assert elapsed < 1.4
+    assert client.usage.queued_s > 0.5  # the second call's wait is accounted
+
+
+async def test_a_full_queue_names_the_slots_and_the_time_given() -> None:
+    fake = FakeOpenAI(default=Behaviour(body=completion("ok"), delay_s=2))
+    async with serve_fake(fake), client_for(fake, max_concurrency=1) as client:
+        results = await asyncio.gather(
+            client.chat(MESSAGES, timeout_s=3), client.chat(MESSAGES, timeout_s=0.3), return_exceptions=True
+        )
+    assert isinstance(results[1], LLMTimeout)
+    assert "no free slot" in str(results[1]) and "0.3s" in str(results[1]) and "1 in flight" in str(results[1])
+
+
+async def test_the_timeout_message_names_the_time_the_call_had() -> None:
+    """The client's default is 60 s; this call was given 0.4 s, and the message says so."""
+    fake = FakeOpenAI(default=Behaviour(body=completion("late"), delay_s=30))
+    async with serve_fake(fake), client_for(fake, timeout_s=60) as client:
+        with pytest.raises(LLMTimeout, match=r"within 0\.4s"):
+            await client.chat(MESSAGES, timeout_s=0.4)
+
+
 async def test_unreachable_server_is_unavailable() -> None:
     client = LLMClient("http://127.0.0.1:9/v1", "fake", timeout_s=2, max_retries=1, backoff_s=0.01)
     with pytest.raises(LLMUnavailable, match="cannot reach"):

@@ -46,7 +46,7 @@ def counter(prepared: PreparedModel) -> TokenCounter:
 def test_packaged_templates_load_with_a_version() -> None:
     assert "item_facets" in available_templates()
     template = load_template("item_facets")
-    assert template.id == "item_facets@v1"
+    assert template.id == "item_facets@v2"
 
 
 def test_prompt_that_fits_is_untouched(counter: TokenCounter) -> None:

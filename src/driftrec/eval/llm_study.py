@@ -47,6 +47,7 @@ from driftrec.memory.profiles import profile_document, summary_document
 from driftrec.memory.replay import replay
 from driftrec.memory.service import Memory
 from driftrec.models import Candidate, Interaction, InterestProfile, Provenance, SessionSummary
+from driftrec.prompts import load_template
 from driftrec.ranking import RankErrors, RankingPolicy, Reranker, build_context
 from driftrec.ranking.aggregate import fuse_with_retrieval
 from driftrec.retrieval import CandidateGenerator, RetrievalRequest
@@ -445,7 +446,7 @@ async def run_llm_eval(
             resume=resume,
             progress=progress,
         )
-        prompt = f"rank_{mode}@v1"
+        prompt = load_template(f"rank_{mode}").id
         studies[stage] = summarize(
             records,
             dataset=dataset.name,

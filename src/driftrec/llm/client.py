@@ -50,16 +50,16 @@ class Usage:
     failures: int = 0
     seconds: float = 0.0
     cached: int = 0  # calls answered from the response cache
+    queued_s: float = 0.0  # time spent waiting for a concurrency slot (part of ``seconds``)
+
+    FIELDS = ("calls", "prompt_tokens", "completion_tokens", "retries", "failures", "seconds", "cached", "queued_s")
 
     def add(self, other: Usage) -> None:
-        for name in ("calls", "prompt_tokens", "completion_tokens", "retries", "failures", "seconds", "cached"):
+        for name in self.FIELDS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
     def as_dict(self) -> dict[str, float]:
-        return {
-            k: getattr(self, k)
-            for k in ("calls", "prompt_tokens", "completion_tokens", "retries", "failures", "seconds", "cached")
-        }
+        return {k: getattr(self, k) for k in self.FIELDS}
 
 
 @dataclass
@@ -225,6 +225,7 @@ class LLMClient:
         self.reasoning = False
         self.usage = Usage()
         self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._max_concurrency = max_concurrency
         self._log = JsonlLog(log_path) if log_path else None
         self.cache = ResponseCache(cache_path) if cache_path else None
         # Retries are ours (to classify and count them); the SDK's own are off.
@@ -356,7 +357,11 @@ class LLMClient:
         usage = Usage(calls=1)
         pieces: list[str] = []
         reasoning = ReasoningFilter()
-        async with self._semaphore:
+        try:
+            await asyncio.wait_for(self._semaphore.acquire(), self.timeout_s)
+        except TimeoutError as exc:
+            raise LLMTimeout(f"no free slot for a call to {self.base_url} within {self.timeout_s:.1f}s") from exc
+        try:
             try:
                 stream = await self._openai.chat.completions.create(model=self.model, messages=messages, **params)
                 try:
@@ -379,6 +384,8 @@ class LLMClient:
                 usage.seconds = time.perf_counter() - started
                 self.usage.add(usage)
                 await self._write_log("stream_chat", messages, params, "".join(pieces), usage, None)
+        finally:
+            self._semaphore.release()
 
     async def tool_call(
         self,
@@ -439,7 +446,9 @@ class LLMClient:
 
     async def list_models(self) -> list[dict[str, Any]]:
         """The served models as the server describes them (vLLM includes ``max_model_len``)."""
-        page = await self._retrying(lambda: self._openai.models.list(), self.timeout_s, Usage())
+        page = await self._retrying(
+            lambda left: self._openai.models.list(timeout=left), time.monotonic() + self.timeout_s, Usage()
+        )
         return [m.model_dump() for m in page.data]
 
     # -- plumbing --------------------------------------------------------------------------------
@@ -469,12 +478,13 @@ class LLMClient:
                 response = ChatCompletion.model_validate_json(cached)
                 usage.cached = 1
             else:
-                async with self._semaphore:
-                    response = await self._retrying(
-                        lambda: self._openai.chat.completions.create(model=self.model, messages=messages, **params),
-                        timeout_s or self.timeout_s,
-                        usage,
-                    )
+                response = await self._queued(
+                    lambda left: self._openai.chat.completions.create(
+                        model=self.model, messages=messages, timeout=left, **params
+                    ),
+                    timeout_s or self.timeout_s,
+                    usage,
+                )
                 if self.cache and key and response.choices:
                     await self.cache.put(key, response.model_dump_json(), SUBJECT.get())
             if response.usage:
@@ -493,20 +503,44 @@ class LLMClient:
             text = _reply_text(response)
             await self._write_log(kind, messages, params, text, usage, error)
 
-    async def _retrying(self, call: Callable[[], Awaitable[R]], timeout_s: float, usage: Usage) -> R:
+    async def _queued(self, call: Callable[[float], Awaitable[R]], timeout_s: float, usage: Usage) -> R:
+        """One deadline for the whole call: the wait for a concurrency slot, every attempt and the backoff
+        between them. Under load a call is refused on time (LLMTimeout) instead of answering late."""
+        deadline = time.monotonic() + timeout_s
+        try:
+            await asyncio.wait_for(self._semaphore.acquire(), timeout_s)
+        except TimeoutError as exc:
+            usage.queued_s = timeout_s
+            raise LLMTimeout(
+                f"no free slot for a call to {self.base_url} within {timeout_s:.1f}s "
+                f"({self._max_concurrency} in flight)"
+            ) from exc
+        usage.queued_s = round(timeout_s - (deadline - time.monotonic()), 3)
+        try:
+            return await self._retrying(call, deadline, usage)
+        finally:
+            self._semaphore.release()
+
+    async def _retrying(self, call: Callable[[float], Awaitable[R]], deadline: float, usage: Usage) -> R:
+        """Retry what may pass (connection errors, 5xx) with jittered backoff, within ``deadline``
+        (``time.monotonic()``); each attempt gets what is left, and the SDK is told the same figure."""
         attempt = 0
         while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LLMTimeout(f"no reply from {self.base_url} before the deadline (after {attempt} attempts)")
             try:
-                return await asyncio.wait_for(call(), timeout_s)
+                return await asyncio.wait_for(call(left), left)
             except (TimeoutError, openai.APITimeoutError) as exc:
-                raise LLMTimeout(f"no reply from {self.base_url} within {timeout_s:.1f}s") from exc
+                raise LLMTimeout(f"no reply from {self.base_url} within {left:.1f}s") from exc
             except openai.APIError as exc:
-                error = _classify(exc, timeout_s)
+                error = _classify(exc, left)
                 if not isinstance(error, LLMUnavailable) or attempt >= self.max_retries:
                     raise error from exc
             attempt += 1
             usage.retries += 1
-            await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1) * (0.5 + random.random()))
+            pause = self.backoff_s * 2 ** (attempt - 1) * (0.5 + random.random())
+            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
 
     async def _write_log(
         self,

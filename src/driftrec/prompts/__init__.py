@@ -10,6 +10,7 @@ written, so templates put the stable parts first and vLLM's prefix cache is reus
 
 from __future__ import annotations
 
+import json
 import tomllib
 from dataclasses import dataclass, field
 from functools import cache
@@ -26,6 +27,18 @@ from driftrec.llm.tokens import TokenCounter
 _ENV = ImmutableSandboxedEnvironment(
     undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False
 )
+
+
+def as_data(value: object) -> str:
+    """Catalog or user text as one quoted, escaped string (JSON string syntax), the ``data`` filter.
+
+    Text from outside (titles, free text, queries, profile names, summaries) cannot close its quotes,
+    start a new line that poses as a candidate or a heading, or read as part of the instructions: every
+    system message says quoted text is data. Numbers, labels and the templates' own words stay bare."""
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+_ENV.filters["data"] = as_data
 
 
 class PromptError(ValueError):

@@ -1,15 +1,18 @@
-"""Explanations: which profile interests or session themes a recommendation matches, and optionally an
-LLM-written sentence grounded in exactly those (the prompt shows nothing else to draw on)."""
+"""Explanations: which profile interests or session themes a recommendation matches, and optionally
+LLM-written sentences grounded in exactly those (the prompt shows nothing else to draw on), all of one
+answer's in one call."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from driftrec.llm import LLM
 from driftrec.models import InterestProfile, Item, Provenance
 from driftrec.prompts import render
+from driftrec.ranking.context import LABELS
 
 TEMPLATE = "explain"
 
@@ -31,10 +34,6 @@ def matched_interests(item: Item, profile: InterestProfile | None, themes: Seque
         names += [i.name for i in sorted(profile.interests, key=lambda i: -i.weight) if hit(i.name)]
     names += [t for t in themes if hit(t)]
     return list(dict.fromkeys(names))
-
-
-class _Reason(BaseModel):
-    reason: str = Field(min_length=1, max_length=200)
 
 
 SOURCE_REASONS = {
@@ -62,12 +61,41 @@ def template_reason(
     return "Picked from the catalog for your recent activity."
 
 
-async def llm_reason(llm: LLM, item: Item, matched: Sequence[str], profile_text: str, *, max_tokens: int = 80) -> str:
+def reasons_schema(labels: Sequence[str], max_length: int = 200) -> type[BaseModel]:
+    """One required string per label, nothing else: under guided decoding every item gets a reason."""
+    fields: dict[str, Any] = {label: (str, Field(min_length=1, max_length=max_length)) for label in labels}
+    return create_model("Reasons", **fields)
+
+
+async def llm_reasons(
+    llm: LLM,
+    items: Sequence[tuple[Item, Sequence[str]]],
+    profile_text: str,
+    *,
+    tokens_per_reason: int = 60,
+    max_tokens: int = 600,
+    timeout_s: float | None = None,
+) -> list[str]:
+    """Reasons for ``items`` (each with the interests it matched) in one structured call, in order.
+
+    The reply budget is ``tokens_per_reason`` per item, capped at ``max_tokens``: bounded work however
+    many items are asked for (callers cap the count too). Raises LLMError / PromptError on failure."""
+    labels = list(LABELS[: len(items)])
+    budget = min(max_tokens, tokens_per_reason * len(items) + 16)
     prompt = render(
         TEMPLATE,
-        {"item": item.document(), "matched": ", ".join(matched), "profile_text": profile_text},
+        {
+            "items": [
+                {"label": label, "text": item.document(), "matched": ", ".join(matched)}
+                for label, (item, matched) in zip(labels, items, strict=True)
+            ],
+            "profile_text": profile_text,
+        },
         counter=llm.tokens,
-        budget=llm.context_window - max_tokens,
+        budget=llm.context_window - budget,
     )
-    result = await llm.client.structured(prompt.messages, _Reason, max_tokens=max_tokens)
-    return result.value.reason.strip()
+    result = await llm.client.structured(
+        prompt.messages, reasons_schema(labels), max_tokens=budget, timeout_s=timeout_s
+    )
+    written = result.value.model_dump()
+    return [" ".join(str(written[label]).split()) for label in labels]

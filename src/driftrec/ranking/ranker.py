@@ -20,7 +20,7 @@ from driftrec.models import Candidate, Recommendation
 from driftrec.prompts import PromptError
 from driftrec.ranking.aggregate import borda, fuse_with_retrieval, shuffles
 from driftrec.ranking.context import LABELS, RankContext
-from driftrec.ranking.explain import llm_reason, matched_interests, template_reason
+from driftrec.ranking.explain import llm_reasons, matched_interests, template_reason
 from driftrec.ranking.listwise import rank_listwise
 from driftrec.ranking.validate import RankErrors, repair
 from driftrec.ranking.verbalizer import rank_verbalizer
@@ -39,10 +39,12 @@ class RankingPolicy:
     llm_weight: float = 0.5  # fusion weight of the LLM order against the retrieval order
     rrf_k: int = 60
     reasons: bool = False  # listwise: one-line reason per item in the same reply
-    explain: bool = False  # one LLM-written reason per recommendation (an extra call each)
+    explain: bool = False  # LLM-written reasons for the top recommendations (one extra call)
+    explain_max: int = 10  # how many of them get an LLM reason; the rest get the template's
+    explain_tokens: int = 600  # reply budget of that call
     presence_penalty: float = 1.0  # listwise: discourages repeating a label
     max_tokens: int = 256
-    timeout_s: float = 60.0
+    timeout_s: float = 60.0  # the deadline of all LLM work of one request, waiting for a slot included
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RankingPolicy:
@@ -55,6 +57,8 @@ class RankingPolicy:
             rrf_k=settings.ranking_rrf_k,
             reasons=settings.ranking_reasons,
             explain=settings.ranking_explain,
+            explain_max=settings.ranking_explain_max,
+            explain_tokens=settings.ranking_explain_tokens,
             presence_penalty=settings.ranking_presence_penalty,
             max_tokens=settings.ranking_max_tokens,
             timeout_s=settings.ranking_timeout_s,
@@ -113,9 +117,14 @@ class Reranker:
         limit = min(policy.candidates, len(LABELS)) if mode == "listwise" else policy.candidates
         shown = eligible[:limit]
         rounds: list[_Round] = []
+        deadline = time.monotonic() + policy.timeout_s
         if self.llm is not None and mode != "off" and weight > 0 and len(shown) > 1:
             try:
-                rounds = await self._rounds(context, shown, mode)
+                async with asyncio.timeout_at(asyncio.get_running_loop().time() + policy.timeout_s):
+                    rounds = await self._rounds(context, shown, mode)
+            except TimeoutError:
+                result.error = f"LLMTimeout: no LLM ranking within the request's deadline ({policy.timeout_s:g}s)"
+                log.warning("ranking for %s fell back to retrieval: %s", context.user, result.error)
             except (LLMError, PromptError) as exc:
                 result.error = f"{type(exc).__name__}: {exc}"
                 log.warning("ranking for %s fell back to retrieval: %s", context.user, result.error)
@@ -137,7 +146,7 @@ class Reranker:
         reasons = {i: text for r in usable for i, text in r.reasons.items()}
         logprobs = usable[0].logprobs if usable else {}
         result.recommendations = await self._recommendations(
-            context, eligible, fused[: min(context.k, len(eligible))], result, reasons, logprobs, explain
+            context, eligible, fused[: min(context.k, len(eligible))], result, reasons, logprobs, explain, deadline
         )
         result.seconds = time.perf_counter() - started
         return result
@@ -200,23 +209,28 @@ class Reranker:
         reasons: dict[str, str],
         logprobs: dict[str, float],
         explain: bool | None,
+        deadline: float,
     ) -> list[Recommendation]:
         by_id = {c.item.id: c for c in eligible}
         retrieval_rank = {c.item.id: n for n, c in enumerate(eligible, start=1)}
         llm_rank = {i: n for n, i in enumerate(result.llm_order, start=1)}
         matched = {i: matched_interests(by_id[i].item, context.profile, context.themes) for i, _ in fused}
         written = dict(reasons)
-        if (self.policy.explain if explain is None else explain) and self.llm is not None and not result.degraded:
-            todo = [i for i, _ in fused if i not in written]
-            texts = await asyncio.gather(
-                *(llm_reason(self.llm, by_id[i].item, matched[i], context.profile_text) for i in todo),
-                return_exceptions=True,
-            )
-            for item, text in zip(todo, texts, strict=True):
-                if isinstance(text, str):
-                    written[item] = text
-                elif not isinstance(text, LLMError | PromptError):
-                    raise text
+        left = deadline - time.monotonic()
+        wanted = self.policy.explain if explain is None else explain
+        if wanted and self.llm is not None and not result.degraded and left > 0:
+            todo = [i for i, _ in fused if i not in written][: self.policy.explain_max]
+            try:
+                texts = await llm_reasons(
+                    self.llm,
+                    [(by_id[i].item, matched[i]) for i in todo],
+                    context.profile_text,
+                    max_tokens=self.policy.explain_tokens,
+                    timeout_s=left,
+                )
+                written |= dict(zip(todo, texts, strict=True))
+            except (LLMError, PromptError) as exc:
+                log.warning("explanations for %s fell back to templates: %s", context.user, exc)
         return [
             Recommendation(
                 item=by_id[item].item,
