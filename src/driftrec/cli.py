@@ -10,6 +10,7 @@ from dataclasses import asdict
 from typing import Annotated
 
 import typer
+from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 from rich.table import Table
 
@@ -24,6 +25,8 @@ app.add_typer(profile_app, name="profile")
 app.add_typer(eval_app, name="eval")
 memory_app = typer.Typer(help="Interest memory: refresh profiles, forget users.", no_args_is_help=True)
 app.add_typer(memory_app, name="memory")
+keys_app = typer.Typer(help="API keys for the HTTP service: admin, or scoped to one user.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 console = Console()
 err = Console(stderr=True)
 
@@ -440,6 +443,73 @@ def profile_edit(
         return
     console.print(_versions_table([profile], f"profile of {user}"))
     console.print("edits standing: " + ("; ".join(profile.edits) or "none"))
+
+
+def _key_row(key) -> dict[str, object]:
+    return {
+        "id": key.id,
+        "user": key.user,
+        "scope": "admin" if key.admin else "user",
+        "name": key.name,
+        "created_at": key.created_at.isoformat(),
+        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+    }
+
+
+@keys_app.command("create")
+def keys_create(
+    user: Annotated[str | None, typer.Option(help="Scope the key to this user (403 on every other user).")] = None,
+    admin: Annotated[bool, typer.Option("--admin", help="An admin key: every user, every route.")] = False,
+    name: Annotated[str, typer.Option(help="A note saying whose key this is.")] = "",
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Make a key. It is printed once and stored only as a hash: keep it. Once any key exists, every
+    API route needs one."""
+    from driftrec import KeyStore, UserId
+
+    if admin == (user is not None):
+        err.print("give exactly one of --user USER or --admin")
+        raise typer.Exit(2)
+    if user is not None:
+        try:
+            TypeAdapter(UserId).validate_python(user)
+        except ValidationError as exc:
+            err.print(f"[red]--user: {exc.errors()[0]['msg']}[/red]")
+            raise typer.Exit(2) from None
+    token, key = KeyStore.open(_settings().data_dir).create(user, name)
+    if as_json:
+        print(json.dumps({"key": token, **_key_row(key)}))
+        return
+    console.print(f"{'admin key' if key.admin else f'key for user {user}'} {key.id} (shown once, keep it):")
+    print(token)
+
+
+@keys_app.command("list")
+def keys_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every key made here (ids, scopes, when made and revoked; never the keys themselves)."""
+    from driftrec import KeyStore
+
+    keys = [_key_row(k) for k in KeyStore.open(_settings().data_dir).all()]
+    if as_json:
+        print(json.dumps(keys))
+        return
+    table = Table("id", "scope", "user", "name", "created", "revoked")
+    for k in keys:
+        table.add_row(*(str(k[c] or "") for c in ("id", "scope", "user", "name", "created_at", "revoked_at")))
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    """Stop a key working, at once, in every process on this store."""
+    from driftrec import KeyStore, UnknownKey
+
+    try:
+        key = KeyStore.open(_settings().data_dir).revoke(key_id)
+    except UnknownKey as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"revoked {key.id} ({'admin' if key.admin else f'user {key.user}'})")
 
 
 @memory_app.command("refresh")

@@ -203,7 +203,16 @@ class Settings(BaseSettings):
     refit_every_events: int = Field(
         default=500, ge=1, description="Refit co-occurrence and popularity after this many new events."
     )
-    api_key: SecretStr | None = Field(default=None, description="If set, the HTTP service requires this bearer key.")
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="A shared admin key: if set, the HTTP service requires a bearer key. Keys per user (and more "
+        "admin keys) are made with `driftrec keys create`; once any exists, every API route needs one.",
+    )
+    api_rate_per_minute: int = Field(
+        default=600, ge=0, description="Requests a minute per API key (or client address when open); 0: no limit."
+    )
+    api_rate_burst: int = Field(default=60, ge=1, description="Requests per key allowed at once above the rate.")
+    api_docs: bool = Field(default=True, description="Serve the OpenAPI schema and /docs; off for an exposed service.")
     events_max_future_s: float = Field(
         default=86400.0, ge=0, description="Events dated further ahead than this are refused (clock skew allowance)."
     )

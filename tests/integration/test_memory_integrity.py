@@ -197,7 +197,7 @@ def test_a_v1_memory_file_is_migrated_with_its_summaries(tmp_path: Path) -> None
     )
     conn.close()
     db = Database(path)
-    assert db.schema_version() == SCHEMA_VERSION == 3
+    assert db.schema_version() == SCHEMA_VERSION == 4
     rows = db.connection().execute(
         "SELECT user, session_id, applied, json_extract(body, '$.session_id') FROM summaries"
     )

@@ -32,6 +32,7 @@ from driftrec.data import load_catalog, load_grouplens_100k, load_movielens_100k
 from driftrec.llm import LLM, open_llm
 from driftrec.llm.registry import embedded_model
 from driftrec.memory.edits import standing
+from driftrec.memory.keys import KeyStore
 from driftrec.memory.profiles import profile_document, summary_document
 from driftrec.memory.service import ForgetReport, InvalidEdit, Memory, RefreshResult
 from driftrec.models import (
@@ -430,6 +431,10 @@ class Recommender:
             await asyncio.to_thread(memory.schedule_blocking, {user: 0.0})
             self.upkeep.poke()
         return result
+
+    def keys(self) -> KeyStore:
+        """The API keys (admin and per user) of this store; ``driftrec keys`` makes and revokes them."""
+        return self._require().keys
 
     async def forget_user(self, user: str) -> ForgetReport:
         """Delete everything stored about ``user`` from every store (events, sessions, summaries, chats,

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 R = TypeVar("R")
 
-SCHEMA_VERSION = 3  # v3: profile_edits
+SCHEMA_VERSION = 4  # v3: profile_edits; v4: api_keys
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -92,6 +92,15 @@ CREATE TABLE IF NOT EXISTS upkeep (
     error      TEXT
 );
 CREATE INDEX IF NOT EXISTS upkeep_due ON upkeep (due_at);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id         TEXT PRIMARY KEY,
+    hash       TEXT NOT NULL UNIQUE,
+    user       TEXT,
+    name       TEXT NOT NULL,
+    created    REAL NOT NULL,
+    revoked    REAL
+);
+CREATE INDEX IF NOT EXISTS api_keys_user ON api_keys (user);
 CREATE TABLE IF NOT EXISTS meta (
     key        TEXT PRIMARY KEY,
     value      BLOB NOT NULL
@@ -124,6 +133,7 @@ USER_TABLES = (
     "profile_heads",
     "profile_edits",
     "upkeep",
+    "api_keys",  # keys scoped to the user (admin keys have no user)
 )
 
 

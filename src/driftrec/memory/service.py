@@ -29,6 +29,7 @@ from driftrec.memory.drift import DriftPolicy, apply_proposal
 from driftrec.memory.edits import EditStore, uphold
 from driftrec.memory.events import EventStore
 from driftrec.memory.evidence import Rejection, gather, ground
+from driftrec.memory.keys import KeyStore
 from driftrec.memory.llm_steps import propose_update, summarize_session
 from driftrec.memory.profiles import ProfileStore, StaleProfileError, SummaryStore
 from driftrec.memory.sessions import open_session, sessionize
@@ -107,6 +108,7 @@ class Memory:
     ):
         self.statements = StatementStore(db)
         self.edits = EditStore(db)
+        self.keys = KeyStore(db)
         self.conversations = ConversationStore(db)
         self.settings = settings
         self.db = db

@@ -2,7 +2,8 @@
 
 A thin shell: validation is pydantic's (422 names the field), domain errors map to 4xx, an LLM
 failure never surfaces (recommendations degrade, flagged), and the OpenAPI schema is FastAPI's.
-Optional bearer-key auth (``DRIFTREC_API_KEY``).
+Bearer keys: a shared admin key (``DRIFTREC_API_KEY``) and keys made with ``driftrec keys create``, admin
+or scoped to one user (403 on every other user's route); per-key rate limits (429 + ``Retry-After``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import re
 import secrets
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -26,6 +28,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, StrictInt
 
 from driftrec.agent import InvalidEvent, Recommender, UnknownItem
+from driftrec.config import Settings, load_settings
 from driftrec.models import (
     Filters,
     Interaction,
@@ -37,6 +40,7 @@ from driftrec.models import (
     Text,
     UserId,
 )
+from driftrec.server.limits import RateLimiter
 from driftrec.server.strict import StrictJSON, validation_error
 
 WEB = Path(__file__).parent / "web"  # the page's files, shipped with the package (no build step, no CDN)
@@ -130,15 +134,32 @@ Rec = Annotated[Recommender, Depends(rec_of)]  # module level: FastAPI resolves 
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))]
 
 
+@dataclass(frozen=True)
+class Access:
+    """Who is calling: a user's own key (``user`` set) or an admin (every user); ``caller`` names the
+    rate-limit bucket (key id, the shared key, or the client address when the service is open)."""
+
+    user: str | None
+    caller: str
+
+    def allows(self, user: str) -> bool:
+        return self.user is None or self.user == user
+
+
 def create_app(
-    recommender: Recommender | None = None, *, api_key: str | None = None, max_body_bytes: int = 2 << 20
+    recommender: Recommender | None = None,
+    *,
+    api_key: str | None = None,
+    max_body_bytes: int = 2 << 20,
+    settings: Settings | None = None,
 ) -> FastAPI:
-    """The app; with no ``recommender`` given, one is built from the settings. One that is not started yet
-    is started with the app and stopped with it."""
+    """The app; with no ``recommender`` given, one is built from ``settings`` (or the environment). One
+    that is not started yet is started with the app and stopped with it."""
+    settings = recommender.settings if recommender is not None else settings or load_settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        rec = recommender or Recommender.from_settings()
+        rec = recommender or Recommender.from_settings(settings)
         owned = not rec.started
         if owned:
             await rec.start()
@@ -153,25 +174,52 @@ def create_app(
             if owned:
                 await rec.aclose()
 
+    docs = settings.api_docs
     app = FastAPI(
         title="driftrec",
         version="0.1.0",
         description="LLM-native recommendations from a drifting long-term profile and short-term sessions.",
         lifespan=lifespan,
+        openapi_url="/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
     )
     app.add_middleware(StrictJSON, max_body_bytes=max_body_bytes)
+    limiter = RateLimiter(settings.api_rate_per_minute, settings.api_rate_burst)
+    shared = api_key or (settings.api_key.get_secret_value() if settings.api_key is not None else None)
 
-    async def authorized(request: Request, credentials: Credentials) -> None:
-        """The explicit ``api_key`` if given, else the served Recommender's ``DRIFTREC_API_KEY``; none: open."""
-        secret = request.app.state.rec.settings.api_key
-        wanted = api_key or (secret.get_secret_value() if secret is not None else None)
-        if wanted is None:
-            return
-        given = credentials.credentials.encode("utf-8", "surrogateescape") if credentials else b""
-        if credentials is None or not secrets.compare_digest(given, wanted.encode("utf-8")):
-            raise HTTPException(401, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
+    async def authorized(request: Request, credentials: Credentials) -> Access:
+        """The shared admin key (``api_key``, else ``DRIFTREC_API_KEY``) or a key from ``driftrec keys``;
+        with neither configured the service is open. Then the caller's rate limit."""
+        token = credentials.credentials if credentials else None
+        given = token.encode("utf-8", "surrogateescape") if token else b""
+        if shared is not None and token and secrets.compare_digest(given, shared.encode("utf-8")):
+            access = Access(None, "key:shared")
+        else:
+            key, required = await request.app.state.rec.keys().acheck(token)
+            if key is not None:
+                access = Access(key.user, f"key:{key.id}")
+            elif required or shared is not None:
+                raise HTTPException(401, "missing or wrong API key", headers={"WWW-Authenticate": "Bearer"})
+            else:
+                access = Access(None, f"addr:{request.client.host if request.client else '?'}")
+        wait = limiter.take(access.caller)
+        if wait:
+            raise HTTPException(
+                429,
+                f"rate limit: {limiter.per_minute} requests a minute per key; retry in {wait:.1f}s",
+                headers={"Retry-After": limiter.retry_after(wait)},
+            )
+        return access
 
-    auth = [Depends(authorized)]
+    async def for_user(user: str, access: Access = Depends(authorized)) -> Access:
+        """A user's key reaches only that user's routes (403 for anyone else's)."""
+        if not access.allows(user):
+            raise HTTPException(403, "this API key belongs to another user")
+        return access
+
+    auth = [Depends(authorized)]  # any valid key (catalog routes)
+    own = [Depends(for_user)]  # the path's user, or an admin key
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
 
     @app.exception_handler(InvalidEvent)
@@ -194,32 +242,37 @@ def create_app(
         """ok: memory, retrieval and the LLM are there; degraded: answers come without the LLM."""
         return Health(status="ok" if rec.llm is not None else "degraded")
 
-    @app.post("/v1/events", response_model=EventsOut, dependencies=auth)
-    async def observe(body: EventsIn, rec: Rec) -> EventsOut:
+    @app.post("/v1/events", response_model=EventsOut)
+    async def observe(body: EventsIn, rec: Rec, access: Access = Depends(authorized)) -> EventsOut:
+        """A batch of events, stored durably (replays count as not new). A user's key may send only that
+        user's events."""
+        for n, event in enumerate(body.events):
+            if not access.allows(event.user):
+                raise HTTPException(403, f"events[{n}].user: this API key belongs to another user")
         return EventsOut(received=len(body.events), new=await rec.observe(body.events))
 
-    @app.post("/v1/users/{user}/recommendations", response_model=RecommendationList, dependencies=auth)
+    @app.post("/v1/users/{user}/recommendations", response_model=RecommendationList, dependencies=own)
     async def recommend(user: UserId, body: RecommendIn, rec: Rec) -> RecommendationList:
         return await rec.recommend(
             user, body.k, query=body.query, filters=body.filters, explain=body.explain, exclude=body.exclude
         )
 
-    @app.post("/v1/users/{user}/feedback", response_model=Interaction, dependencies=auth)
+    @app.post("/v1/users/{user}/feedback", response_model=Interaction, dependencies=own)
     async def feedback(user: UserId, body: FeedbackIn, rec: Rec) -> Interaction:
         if (body.signal is None) == (body.rating is None):
             raise HTTPException(422, "give exactly one of signal or rating")
         signal: Any = body.rating if body.rating is not None else body.signal
         return await rec.feedback(user, body.item, signal, text=body.text, at=body.at)
 
-    @app.get("/v1/users/{user}/profile", response_model=InterestProfile, dependencies=auth)
+    @app.get("/v1/users/{user}/profile", response_model=InterestProfile, dependencies=own)
     async def profile(user: UserId, rec: Rec) -> InterestProfile:
         return await rec.profile(user)
 
-    @app.get("/v1/users/{user}/profile/history", response_model=list[InterestProfile], dependencies=auth)
+    @app.get("/v1/users/{user}/profile/history", response_model=list[InterestProfile], dependencies=own)
     async def profile_history(user: UserId, rec: Rec) -> list[InterestProfile]:
         return await rec.profile_history(user)
 
-    @app.post("/v1/users/{user}/profile/edits", response_model=InterestProfile, dependencies=auth)
+    @app.post("/v1/users/{user}/profile/edits", response_model=InterestProfile, dependencies=own)
     async def edit_profile(user: UserId, body: ProfileEdits, rec: Rec) -> InterestProfile:
         """The user corrects their profile: add or remove an interest or a dislike (a catalog genre). The
         new version is returned; the edit holds through later LLM updates until the user's own events
@@ -235,7 +288,7 @@ def create_app(
     async def item(item: ItemId, rec: Rec) -> Item:
         return rec.item(item)
 
-    @app.post("/v1/users/{user}/profile/refresh", response_model=RefreshOut, dependencies=auth)
+    @app.post("/v1/users/{user}/profile/refresh", response_model=RefreshOut, dependencies=own)
     async def refresh(user: UserId, rec: Rec) -> RefreshOut:
         """Summarize closed sessions and update the profile; at most ``memory_refresh_max_sessions`` sessions
         per request, the rest are left to the background upkeep (``remaining``)."""
@@ -252,13 +305,13 @@ def create_app(
             profile=result.profile,
         )
 
-    @app.delete("/v1/users/{user}", response_model=ForgetOut, dependencies=auth)
+    @app.delete("/v1/users/{user}", response_model=ForgetOut, dependencies=own)
     async def forget(user: UserId, rec: Rec) -> ForgetOut:
         """Forget the user everywhere; says how many rows, vectors and LLM records each store held."""
         report = await rec.forget_user(user)
         return ForgetOut(rows=report.rows, vectors=report.vectors, llm=report.llm)
 
-    @app.post("/v1/users/{user}/chat", dependencies=auth, response_class=StreamingResponse)
+    @app.post("/v1/users/{user}/chat", dependencies=own, response_class=StreamingResponse)
     async def chat(user: UserId, body: ChatIn, rec: Rec) -> StreamingResponse:
         """Server-sent events: ``data: {"delta": "..."}`` per piece, then ``data: {"done": true, "mode": ...,
         "action": ..., "degraded": ...}`` (degraded: why native tool calling fell back to plan mode)."""
