@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 
 def _encodable(value: str) -> str:
@@ -23,7 +23,18 @@ def _encodable(value: str) -> str:
     return value
 
 
+def _json_number(value: Any) -> Any:
+    """A number as JSON Schema has it: ``true`` and ``"5"`` are not numbers (pydantic's lax mode takes both)."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be a JSON number")
+    return value
+
+
 Text = Annotated[str, AfterValidator(_encodable)]
+# In an Annotated, put JSON_NUMBER after any Field(ge=..., le=...): before it, the schema loses its bounds.
+JSON_NUMBER = BeforeValidator(_json_number)
+JsonInt = Annotated[int, JSON_NUMBER]  # 5 or 5.0; never true or "5"
+JsonFloat = Annotated[float, JSON_NUMBER]
 ItemId = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_encodable)]
 # A user id is a path segment over HTTP, so it has no "/" and no control characters: every id that can
 # be recorded can also be read and forgotten through every interface.
@@ -91,7 +102,7 @@ class Interaction(_Frozen):
     item: ItemId
     action: Action = Action.VIEW
     timestamp: datetime
-    rating: float | None = Field(default=None, ge=0.0, le=10.0)
+    rating: Annotated[float, Field(ge=0.0, le=10.0), JSON_NUMBER] | None = None
     text: Text | None = Field(default=None, max_length=4000)
     session_id: SessionId | None = None
     event_id: str | None = Field(default=None, min_length=1, max_length=128)
@@ -199,8 +210,8 @@ class Filters(BaseModel):
 
     genres: list[Annotated[str, Field(max_length=80)]] = Field(default_factory=list, max_length=50)
     exclude_genres: list[Annotated[str, Field(max_length=80)]] = Field(default_factory=list, max_length=50)
-    year_min: int | None = Field(default=None, ge=0, le=3000)
-    year_max: int | None = Field(default=None, ge=0, le=3000)
+    year_min: Annotated[int, Field(ge=0, le=3000), JSON_NUMBER] | None = None
+    year_max: Annotated[int, Field(ge=0, le=3000), JSON_NUMBER] | None = None
 
     def matches(self, item: Item) -> bool:
         if self.genres and not set(self.genres) & set(item.genres):

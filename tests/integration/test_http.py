@@ -12,6 +12,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
+from schemathesis import GenerationMode
 
 from driftrec.config import Settings
 from driftrec.llm import LLM
@@ -96,11 +97,11 @@ def test_chat_streams_server_sent_events(server: str) -> None:
     assert done and len(deltas) > 1 and "".join(deltas).strip()
 
 
-def fuzz(operation, examples: int, seen: dict[str, list[int]]):
+def fuzz(operation, examples: int, seen: dict[str, list[int]], mode: GenerationMode = GenerationMode.POSITIVE):
     """A Hypothesis test of one operation: generated requests, none may get a 5xx."""
 
     @hypothesis_settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-    @given(case=operation.as_strategy())
+    @given(case=operation.as_strategy(generation_mode=mode))
     def check(case) -> None:
         response = case.call(headers=AUTH, timeout=180)
         seen.setdefault(operation.label, []).append(response.status_code)
@@ -117,4 +118,5 @@ def test_no_generated_input_causes_a_server_error(server: str) -> None:
         operation = result.ok()
         llm_bound = operation.path.endswith(("/chat", "/refresh"))  # each example costs LLM seconds
         fuzz(operation, 4 if llm_bound else 15, seen)()
+        fuzz(operation, 5, seen, GenerationMode.NEGATIVE)()  # invalid input: refused before the LLM
     assert len(seen) >= 9, seen  # every operation was exercised

@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model
 
 from driftrec.agent.requests import Constraints, parse_request
 from driftrec.agent.signals import SYNONYMS, stated_preferences
+from driftrec.agent.tools import QUERY_CHARS
 from driftrec.llm import LLM, LLMError
 from driftrec.memory.conversation import ConversationStore, StatementStore
 from driftrec.models import ChatTurn, Item, StatedPreference
@@ -292,7 +293,7 @@ class ChatAgent:
         )
         c = request.merged(said).merged(model)
         return {
-            "query": request.query or query or message,
+            "query": (request.query or query or message)[:QUERY_CHARS],
             "genres": c.genres,
             "exclude_genres": c.exclude_genres,
             "year_min": c.year_min,

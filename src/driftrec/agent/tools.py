@@ -17,8 +17,11 @@ if TYPE_CHECKING:
     from driftrec.agent.recommender import Recommender
 
 
+QUERY_CHARS = 500  # the longest query a tool takes; a longer message is cut to it
+
+
 class SearchArgs(BaseModel):
-    text: str = Field(min_length=1, max_length=500, description="What to look for, in words.")
+    text: str = Field(min_length=1, max_length=QUERY_CHARS, description="What to look for, in words.")
     genres: list[str] = Field(default_factory=list, description="Only movies with one of these genres.")
     exclude_genres: list[str] = Field(default_factory=list, description="No movie with any of these genres.")
     year_min: int | None = Field(default=None, ge=1800, le=2200)
@@ -26,7 +29,7 @@ class SearchArgs(BaseModel):
 
 
 class RecommendArgs(BaseModel):
-    query: str | None = Field(default=None, max_length=500, description="What the user asks for, if anything.")
+    query: str | None = Field(default=None, max_length=QUERY_CHARS, description="What the user asks for, if anything.")
     genres: list[str] = Field(default_factory=list, description="Only movies with one of these genres.")
     exclude_genres: list[str] = Field(default_factory=list, description="No movie with any of these genres.")
     year_min: int | None = Field(default=None, ge=1800, le=2200, description="Released in or after this year.")

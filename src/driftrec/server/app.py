@@ -25,16 +25,18 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field, StrictInt
+from pydantic import BaseModel, Field, StrictBool
 
 from driftrec.agent import InvalidEvent, Recommender, UnknownItem
 from driftrec.config import Settings, load_settings
 from driftrec.models import (
+    JSON_NUMBER,
     Filters,
     Interaction,
     InterestProfile,
     Item,
     ItemId,
+    JsonInt,
     ProfileEdits,
     RecommendationList,
     Text,
@@ -57,17 +59,17 @@ class EventsOut(BaseModel):
 
 
 class RecommendIn(BaseModel):
-    k: StrictInt = Field(default=10, ge=1, le=100)
+    k: JsonInt = Field(default=10, ge=1, le=100)
     query: Text | None = Field(default=None, max_length=2000)
     filters: Filters | None = None
-    explain: bool = False
+    explain: StrictBool = False
     exclude: list[ANY_ID] = Field(default_factory=list, max_length=1000)
 
 
 class FeedbackIn(BaseModel):
     item: ANY_ID
     signal: Annotated[str, Field(pattern="^(like|dislike|click|view|skip|purchase)$")] | None = None
-    rating: float | None = Field(default=None, ge=0, le=10)
+    rating: Annotated[float, Field(ge=0, le=10), JSON_NUMBER] | None = None
     text: Text | None = Field(default=None, max_length=4000)
     at: datetime | None = None
 
@@ -118,6 +120,22 @@ class RedactUsers(logging.Filter):
 
 
 _USER_PATH = re.compile(r"(/v1/users/)([^/?]+)")
+
+
+class Problem(BaseModel):
+    """An error that is not about one field (422 lists the fields instead)."""
+
+    detail: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "Missing or wrong API key"},
+    403: {"model": Problem, "description": "The API key belongs to another user"},
+    404: {"model": Problem, "description": "No such item"},
+    413: {"model": Problem, "description": "Request body too large"},
+    415: {"model": Problem, "description": "The body is not JSON"},
+    429: {"model": Problem, "description": "Rate limit reached (see Retry-After)"},
+}
 
 
 class Health(BaseModel):
@@ -212,7 +230,7 @@ def create_app(
             )
         return access
 
-    async def for_user(user: str, access: Access = Depends(authorized)) -> Access:
+    async def for_user(user: UserId, access: Access = Depends(authorized)) -> Access:
         """A user's key reaches only that user's routes (403 for anyone else's)."""
         if not access.allows(user):
             raise HTTPException(403, "this API key belongs to another user")
@@ -242,7 +260,7 @@ def create_app(
         """ok: memory, retrieval and the LLM are there; degraded: answers come without the LLM."""
         return Health(status="ok" if rec.llm is not None else "degraded")
 
-    @app.post("/v1/events", response_model=EventsOut)
+    @app.post("/v1/events", responses=ERRORS, response_model=EventsOut)
     async def observe(body: EventsIn, rec: Rec, access: Access = Depends(authorized)) -> EventsOut:
         """A batch of events, stored durably (replays count as not new). A user's key may send only that
         user's events."""
@@ -251,44 +269,46 @@ def create_app(
                 raise HTTPException(403, f"events[{n}].user: this API key belongs to another user")
         return EventsOut(received=len(body.events), new=await rec.observe(body.events))
 
-    @app.post("/v1/users/{user}/recommendations", response_model=RecommendationList, dependencies=own)
+    @app.post("/v1/users/{user}/recommendations", responses=ERRORS, response_model=RecommendationList, dependencies=own)
     async def recommend(user: UserId, body: RecommendIn, rec: Rec) -> RecommendationList:
         return await rec.recommend(
             user, body.k, query=body.query, filters=body.filters, explain=body.explain, exclude=body.exclude
         )
 
-    @app.post("/v1/users/{user}/feedback", response_model=Interaction, dependencies=own)
+    @app.post("/v1/users/{user}/feedback", responses=ERRORS, response_model=Interaction, dependencies=own)
     async def feedback(user: UserId, body: FeedbackIn, rec: Rec) -> Interaction:
         if (body.signal is None) == (body.rating is None):
-            raise HTTPException(422, "give exactly one of signal or rating")
+            raise InvalidEvent("give exactly one of signal or rating", ["body", "signal"])
         signal: Any = body.rating if body.rating is not None else body.signal
         return await rec.feedback(user, body.item, signal, text=body.text, at=body.at)
 
-    @app.get("/v1/users/{user}/profile", response_model=InterestProfile, dependencies=own)
+    @app.get("/v1/users/{user}/profile", responses=ERRORS, response_model=InterestProfile, dependencies=own)
     async def profile(user: UserId, rec: Rec) -> InterestProfile:
         return await rec.profile(user)
 
-    @app.get("/v1/users/{user}/profile/history", response_model=list[InterestProfile], dependencies=own)
+    @app.get(
+        "/v1/users/{user}/profile/history", responses=ERRORS, response_model=list[InterestProfile], dependencies=own
+    )
     async def profile_history(user: UserId, rec: Rec) -> list[InterestProfile]:
         return await rec.profile_history(user)
 
-    @app.post("/v1/users/{user}/profile/edits", response_model=InterestProfile, dependencies=own)
+    @app.post("/v1/users/{user}/profile/edits", responses=ERRORS, response_model=InterestProfile, dependencies=own)
     async def edit_profile(user: UserId, body: ProfileEdits, rec: Rec) -> InterestProfile:
         """The user corrects their profile: add or remove an interest or a dislike (a catalog genre). The
         new version is returned; the edit holds through later LLM updates until the user's own events
         after it say otherwise."""
         return await rec.edit_profile(user, body.edits)
 
-    @app.get("/v1/genres", response_model=list[str], dependencies=auth)
+    @app.get("/v1/genres", responses=ERRORS, response_model=list[str], dependencies=auth)
     async def genres(rec: Rec) -> list[str]:
         """What an interest or dislike can be named."""
         return rec.genres()
 
-    @app.get("/v1/items/{item}", response_model=Item, dependencies=auth)
+    @app.get("/v1/items/{item}", responses=ERRORS, response_model=Item, dependencies=auth)
     async def item(item: ItemId, rec: Rec) -> Item:
         return rec.item(item)
 
-    @app.post("/v1/users/{user}/profile/refresh", response_model=RefreshOut, dependencies=own)
+    @app.post("/v1/users/{user}/profile/refresh", responses=ERRORS, response_model=RefreshOut, dependencies=own)
     async def refresh(user: UserId, rec: Rec) -> RefreshOut:
         """Summarize closed sessions and update the profile; at most ``memory_refresh_max_sessions`` sessions
         per request, the rest are left to the background upkeep (``remaining``)."""
@@ -305,13 +325,13 @@ def create_app(
             profile=result.profile,
         )
 
-    @app.delete("/v1/users/{user}", response_model=ForgetOut, dependencies=own)
+    @app.delete("/v1/users/{user}", responses=ERRORS, response_model=ForgetOut, dependencies=own)
     async def forget(user: UserId, rec: Rec) -> ForgetOut:
         """Forget the user everywhere; says how many rows, vectors and LLM records each store held."""
         report = await rec.forget_user(user)
         return ForgetOut(rows=report.rows, vectors=report.vectors, llm=report.llm)
 
-    @app.post("/v1/users/{user}/chat", dependencies=own, response_class=StreamingResponse)
+    @app.post("/v1/users/{user}/chat", responses=ERRORS, dependencies=own, response_class=StreamingResponse)
     async def chat(user: UserId, body: ChatIn, rec: Rec) -> StreamingResponse:
         """Server-sent events: ``data: {"delta": "..."}`` per piece, then ``data: {"done": true, "mode": ...,
         "action": ..., "degraded": ...}`` (degraded: why native tool calling fell back to plan mode)."""

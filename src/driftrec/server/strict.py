@@ -3,7 +3,7 @@
 - JSON bodies are read once, at most ``max_body_bytes`` (413 past it, before anything is parsed), and
   parsed strictly: no ``NaN``/``Infinity`` and no number that overflows to infinity (``1e400``); every
   string must be valid Unicode (a lone surrogate ``"\\ud800"`` cannot be stored or sent on). A bad body
-  is a 422 naming where it went wrong, before any route runs.
+  is a 422 naming where it went wrong, before any route runs; a body in another media type is a 415.
 - Validation errors echo at most a short excerpt of the offending input (a 10 MB field is not sent
   back), and name the field.
 """
@@ -97,7 +97,11 @@ class StrictJSON:
             if not message.get("more_body"):
                 break
         body = b"".join(chunks)
-        if body and b"json" in headers.get(b"content-type", b"application/json"):
+        media = headers.get(b"content-type", b"application/json")
+        if body and b"json" not in media.lower():
+            await _reply(send, 415, "send the body as JSON (Content-Type: application/json)")
+            return
+        if body:
             try:
                 parse_strict(body)
             except BadJSON as exc:
@@ -128,10 +132,14 @@ async def _reply(send: Send, status: int, detail: Any) -> None:
 
 
 def _short(value: Any) -> Any:
+    """What a 422 echoes of the input: JSON-safe (raw bytes of a body sent as another media type become
+    text) and at most ``EXCERPT`` characters."""
+    if isinstance(value, bytes | bytearray):
+        value = bytes(value).decode("utf-8", "replace")
     text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
-    if isinstance(text, str) and len(text) > EXCERPT:
+    if len(text) > EXCERPT:
         return text[:EXCERPT] + f"… ({len(text)} characters)"
-    return value
+    return value if isinstance(value, str) else json.loads(text)
 
 
 async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
