@@ -306,6 +306,7 @@ class Recommender:
         if query and understand:
             filters, query = self.understand(query, filters)
         started = time.perf_counter()
+        deadline = time.monotonic() + self.settings.ranking_timeout_s  # from arrival: retrieval counts too
         now = now or _now()
         await self._maybe_refit()
         history, session, (profile, vector), summaries, stated, edits = await asyncio.gather(
@@ -347,7 +348,7 @@ class Recommender:
             exclude=exclude,
         )
         with acting_for(memory.tag(user)):
-            result = await self.reranker.rank(context, explain=explain)
+            result = await self.reranker.rank(context, explain=explain, deadline=deadline)
         answer = RecommendationList(
             user=user,
             items=result.recommendations,

@@ -10,8 +10,10 @@ written, so templates put the stable parts first and vLLM's prefix cache is reus
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -39,6 +41,17 @@ def as_data(value: object) -> str:
 
 
 _ENV.filters["data"] = as_data
+
+
+@contextlib.contextmanager
+def unquoted_data() -> Iterator[None]:
+    """Render outside text as is, unquoted (driftrec before the ``data`` filter): only for measuring what
+    quoting buys (eval's injection study). Not thread-safe; never in serving."""
+    _ENV.filters["data"] = str
+    try:
+        yield
+    finally:
+        _ENV.filters["data"] = as_data
 
 
 class PromptError(ValueError):

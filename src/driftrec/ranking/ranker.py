@@ -104,7 +104,10 @@ class Reranker:
         mode: Mode | None = None,
         llm_weight: float | None = None,
         explain: bool | None = None,
+        deadline: float | None = None,
     ) -> RankResult:
+        """``deadline`` (``time.monotonic()``): when the answer is due, e.g. the request's arrival plus
+        ``timeout_s`` (the default counts from now). LLM work past it is dropped for the retrieval order."""
         started = time.perf_counter()
         policy = self.policy
         mode = mode or policy.mode
@@ -117,10 +120,10 @@ class Reranker:
         limit = min(policy.candidates, len(LABELS)) if mode == "listwise" else policy.candidates
         shown = eligible[:limit]
         rounds: list[_Round] = []
-        deadline = time.monotonic() + policy.timeout_s
+        deadline = time.monotonic() + policy.timeout_s if deadline is None else deadline
         if self.llm is not None and mode != "off" and weight > 0 and len(shown) > 1:
             try:
-                async with asyncio.timeout_at(asyncio.get_running_loop().time() + policy.timeout_s):
+                async with asyncio.timeout(deadline - time.monotonic()):
                     rounds = await self._rounds(context, shown, mode)
             except TimeoutError:
                 result.error = f"LLMTimeout: no LLM ranking within the request's deadline ({policy.timeout_s:g}s)"
