@@ -179,6 +179,8 @@ def main() -> tuple[dict[str, Any], Path | None]:
         "p99_s": round(percentile(latencies, 99), 3),
         "max_s": round(max(latencies), 3),
         "within_deadline_plus_10pct": percentile(latencies, 99) <= args.deadline * 1.1,
+        "server_p50_s": round(statistics.median(a["seconds"] for _, a in answers), 3) if answers else None,
+        "server_p99_s": round(percentile([a["seconds"] for _, a in answers], 99), 3) if answers else None,
         "ranked_by_llm": sum(1 for _, a in answers if not a["degraded"]),
         "degraded": sum(1 for _, a in answers if a["degraded"]),
         "degraded_reasons": dict(reasons.most_common(5)),

@@ -134,6 +134,30 @@ async def test_the_timeout_message_names_the_time_the_call_had() -> None:
             await client.chat(MESSAGES, timeout_s=0.4)
 
 
+async def test_a_queue_longer_than_the_time_left_is_refused_at_once() -> None:
+    """Load shedding: once a call has been timed (0.5 s here, one slot), a call that would have to wait
+    behind two others for 1.2 s is refused at once, saying why, instead of at its deadline."""
+    fake = FakeOpenAI(default=Behaviour(body=completion("ok"), delay_s=0.5))
+    async with serve_fake(fake), client_for(fake, max_concurrency=1) as client:
+        await client.chat(MESSAGES)
+        loop = asyncio.get_running_loop()
+
+        async def timed() -> tuple[float, BaseException | None]:
+            started = loop.time()
+            try:
+                await client.chat(MESSAGES, timeout_s=1.2)
+                return loop.time() - started, None
+            except LLMTimeout as exc:
+                return loop.time() - started, exc
+
+        results = await asyncio.gather(*(timed() for _ in range(5)))
+    shed = [(t, e) for t, e in results if e is not None and "busy" in str(e)]
+    served = [t for t, e in results if e is None]
+    assert len(served) == 2 and len(shed) == 3
+    assert all(t < 0.1 for t, _ in shed)
+    assert "calls waiting for 1 slots" in str(shed[0][1])
+
+
 async def test_unreachable_server_is_unavailable() -> None:
     client = LLMClient("http://127.0.0.1:9/v1", "fake", timeout_s=2, max_retries=1, backoff_s=0.01)
     with pytest.raises(LLMUnavailable, match="cannot reach"):

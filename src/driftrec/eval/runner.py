@@ -116,6 +116,16 @@ async def _driftrec_retrieval(
     return dict(await asyncio.gather(*(one(u) for u in users))), fit_seconds
 
 
+def rank_baseline(name: str, dataset: Dataset, splits: dict, users: Sequence[str], stage: str) -> dict[str, list[str]]:
+    """A baseline fitted on ``stage``'s training log, ranking the full catalog minus each user's seen items."""
+    sequences: dict[str, list] = {}
+    for event in training_log(splits, stage):
+        sequences.setdefault(event.user, []).append(event)
+    data = TrainData(list(dataset.items), sequences)
+    ranker = BASELINES[name]().fit(data)
+    return {u: ranker.recommend(u, [e.item for e in splits[u].seen_before(stage)], K, data.catalog) for u in users}
+
+
 async def run_offline(
     settings: Settings,
     dataset: Dataset,

@@ -226,6 +226,8 @@ class LLMClient:
         self.usage = Usage()
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._max_concurrency = max_concurrency
+        self._waiting = 0  # calls waiting for a slot
+        self._call_s: float | None = None  # moving average of a call's time once it has a slot
         self._log = JsonlLog(log_path) if log_path else None
         self.cache = ResponseCache(cache_path) if cache_path else None
         # Retries are ours (to classify and count them); the SDK's own are off.
@@ -503,10 +505,33 @@ class LLMClient:
             text = _reply_text(response)
             await self._write_log(kind, messages, params, text, usage, error)
 
+    def expected_wait(self) -> float | None:
+        """Seconds a new call would likely wait for a slot and run (None until a call has been timed)."""
+        if self._call_s is None:
+            return None
+        rounds = (self._waiting + self._max_concurrency - self._semaphore._value) // self._max_concurrency + 1
+        return rounds * self._call_s
+
+    def busy(self, timeout_s: float) -> str | None:
+        """Why a call given ``timeout_s`` would not finish in time (the queue is too long), or None. Callers
+        check it before preparing a call, to answer without the LLM at once instead of at the deadline."""
+        expected = self.expected_wait()
+        if expected is not None and expected > timeout_s:
+            return (
+                f"the LLM is busy: {self._waiting} calls waiting for {self._max_concurrency} slots, "
+                f"about {expected:.1f}s expected with {timeout_s:.1f}s left"
+            )
+        return None
+
     async def _queued(self, call: Callable[[float], Awaitable[R]], timeout_s: float, usage: Usage) -> R:
         """One deadline for the whole call: the wait for a concurrency slot, every attempt and the backoff
-        between them. Under load a call is refused on time (LLMTimeout) instead of answering late."""
+        between them. Under load a call is refused on time (LLMTimeout), or at once when the queue is
+        already longer than the time it has (load shedding), instead of answering late."""
+        shed = self.busy(timeout_s)
+        if shed:
+            raise LLMTimeout(shed)
         deadline = time.monotonic() + timeout_s
+        self._waiting += 1
         try:
             await asyncio.wait_for(self._semaphore.acquire(), timeout_s)
         except TimeoutError as exc:
@@ -515,11 +540,17 @@ class LLMClient:
                 f"no free slot for a call to {self.base_url} within {timeout_s:.1f}s "
                 f"({self._max_concurrency} in flight)"
             ) from exc
+        finally:
+            self._waiting -= 1
         usage.queued_s = round(timeout_s - (deadline - time.monotonic()), 3)
+        started = time.monotonic()
         try:
-            return await self._retrying(call, deadline, usage)
+            result = await self._retrying(call, deadline, usage)
         finally:
             self._semaphore.release()
+        took = time.monotonic() - started
+        self._call_s = took if self._call_s is None else 0.8 * self._call_s + 0.2 * took
+        return result
 
     async def _retrying(self, call: Callable[[float], Awaitable[R]], deadline: float, usage: Usage) -> R:
         """Retry what may pass (connection errors, 5xx) with jittered backoff, within ``deadline``

@@ -121,10 +121,14 @@ class Reranker:
         shown = eligible[:limit]
         rounds: list[_Round] = []
         deadline = time.monotonic() + policy.timeout_s if deadline is None else deadline
-        if self.llm is not None and mode != "off" and weight > 0 and len(shown) > 1:
+        asks = self.llm is not None and mode != "off" and weight > 0 and len(shown) > 1
+        busy = self.llm.client.busy(deadline - time.monotonic()) if asks and self.llm is not None else None
+        if busy:  # shed at once: the queue is longer than the time left
+            result.error = f"LLMTimeout: {busy}"
+        elif asks:
             try:
                 async with asyncio.timeout(deadline - time.monotonic()):
-                    rounds = await self._rounds(context, shown, mode)
+                    rounds = await self._rounds(context, shown, mode, deadline)
             except TimeoutError:
                 result.error = f"LLMTimeout: no LLM ranking within the request's deadline ({policy.timeout_s:g}s)"
                 log.warning("ranking for %s fell back to retrieval: %s", context.user, result.error)
@@ -154,12 +158,12 @@ class Reranker:
         result.seconds = time.perf_counter() - started
         return result
 
-    async def _rounds(self, context: RankContext, shown: list[Candidate], mode: Mode) -> list[_Round]:
+    async def _rounds(self, context: RankContext, shown: list[Candidate], mode: Mode, deadline: float) -> list[_Round]:
         by_id = {c.item.id: c for c in shown}
         orders = shuffles(list(by_id), self.policy.shuffles, seed=f"{context.user}")
         calls = [self._listwise if mode == "listwise" else self._verbalizer for _ in orders]
         replies = await asyncio.gather(
-            *(call(context, [by_id[i] for i in order]) for call, order in zip(calls, orders, strict=True)),
+            *(call(context, [by_id[i] for i in order], deadline) for call, order in zip(calls, orders, strict=True)),
             return_exceptions=True,
         )
         good = [r for r in replies if isinstance(r, _Round)]
@@ -171,7 +175,7 @@ class Reranker:
             raise failures[0]
         return good
 
-    async def _listwise(self, context: RankContext, shown: list[Candidate]) -> _Round:
+    async def _listwise(self, context: RankContext, shown: list[Candidate], deadline: float) -> _Round:
         labels = list(LABELS[: len(shown)])
         reply = await rank_listwise(
             self.llm,  # type: ignore[arg-type]
@@ -180,7 +184,7 @@ class Reranker:
             labels,
             reasons=self.policy.reasons,
             max_tokens=self.policy.max_tokens,
-            timeout_s=self.policy.timeout_s,
+            timeout_s=max(0.001, deadline - time.monotonic()),
             presence_penalty=self.policy.presence_penalty,
         )
         label_map = {lab: c.item.id for lab, c in zip(labels, shown, strict=True)}
@@ -193,13 +197,13 @@ class Reranker:
         reasons = {label_map[lab]: text for lab, text in reply.reasons.items() if lab in label_map}
         return _Round(order if proposed_valid else [], reasons, errors, reply.usage, reply.prompt_id)
 
-    async def _verbalizer(self, context: RankContext, shown: list[Candidate]) -> _Round:
+    async def _verbalizer(self, context: RankContext, shown: list[Candidate], deadline: float) -> _Round:
         reply = await rank_verbalizer(
             self.llm,  # type: ignore[arg-type]
             context,
             shown,
             window=self.policy.window,
-            timeout_s=self.policy.timeout_s,
+            timeout_s=max(0.001, deadline - time.monotonic()),
         )
         return _Round(reply.order, {}, RankErrors(replies=1), reply.usage, reply.prompt_id, reply.logprobs)
 

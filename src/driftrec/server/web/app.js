@@ -22,6 +22,7 @@ class ApiError extends Error {
 // The API's own messages: 422 lists each field's problem, other errors carry "detail".
 function describe(status, body) {
   if (status === 401) return "The API key is missing or wrong: enter the server's key above.";
+  if (status === 403) return "This API key belongs to another user: open that user, or enter an admin key.";
   if (body && Array.isArray(body.detail)) {
     return body.detail.map((d) => `${(d.loc || []).filter((p) => p !== "body").join(".")}: ${d.msg}`).join("; ");
   }
