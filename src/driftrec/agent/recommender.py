@@ -19,6 +19,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -367,6 +368,8 @@ class Recommender:
         said = parse_request(query, self.genres(), latest_year=self.latest_year)
         given = filters or Filters()
         both = Constraints(given.genres, given.exclude_genres, given.year_min, given.year_max).merged(said)
+        if given.genres:  # the caller's genres are a bound: the query may refuse within them, never widen them
+            both = replace(both, genres=[g for g in given.genres if g not in both.exclude_genres])
         return both.filters(), said.query or query
 
     def last_recommendations(self, user: str) -> RecommendationList | None:
