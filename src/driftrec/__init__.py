@@ -57,6 +57,7 @@ _PUBLIC: dict[str, tuple[str, str]] = {
     "run_llm_eval": ("driftrec.eval.llm_study", "run_llm_eval"),
     "run_offline": ("driftrec.eval.runner", "run_offline"),
     "run_profile_study": ("driftrec.eval.profile_study", "run_profile_study"),
+    "run_ranker_study": ("driftrec.eval.ranker_study", "run_ranker_study"),
     "run_request_study": ("driftrec.eval.request_study", "run_request_study"),
     "run_retrieval_study": ("driftrec.eval.retrieval_study", "run_retrieval_study"),
     "run_session_study": ("driftrec.eval.session_study", "run_session_study"),
@@ -67,6 +68,7 @@ _PUBLIC: dict[str, tuple[str, str]] = {
     "user_block": ("driftrec.demo", "user_block"),
     "write_offline_report": ("driftrec.eval.runner", "write_report"),
     "write_profile_report": ("driftrec.eval.profile_study", "write_report"),
+    "write_ranker_report": ("driftrec.eval.ranker_study", "write_report"),
     "write_request_report": ("driftrec.eval.request_study", "write_report"),
     "write_retrieval_study": ("driftrec.eval.retrieval_study", "write_study"),
 }

@@ -232,6 +232,11 @@ class Settings(BaseSettings):
     )
 
     # -- re-ranking
+    ranking_learned: bool = Field(
+        default=True,
+        description="Order candidates with the learned ranker in <data_dir>/ranker when one is there (made by "
+        "`driftrec ranker train`); without one, the fusion order. An unusable file degrades answers and says why.",
+    )
     ranking_mode: Literal["verbalizer", "listwise", "off"] = Field(
         default="verbalizer",
         description="verbalizer: one forward pass, ranked by the candidate labels' logprobs; listwise: the LLM "

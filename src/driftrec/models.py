@@ -273,6 +273,7 @@ class RecommendationList(BaseModel):
     items: list[Recommendation]
     degraded: bool = False
     ranking: str = "off"  # verbalizer | listwise | off
+    order: str = "fusion"  # what ordered the candidates before the LLM: learned (the ranker) | fusion
     prompt: str | None = None  # template id and version, when the LLM ranked
     candidates: int = 0  # how many retrieved candidates were considered
     error: str | None = None  # why the LLM could not help, when degraded

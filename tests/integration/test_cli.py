@@ -57,3 +57,29 @@ def test_profile_edit_from_the_command_line(env: Path) -> None:
     assert "edits[0].name" in refused.output and "not a genre" in refused.output
     nothing = runner.invoke(app, ["profile", "edit", "1"])
     assert nothing.exit_code == 2 and "nothing to edit" in nothing.output
+
+
+def test_api_keys_from_the_command_line(env: Path) -> None:
+    runner = CliRunner()
+    made = runner.invoke(app, ["keys", "create", "--user", "1", "--name", "phone", "--json"])
+    assert made.exit_code == 0, made.output
+    key = json.loads(made.stdout)
+    assert key["key"].startswith("drk_") and key["user"] == "1" and key["scope"] == "user"
+    listed = json.loads(runner.invoke(app, ["keys", "list", "--json"]).stdout)
+    assert [k["id"] for k in listed] == [key["id"]] and "key" not in listed[0]  # never the key itself
+    assert runner.invoke(app, ["keys", "revoke", key["id"]]).exit_code == 0
+    assert json.loads(runner.invoke(app, ["keys", "list", "--json"]).stdout)[0]["revoked_at"]
+    assert runner.invoke(app, ["keys", "revoke", "nope"]).exit_code == 1
+    assert runner.invoke(app, ["keys", "create"]).exit_code == 2  # neither --user nor --admin
+    assert runner.invoke(app, ["keys", "create", "--user", "a/b"]).exit_code == 2
+
+
+def test_the_learned_ranker_is_trained_from_the_command_line(env: Path) -> None:
+    result = CliRunner().invoke(app, ["ranker", "train", "--stages", "1", "--pool", "30", "--json"])
+    assert result.exit_code == 0, result.output
+    card = json.loads(result.stdout)
+    assert Path(card["path"]) == env / "ranker" and (env / "ranker" / "ranker.txt").exists()
+    assert card["pool"] == 30 and card["users"] > 20  # users whose last event was in their 30-per-source pool
+    answer = CliRunner().invoke(app, ["recommend", "1", "--k", "3", "--json", "--no-llm"])
+    assert answer.exit_code == 0, answer.output
+    assert json.loads(answer.stdout)["order"] == "learned"

@@ -18,11 +18,13 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
+
+import numpy as np
 
 from driftrec.agent.chat import ChatAgent, ChatOptions, TurnInfo
 from driftrec.agent.requests import Constraints, parse_request
@@ -49,6 +51,9 @@ from driftrec.models import (
 )
 from driftrec.privacy import acting_for
 from driftrec.ranking import RankingPolicy, Reranker, build_context
+from driftrec.ranking.features import FeatureBuilder
+from driftrec.ranking.learned import LearnedRanker, RankerFileError, catalog_fingerprint
+from driftrec.ranking.training import candidate_pool, train_ranker
 from driftrec.retrieval import CandidateGenerator, ItemIndex, RetrievalRequest
 from driftrec.retrieval.store import ensure_items, open_item_index
 
@@ -136,6 +141,9 @@ class Recommender:
         self._agent: ChatAgent | None = None
         self.upkeep: Upkeep | None = None
         self.latest_year: int | None = None  # the catalog's newest release year
+        self.learned: LearnedRanker | None = None  # the learned ranking stage, when a usable one is saved
+        self.learned_error: str | None = None  # why a saved ranker could not be used
+        self.features: FeatureBuilder | None = None
 
     @classmethod
     def from_settings(
@@ -166,6 +174,7 @@ class Recommender:
                 self.llm = self._llm_option
             self.memory = await asyncio.to_thread(Memory.open, self.settings, self.catalog, self.llm)
             await ensure_items(self.index, self.catalog, Counter())
+            self._load_ranker()
             await self._fit()
             self.reranker = Reranker(self.llm, RankingPolicy.from_settings(self.settings))
             if self.llm is not None and self.settings.memory_upkeep:
@@ -216,12 +225,60 @@ class Recommender:
     # -- candidate indexes ------------------------------------------------------------------------
 
     async def _fit(self) -> None:
-        """(Re)fit co-occurrence and popularity on the whole event log, in a thread."""
+        """(Re)fit co-occurrence and popularity (and the learned ranker's features) on the whole event log,
+        in a thread."""
         memory = self.memory
         assert memory is not None and self.index is not None
         events = await asyncio.to_thread(memory.events.all_blocking)
         generator = await asyncio.to_thread(CandidateGenerator.build, self.settings, self.index, self.catalog, events)
+        if self.learned is not None:
+            self.features = await asyncio.to_thread(FeatureBuilder().fit, events, self.catalog)
         self.generator, self._fitted_events = generator, len(events)
+
+    def ranker_dir(self) -> Path:
+        return self.settings.data_dir / "ranker"
+
+    def _load_ranker(self) -> None:
+        """The saved learned ranker, checked against this catalog and these features; a file that does not
+        fit is reported (every answer says why it fell back to fusion), never used misaligned."""
+        self.learned, self.learned_error = None, None
+        if not self.settings.ranking_learned or not self.ranker_dir().exists():
+            return
+        try:
+            self.learned = LearnedRanker.load(self.ranker_dir(), catalog_fingerprint(self.catalog))
+        except RankerFileError as exc:
+            self.learned_error = f"RankerFileError: {exc}"
+            log.warning("the learned ranker is not used: %s", exc)
+
+    async def train_ranker(
+        self, *, stages: int = 5, pool: int = 100, progress: Callable[[str], None] | None = None
+    ) -> LearnedRanker:
+        """Train the learned ranker on every event recorded so far (each user's last ``stages`` events as
+        targets, nothing after a target known), save it in ``ranker_dir()`` and use it from now on."""
+        memory = self._require()
+        assert self.index is not None
+        sequences: dict[str, list[Interaction]] = {}
+        for event in sorted(await asyncio.to_thread(memory.events.all_blocking), key=lambda e: e.timestamp):
+            sequences.setdefault(event.user, []).append(event)
+        model = await train_ranker(
+            self.settings, self.index, self.catalog, sequences, stages=stages, pool=pool, progress=progress
+        )
+        await asyncio.to_thread(model.save, self.ranker_dir())
+        self._load_ranker()
+        await self._fit()
+        return model
+
+    async def _candidates(self, request: RetrievalRequest, n: int) -> tuple[list[Candidate], str]:
+        """The candidates in the order the LLM stage starts from: the learned ranker's over its pool when
+        there is one, else fusion's top ``n``; and which of the two it was."""
+        assert self.generator is not None
+        if self.learned is None or self.features is None:
+            return await self.generator.generate(request, n), "fusion"
+        pool = await candidate_pool(self.generator, request, self.learned.card.pool)
+        rows = await asyncio.to_thread(self.features.features, list(request.history), request.now.timestamp(), pool)
+        scores = await asyncio.to_thread(self.learned.scores, rows)
+        order = np.argsort(-scores, kind="stable")
+        return [pool[i].model_copy(update={"score": float(scores[i])}) for i in order], "learned"
 
     async def refit(self) -> None:
         """Bring co-occurrence and popularity up to date with every event recorded so far: wait for the
@@ -332,7 +389,8 @@ class Recommender:
         )
         assert self.generator is not None and self.reranker is not None
         n = max(self.settings.retrieval_candidates, self.settings.ranking_candidates, k)
-        candidates = _distinct_titles(await self.generator.generate(request, n), history, self.catalog)
+        ordered, stage = await self._candidates(request, n)
+        candidates = _distinct_titles(ordered, history, self.catalog)
         candidates = _demote(candidates, demoted, filters)
         context = build_context(
             user,
@@ -350,14 +408,16 @@ class Recommender:
         )
         with acting_for(memory.tag(user)):
             result = await self.reranker.rank(context, explain=explain, deadline=deadline)
+        problems = [e for e in (self.learned_error, result.error) if e]
         answer = RecommendationList(
             user=user,
             items=result.recommendations,
-            degraded=result.degraded,
+            degraded=result.degraded or self.learned_error is not None,
             ranking=result.mode,
+            order=stage,
             prompt=result.prompt_id,
             candidates=len(candidates),
-            error=result.error,
+            error="; ".join(problems) or None,
             seconds=round(time.perf_counter() - started, 3),
         )
         self._last[user] = answer

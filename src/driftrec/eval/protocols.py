@@ -44,25 +44,6 @@ def leave_one_out(dataset: Dataset, *, min_history: int = 1) -> dict[str, UserSp
     return splits
 
 
-def earlier_stage(
-    splits: Mapping[str, UserSplit], back: int
-) -> tuple[dict[str, tuple[list[Interaction], Interaction]], list[Interaction]]:
-    """The validation stage moved ``back`` interactions earlier, for every user: per user (history,
-    target) where the target is their ``back + 2``-th interaction from the end, and the log of every
-    user's interactions before their own such target (no later interaction of anyone is in it). More
-    training examples for a learned ranker with the same no-peeking rule as the validation stage;
-    ``back=0`` is the validation stage itself. Users with no history left at that point are left out."""
-    cases: dict[str, tuple[list[Interaction], Interaction]] = {}
-    log: list[Interaction] = []
-    for user, split in splits.items():
-        events = [*split.history, split.valid, split.test]
-        cut = len(events) - 2 - back
-        log.extend(events[: max(cut, 0)])
-        if cut >= 1:
-            cases[user] = (events[:cut], events[cut])
-    return cases, log
-
-
 def first_users(splits: Mapping[str, object], n: int | None) -> list[str]:
     """The first ``n`` users (all if None) in id order: numeric ids numerically, so runs are comparable."""
     key = int if all(u.isdigit() for u in splits) else str

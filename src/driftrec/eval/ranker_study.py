@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +23,12 @@ import numpy as np
 from driftrec.config import Settings
 from driftrec.data.dataset import Dataset
 from driftrec.eval.metrics import DEFAULT_METRICS, accuracy, bootstrap_ci, per_user, significance
-from driftrec.eval.protocols import earlier_stage, first_users, leave_one_out, training_log
+from driftrec.eval.protocols import first_users, leave_one_out, training_log
 from driftrec.eval.retrieval_study import ingest
 from driftrec.eval.runner import K, rank_baseline
-from driftrec.models import Interaction
-from driftrec.ranking.features import FEATURES, SOURCES, FeatureBuilder
+from driftrec.ranking.features import FEATURES, SOURCES
 from driftrec.ranking.learned import LearnedRanker, catalog_fingerprint
-from driftrec.retrieval import CandidateGenerator, RetrievalRequest
+from driftrec.ranking.training import Pool, build_pool, training_groups
 
 ABLATIONS: dict[str, tuple[str, ...]] = {
     "profile": ("genre_match_long", "genre_match_recent"),
@@ -37,23 +36,6 @@ ABLATIONS: dict[str, tuple[str, ...]] = {
     "popularity windows": tuple(f for f in FEATURES if f.startswith("pop_")),
     "fusion": ("fused_score", "fused_rrank", "sources"),
 }
-
-
-@dataclass
-class Pool:
-    """One stage's candidates: per user the candidate ids (fusion order), their feature rows, the target."""
-
-    ids: dict[str, list[str]] = field(default_factory=dict)
-    rows: dict[str, np.ndarray] = field(default_factory=dict)
-    targets: dict[str, str] = field(default_factory=dict)
-    source_hits: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    def groups(self, users: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-        return [(self.rows[u], np.array([i == self.targets[u] for i in self.ids[u]], dtype=np.float32)) for u in users]
-
-    def recall(self) -> float:
-        return sum(self.targets[u] in self.ids[u] for u in self.ids) / max(1, len(self.ids))
 
 
 @dataclass
@@ -103,41 +85,6 @@ class RankerStudy:
         return "\n".join(lines)
 
 
-async def build_pool(
-    settings: Settings,
-    dataset: Dataset,
-    log: Sequence[Interaction],
-    cases: Mapping[str, tuple[Sequence[Interaction], Interaction]],
-    pool: int,
-) -> Pool:
-    """Each user's candidates (every source's top ``pool``; serving's fusion order first, then the rest)
-    and their feature rows, with sources and features fitted on ``log``."""
-    started = time.perf_counter()
-    index = await ingest(settings, dataset)
-    generator = await asyncio.to_thread(CandidateGenerator.build, settings, index, dataset.items, log)
-    builder = await asyncio.to_thread(FeatureBuilder().fit, log, dataset.items)
-    out = Pool(source_hits=dict.fromkeys(SOURCES, 0))
-    semaphore = asyncio.Semaphore(8)
-
-    async def one(user: str, history: Sequence[Interaction], target: Interaction) -> None:
-        request = RetrievalRequest(user=user, history=history, now=target.timestamp)
-        async with semaphore:
-            lists = await generator.per_source(request, pool)
-        total = sum(len(v) for v in lists.values())
-        ordered = generator.fuse(lists, total, generator.weights_for(request))
-        have = {c.item.id for c in ordered}
-        candidates = ordered + [c for c in generator.fuse(lists, total) if c.item.id not in have]
-        out.ids[user] = [c.item.id for c in candidates]
-        out.rows[user] = await asyncio.to_thread(builder.features, history, target.timestamp.timestamp(), candidates)
-        out.targets[user] = target.item
-        for source, hits in lists.items():
-            out.source_hits[source] += any(i == target.item for i, _ in hits)
-
-    await asyncio.gather(*(one(u, h, t) for u, (h, t) in cases.items()))
-    out.seconds = time.perf_counter() - started
-    return out
-
-
 def _ranked(model: LearnedRanker, test: Pool) -> dict[str, list[str]]:
     out = {}
     for user, ids in test.ids.items():
@@ -161,21 +108,18 @@ async def run_ranker_study(
     say = progress or (lambda _: None)
     splits = leave_one_out(dataset)
     chosen = first_users(splits, users)
-    wanted = set(chosen)
-    groups: list[tuple[np.ndarray, np.ndarray]] = []
-    seconds = 0.0
-    for back in range(stages):
-        say(f"candidates and features, validation stage{f' moved back {back}' if back else ''}")
-        cases, log = earlier_stage(splits, back)
-        stage = await build_pool(settings, dataset, log, {u: c for u, c in cases.items() if u in wanted}, pool)
-        groups += stage.groups(list(stage.ids))
-        seconds += stage.seconds
+    index = await ingest(settings, dataset)
+    catalog = catalog_fingerprint(dataset.items)
+    # Training sees each user's history and validation item (never a test item): cut points from there.
+    sequences = {u: [*splits[u].history, splits[u].valid] for u in chosen}
+    started = time.perf_counter()
+    groups = await training_groups(settings, index, dataset.items, sequences, stages=stages, pool=pool, progress=say)
+    pools_seconds = time.perf_counter() - started
     say("candidates and features, test stage")
     test_cases = {u: (splits[u].seen_before("test"), splits[u].target("test")) for u in chosen}
-    test = await build_pool(settings, dataset, training_log(splits, "test"), test_cases, pool)
-    catalog = catalog_fingerprint(dataset.items)
-    say(f"training the ranker on {len(groups)} validation groups")
-    model = await asyncio.to_thread(LearnedRanker.train, groups, catalog)
+    test = await build_pool(settings, index, dataset.items, training_log(splits, "test"), test_cases, pool)
+    say(f"training LambdaMART on {len(groups)} examples")
+    model = await asyncio.to_thread(LearnedRanker.train, groups, catalog, pool=pool, stages=stages)
     targets = {u: test.targets[u] for u in chosen}
     rankings: dict[str, dict[str, list[str]]] = {
         "driftrec-learned": _ranked(model, test),
@@ -201,7 +145,9 @@ async def run_ranker_study(
         for group, dropped in ABLATIONS.items():
             say(f"ablation: without {group}")
             kept = [f for f in FEATURES if f not in dropped]
-            reduced = await asyncio.to_thread(LearnedRanker.train, groups, catalog, features=kept)
+            reduced = await asyncio.to_thread(
+                LearnedRanker.train, groups, catalog, features=kept, pool=pool, stages=stages
+            )
             score = accuracy(targets, _ranked(reduced, test), ["ndcg@10"])["ndcg@10"]
             ablations[group] = {"ndcg@10": score, "change": round(score - ndcg["driftrec-learned"], 4)}
     recall = {"union": test.recall()} | {s: test.source_hits[s] / max(1, len(chosen)) for s in SOURCES}
@@ -215,7 +161,7 @@ async def run_ranker_study(
         card=asdict(model.card),
         ablations=ablations,
         seconds={
-            "train_pools": round(seconds, 1),
+            "train_pools": round(pools_seconds, 1),
             "test_pool": round(test.seconds, 1),
             "train": model.card.seconds,
         },

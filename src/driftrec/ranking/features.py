@@ -9,6 +9,7 @@ list is refused at load.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -99,8 +100,9 @@ class FeatureBuilder:
             (np.array(v, np.int64) for v in zip(*pairs, strict=True)) if pairs else (np.zeros(0, np.int64),) * 2
         )
         matrix = sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(users), len(self.ids)))
-        self.als = AlternatingLeastSquares(factors=ALS_FACTORS, iterations=15, regularization=0.05, random_state=7)
-        with threadpool_limits(1, "blas"):
+        with threadpool_limits(1, "blas"), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="OpenBLAS is configured", category=RuntimeWarning)
+            self.als = AlternatingLeastSquares(factors=ALS_FACTORS, iterations=15, regularization=0.05, random_state=7)
             self.als.fit(matrix, show_progress=False)
         columns = matrix.tocsc().astype(np.float32)
         norms = np.sqrt(np.asarray(columns.multiply(columns).sum(axis=0))).ravel()

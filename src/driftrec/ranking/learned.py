@@ -41,24 +41,23 @@ class RankerCard:
     features: list[str]
     catalog: str  # fingerprint of the item ids it was trained with
     format: int = FORMAT
+    pool: int = 100  # each source's top-n the pool was built from (serving builds it the same way)
+    stages: int = 0  # cut points per user the examples came from
     trained_at: float = field(default_factory=time.time)
-    users: int = 0  # training groups (users whose target was among their candidates)
+    users: int = 0  # training examples (a user at a cut point, their target among the candidates)
     rows: int = 0
     best_iteration: int = 0
     valid_ndcg10: float = 0.0  # on the early-stopping users
     seconds: float = 0.0
     params: dict[str, object] = field(default_factory=dict)
     importance: dict[str, float] = field(default_factory=dict)  # gain, normalized to sum 1
+    grid: list[dict[str, object]] = field(default_factory=list)  # every setting tried, its validation NDCG@10
 
 
 PARAMS: dict[str, object] = {
     "objective": "lambdarank",
     "metric": "ndcg",
     "eval_at": [10],
-    "learning_rate": 0.05,
-    "num_leaves": 31,
-    "min_data_in_leaf": 50,
-    "feature_fraction": 0.9,
     "bagging_fraction": 0.8,
     "bagging_freq": 1,
     "lambdarank_truncation_level": 20,
@@ -67,6 +66,13 @@ PARAMS: dict[str, object] = {
     "deterministic": True,
     "verbosity": -1,
 }
+# Tried in turn; the one with the best NDCG@10 on the early-stopping users (never a test target) is kept.
+GRID: tuple[dict[str, object], ...] = (
+    {"learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 50, "lambda_l2": 0.0, "feature_fraction": 0.9},
+    {"learning_rate": 0.05, "num_leaves": 15, "min_data_in_leaf": 100, "lambda_l2": 1.0, "feature_fraction": 0.8},
+    {"learning_rate": 0.03, "num_leaves": 15, "min_data_in_leaf": 200, "lambda_l2": 10.0, "feature_fraction": 0.7},
+    {"learning_rate": 0.03, "num_leaves": 7, "min_data_in_leaf": 400, "lambda_l2": 10.0, "feature_fraction": 0.7},
+)
 
 
 class LearnedRanker:
@@ -85,9 +91,12 @@ class LearnedRanker:
         stop_share: float = 0.2,
         rounds: int = 1000,
         params: dict[str, object] | None = None,
+        pool: int = 100,
+        stages: int = 0,
     ) -> LearnedRanker:
-        """``groups``: one (rows, labels) per user, rows over ``FEATURES``; groups with no positive are
-        skipped (nothing to learn from). The last ``stop_share`` of the groups decides when to stop."""
+        """``groups``: one (rows, labels) per example, rows over ``FEATURES``; groups with no positive are
+        skipped (nothing to learn from). The last ``stop_share`` of the groups decide when to stop and
+        which of ``GRID`` (or the given ``params``) to keep: validation, never a test target."""
         import lightgbm as lgb
 
         started = time.perf_counter()
@@ -112,23 +121,30 @@ class LearnedRanker:
 
         train_set = dataset(fit)
         stop_set = dataset(stop, train_set)
-        settings = {**PARAMS, **(params or {})}
-        booster = lgb.train(
-            settings,
-            train_set,
-            num_boost_round=rounds,
-            valid_sets=[stop_set],
-            callbacks=[lgb.early_stopping(50, verbose=False)],
-        )
+        tried: list[tuple[float, dict[str, object], object]] = []
+        for candidate in [params] if params is not None else GRID:
+            settings = {**PARAMS, **candidate}
+            model = lgb.train(
+                settings,
+                train_set,
+                num_boost_round=rounds,
+                valid_sets=[stop_set],
+                callbacks=[lgb.early_stopping(50, verbose=False)],
+            )
+            tried.append((float(model.best_score["valid_0"]["ndcg@10"]), settings, model))
+        best_ndcg, settings, booster = max(tried, key=lambda t: t[0])
         gain = booster.feature_importance(importance_type="gain")
         total = float(gain.sum()) or 1.0
         card = RankerCard(
             features=list(features),
             catalog=catalog,
+            pool=pool,
+            stages=stages,
             users=len(useful),
             rows=int(sum(len(g[1]) for g in useful)),
             best_iteration=int(booster.best_iteration or rounds),
-            valid_ndcg10=float(booster.best_score["valid_0"]["ndcg@10"]),
+            valid_ndcg10=round(best_ndcg, 4),
+            grid=[{"params": {k: t[1][k] for k in GRID[0]}, "valid_ndcg10": round(t[0], 4)} for t in tried],
             seconds=round(time.perf_counter() - started, 2),
             params={k: v for k, v in settings.items() if k != "eval_at"},
             importance={name: round(float(g) / total, 4) for name, g in zip(features, gain, strict=True)},
