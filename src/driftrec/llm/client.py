@@ -227,6 +227,7 @@ class LLMClient:
         self._semaphore = asyncio.Semaphore(max_concurrency)
         self._max_concurrency = max_concurrency
         self._waiting = 0  # calls waiting for a slot
+        self._running = 0  # calls holding a slot (queued ones excluded)
         self._call_s: float | None = None  # moving average of a call's time once it has a slot
         self._log = JsonlLog(log_path) if log_path else None
         self.cache = ResponseCache(cache_path) if cache_path else None
@@ -363,6 +364,7 @@ class LLMClient:
             await asyncio.wait_for(self._semaphore.acquire(), self.timeout_s)
         except TimeoutError as exc:
             raise LLMTimeout(f"no free slot for a call to {self.base_url} within {self.timeout_s:.1f}s") from exc
+        self._running += 1
         try:
             try:
                 stream = await self._openai.chat.completions.create(model=self.model, messages=messages, **params)
@@ -387,6 +389,7 @@ class LLMClient:
                 self.usage.add(usage)
                 await self._write_log("stream_chat", messages, params, "".join(pieces), usage, None)
         finally:
+            self._running -= 1
             self._semaphore.release()
 
     async def tool_call(
@@ -509,7 +512,7 @@ class LLMClient:
         """Seconds a new call would likely wait for a slot and run (None until a call has been timed)."""
         if self._call_s is None:
             return None
-        rounds = (self._waiting + self._max_concurrency - self._semaphore._value) // self._max_concurrency + 1
+        rounds = (self._waiting + self._running) // self._max_concurrency + 1
         return rounds * self._call_s
 
     def busy(self, timeout_s: float) -> str | None:
@@ -544,9 +547,11 @@ class LLMClient:
             self._waiting -= 1
         usage.queued_s = round(timeout_s - (deadline - time.monotonic()), 3)
         started = time.monotonic()
+        self._running += 1
         try:
             result = await self._retrying(call, deadline, usage)
         finally:
+            self._running -= 1
             self._semaphore.release()
         took = time.monotonic() - started
         self._call_s = took if self._call_s is None else 0.8 * self._call_s + 0.2 * took
