@@ -1,0 +1,97 @@
+"""Latency of `Recommender.recommend()` without an LLM call, fusion order vs the learned ranker.
+
+MovieLens-100K catalog and all 100,000 ratings as events in a fresh data dir; the learned ranker trained
+on them (`Recommender.train_ranker`); then `recommend(user, k=10)` for N users one at a time (warm, after
+5 unmeasured calls), with the ranker and without it. Reported: p50/p95/p99 in ms, the pool size the
+ranker re-ranks, and the training time. Issue 14's target: p50 ≤ 30 ms, p95 ≤ 60 ms.
+Run: `.venv/bin/python bench/recommend_latency.py [--users 200] [--stages 5] [--json-out FILE]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from driftrec import Recommender, load_settings
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+async def timings(rec: Recommender, users: list[str]) -> tuple[list[float], int]:
+    for user in users[:5]:
+        await rec.recommend(user, k=10)
+    out, pool = [], 0
+    for user in users:
+        started = time.perf_counter()
+        answer = await rec.recommend(user, k=10)
+        out.append((time.perf_counter() - started) * 1000)
+        pool = max(pool, answer.candidates)
+    return out, pool
+
+
+async def measure(data: Path, users: int, stages: int) -> dict[str, object]:
+    settings = load_settings(data_dir=data, chroma_path=data / "chroma", memory_upkeep=False)
+    ids = [str(u) for u in range(1, users + 1)]
+    async with Recommender(settings, llm=None) as rec:
+        fusion, fusion_pool = await timings(rec, ids)
+        started = time.perf_counter()
+        model = await rec.train_ranker(stages=stages)
+        train_s = time.perf_counter() - started
+        learned, learned_pool = await timings(rec, ids)
+    row = {}
+    for name, values, pool in (("fusion", fusion, fusion_pool), ("learned", learned, learned_pool)):
+        row[name] = {
+            "p50_ms": round(statistics.median(values), 1),
+            "p95_ms": round(percentile(values, 95), 1),
+            "p99_ms": round(percentile(values, 99), 1),
+            "candidates": pool,
+        }
+    return {
+        "users": users,
+        "train_s": round(train_s, 1),
+        "lambdamart_s": model.card.seconds,
+        "examples": model.card.users,
+        **row,
+        "machine": f"{os.cpu_count()} cores",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--stages", type=int, default=5)
+    parser.add_argument("--json-out", type=Path)
+    args = parser.parse_args()
+    bin_dir = Path(sys.executable).parent
+    with tempfile.TemporaryDirectory() as folder:
+        data = Path(folder)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTREC_")} | {
+            "DRIFTREC_DATA_DIR": str(data),
+            "DRIFTREC_CHROMA_PATH": str(data / "chroma"),
+        }
+        subprocess.run(
+            [bin_dir / "driftrec", "ingest", "movielens-100k", "--events"],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        result = asyncio.run(measure(data, args.users, args.stages))
+    print(json.dumps(result, indent=2))
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
