@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from driftrec.agent.chat import ChatAgent, ChatOptions, mentions
+from driftrec.agent.chat import ChatAgent, ChatOptions, mentions, plan_schema
 from driftrec.data.movielens import GROUPLENS_GENRES
 from driftrec.memory.conversation import ConversationStore, StatementStore
 from driftrec.memory.db import Database
@@ -50,3 +50,16 @@ def test_the_models_count_counts_only_if_the_user_gave_it(tmp_path: Path) -> Non
     assert asked["k"] == 3
     invented = chat._guard("recommend", {"k": 2, "genres": ["Comedy"]}, "some comedies please", [])
     assert "k" not in invented  # the tool's default applies
+
+
+def test_a_request_for_suggestions_is_answered_with_recommendations_not_a_catalog_search(tmp_path: Path) -> None:
+    """Qwen 0.5B planned "search" for "something funny from the eighties, nothing with children" (so the
+    user got a catalog lookup, not their recommendations); a plainly named title lookup stays a search."""
+    chat = agent(tmp_path)
+    schema = plan_schema(GENRES)
+    searched = schema.model_validate({"action": "search", "query": "funny eighties", "genres": ["Comedy"]})
+    action, args = chat._arguments(searched, "something funny from the eighties, nothing with children", [])
+    assert action == "recommend" and args["genres"] == ["Comedy"] and args["exclude_genres"] == ["Children's"]
+    assert (args["year_min"], args["year_max"]) == (1980, 1989)
+    lookup = schema.model_validate({"action": "search", "query": "shark movie"})
+    assert chat._arguments(lookup, "find the movie with the shark", [])[0] == "search"

@@ -236,8 +236,8 @@ class ChatAgent:
         if p.action == "feedback" and p.signal == "none":
             p.action = "recommend"
         asks = _asks_for(message)
-        if (just_stated or asks == "recommend") and p.action in ("answer", "show_profile"):
-            p.action = "recommend"  # the user told us what they want, or asked for it: show it
+        if (just_stated or asks == "recommend") and p.action in ("answer", "show_profile", "search"):
+            p.action = "recommend"  # the user told us what they want, or asked for suggestions: personal ones
         elif asks == "profile" and p.action == "answer":
             p.action = "show_profile"
         if p.action == "search":
@@ -352,10 +352,14 @@ class ChatAgent:
             call = await llm.client.tool_call(
                 prompt.messages, specs, tool_choice=self.options.tool_choice, max_tokens=200
             )
-            tool = tools.get(call.name)
+            name, arguments = call.name, dict(call.arguments)
+            if name == "search_catalog" and _asks_for(message) == "recommend":
+                # asked for suggestions ("something funny from the 80s"), not to look a title up: personal ones
+                name, arguments = "recommend", {**arguments, "query": arguments.pop("text", None)}
+            tool = tools.get(name)
             if tool is None:
                 raise _Unusable(f"unknown tool {call.name!r}")
-            arguments = self._guard(call.name, call.arguments, message, stated)
+            arguments = self._guard(name, arguments, message, stated)
             arguments = {k: v for k, v in arguments.items() if k in tool.args}  # e.g. a stray "type": "object"
             if tool.args_schema is not None and isinstance(tool.args_schema, type):
                 tool.args_schema.model_validate(arguments)
@@ -366,11 +370,9 @@ class ChatAgent:
             async for piece in self._plan_mode(user, message, summary, turns, stated):
                 yield piece
             return
-        self.last_turn[user] = TurnInfo(
-            mode="tools", action=call.name, arguments=arguments, model_arguments=call.arguments
-        )
+        self.last_turn[user] = TurnInfo(mode="tools", action=name, arguments=arguments, model_arguments=call.arguments)
         result = await tool.ainvoke(arguments)
-        action = ACTION_OF.get(call.name, "answer")
+        action = ACTION_OF.get(name, "answer")
         async for piece in self._finish(message, action, str(result), summary):
             yield piece
 
