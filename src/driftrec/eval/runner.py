@@ -19,7 +19,7 @@ from pathlib import Path
 
 from driftrec.config import Settings
 from driftrec.data.dataset import Dataset
-from driftrec.eval.baselines import BASELINES, TrainData
+from driftrec.eval.baselines import BASELINES, Ranker, TrainData
 from driftrec.eval.metrics import (
     CUTOFFS,
     DEFAULT_METRICS,
@@ -116,14 +116,23 @@ async def _driftrec_retrieval(
     return dict(await asyncio.gather(*(one(u) for u in users))), fit_seconds
 
 
-def rank_baseline(name: str, dataset: Dataset, splits: dict, users: Sequence[str], stage: str) -> dict[str, list[str]]:
-    """A baseline fitted on ``stage``'s training log, ranking the full catalog minus each user's seen items."""
+def train_data(dataset: Dataset, splits: dict, stage: str) -> TrainData:
+    """What a baseline is fitted on: ``stage``'s training log, per user in time order."""
     sequences: dict[str, list] = {}
     for event in training_log(splits, stage):
         sequences.setdefault(event.user, []).append(event)
-    data = TrainData(list(dataset.items), sequences)
-    ranker = BASELINES[name]().fit(data)
+    return TrainData(list(dataset.items), sequences)
+
+
+def rank_with(ranker: Ranker, data: TrainData, splits: dict, users: Sequence[str], stage: str) -> dict[str, list[str]]:
+    """A fitted baseline ranking the full catalog minus each user's seen items."""
     return {u: ranker.recommend(u, [e.item for e in splits[u].seen_before(stage)], K, data.catalog) for u in users}
+
+
+def rank_baseline(name: str, dataset: Dataset, splits: dict, users: Sequence[str], stage: str) -> dict[str, list[str]]:
+    """A baseline fitted on ``stage``'s training log, ranking the full catalog minus each user's seen items."""
+    data = train_data(dataset, splits, stage)
+    return rank_with(BASELINES[name]().fit(data), data, splits, users, stage)
 
 
 async def run_offline(
@@ -139,10 +148,7 @@ async def run_offline(
     splits = leave_one_out(dataset)
     chosen = first_users(splits, users)
     log = training_log(splits, stage)
-    sequences: dict[str, list] = {}
-    for event in log:
-        sequences.setdefault(event.user, []).append(event)
-    data = TrainData(list(dataset.items), sequences)
+    data = train_data(dataset, splits, stage)
     targets = {u: splits[u].target(stage).item for u in chosen}
     popularity = Counter(e.item for e in log)
     genres = {i: item.genres for i, item in dataset.items.items()}
@@ -158,14 +164,7 @@ async def run_offline(
         elif name in BASELINES:
             ranker = await asyncio.to_thread(BASELINES[name]().fit, data)
             fit_seconds = time.perf_counter() - t0
-
-            def rank_all(ranker=ranker) -> dict[str, list[str]]:
-                return {
-                    u: ranker.recommend(u, [e.item for e in splits[u].seen_before(stage)], K, data.catalog)
-                    for u in chosen
-                }
-
-            ranked = await asyncio.to_thread(rank_all)
+            ranked = await asyncio.to_thread(rank_with, ranker, data, splits, chosen, stage)
         else:
             raise ValueError(f"unknown system {name!r}; known: {[*BASELINES, *DRIFTREC_SYSTEMS]}")
         rank_seconds = time.perf_counter() - t0 - fit_seconds
