@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from driftrec.config import Settings, load_settings
 from driftrec.llm import LLM, open_llm
@@ -78,6 +79,65 @@ def chroma_settings(
     return settings.model_copy(update={"chroma_mode": "http", "chroma_host": host, "chroma_port": port})
 
 
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL server for the session (the self-contained `pgserver` wheel; no root needed, and as
+    root it runs the server as its own user). Yields the admin URL; tests get databases of their own."""
+    import pgserver
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("postgres"), cleanup_mode="stop")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+def fresh_database(admin_url: str) -> str:
+    """A new, empty database on the session's server; returns its URL."""
+    import secrets
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    name = f"t_{secrets.token_hex(6)}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
+
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """Each test that takes this runs twice: on the embedded SQLite default (None) and on a fresh PostgreSQL
+    database of its own."""
+    if request.param == "sqlite":
+        return None
+    return fresh_database(request.getfixturevalue("postgres"))
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_database_url(request: pytest.FixtureRequest) -> str | None:
+    """``database_url`` for module-scoped fixtures (a server shared by a module's tests)."""
+    if request.param == "sqlite":
+        return None
+    return fresh_database(request.getfixturevalue("postgres"))
+
+
+def on_backend(settings: Settings, url: str | None, seeded: Path | None = None) -> Settings:
+    """``settings`` with the memory store at ``url``; a seeded data dir's events are copied into it."""
+    if url is None:
+        return settings
+    if seeded is not None:
+        from driftrec.memory.db import SqliteDatabase, open_database_url
+        from driftrec.memory.events import EventStore
+
+        events = EventStore(SqliteDatabase(seeded / "memory.db")).all_blocking()
+        EventStore(open_database_url(url, seeded)).append_blocking(events)
+    return settings.model_copy(update={"database_url": SecretStr(url)})
+
+
 SEED_USERS = [str(u) for u in range(1, 101)]
 
 
@@ -89,7 +149,7 @@ def seeded_data(settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
 
     from driftrec.agent.recommender import save_catalog
     from driftrec.data import load_movielens_100k
-    from driftrec.memory.db import Database
+    from driftrec.memory.db import SqliteDatabase
     from driftrec.memory.events import EventStore
     from driftrec.retrieval.store import open_item_index
 
@@ -100,7 +160,9 @@ def seeded_data(settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
     async def seed() -> None:
         index = await open_item_index(own)
         await index.upsert(dataset.items.values())
-        await EventStore(Database(data / "memory.db")).append(e for e in dataset.interactions if e.user in SEED_USERS)
+        await EventStore(SqliteDatabase(data / "memory.db")).append(
+            e for e in dataset.interactions if e.user in SEED_USERS
+        )
 
     asyncio.run(seed())
     save_catalog(own, dataset.items.values())

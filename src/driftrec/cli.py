@@ -279,12 +279,12 @@ def ingest(
     from pathlib import Path
 
     from driftrec import (
-        Database,
         DatasetError,
         EventStore,
         load_catalog,
         load_grouplens_100k,
         load_movielens_100k,
+        open_database,
         open_item_index,
         save_catalog,
     )
@@ -313,7 +313,7 @@ def ingest(
         await asyncio.to_thread(save_catalog, settings, items)
         new = 0
         if events and ratings:
-            new = await EventStore(Database(settings.data_dir / "memory.db")).append(ratings)
+            new = await EventStore(open_database(settings)).append(ratings)
         return written, await index.count(), new, time.perf_counter() - started
 
     with console.status(f"Embedding and writing {len(items)} items…"):
@@ -479,7 +479,7 @@ def keys_create(
         except ValidationError as exc:
             err.print(f"[red]--user: {exc.errors()[0]['msg']}[/red]")
             raise typer.Exit(2) from None
-    token, key = KeyStore.open(_settings().data_dir).create(user, name)
+    token, key = KeyStore.open(_settings()).create(user, name)
     if as_json:
         print(json.dumps({"key": token, **_key_row(key)}))
         return
@@ -492,7 +492,7 @@ def keys_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every key made here (ids, scopes, when made and revoked; never the keys themselves)."""
     from driftrec import KeyStore
 
-    keys = [_key_row(k) for k in KeyStore.open(_settings().data_dir).all()]
+    keys = [_key_row(k) for k in KeyStore.open(_settings()).all()]
     if as_json:
         print(json.dumps(keys))
         return
@@ -508,7 +508,7 @@ def keys_revoke(key_id: str) -> None:
     from driftrec import KeyStore, UnknownKey
 
     try:
-        key = KeyStore.open(_settings().data_dir).revoke(key_id)
+        key = KeyStore.open(_settings()).revoke(key_id)
     except UnknownKey as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None

@@ -38,6 +38,11 @@ class Settings(BaseSettings):
         default_factory=lambda: _xdg("XDG_DATA_HOME", ".local/share"),
         description="Durable state: the SQLite event store and the embedded Chroma database.",
     )
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="The memory store: postgresql://user:pass@host/db for several processes or hosts, or "
+        "sqlite:////abs/path. Unset: SQLite at <data_dir>/memory.db.",
+    )
 
     # -- the LLM endpoint
     llm_base_url: str | None = Field(
@@ -113,6 +118,15 @@ class Settings(BaseSettings):
     chroma_host: str = Field(default="127.0.0.1", description="http mode: server host.")
     chroma_port: int = Field(default=8000, ge=1, le=65535, description="http mode: server port.")
     chroma_path: Path | None = Field(default=None, description="embedded mode: folder (unset: data_dir/chroma).")
+    chroma_ssl: bool = Field(default=False, description="http mode: connect over TLS (https).")
+    chroma_auth_token: SecretStr | None = Field(
+        default=None, description="http mode: token sent as `Authorization: Bearer <token>` (Chroma's token auth)."
+    )
+    chroma_headers: dict[str, str] = Field(
+        default_factory=dict, description="http mode: extra HTTP headers on every request (e.g. for a proxy)."
+    )
+    chroma_tenant: str = Field(default="default_tenant", description="http mode: Chroma tenant.")
+    chroma_database: str = Field(default="default_database", description="http mode: Chroma database.")
     chroma_prefix: str = Field(
         default="", description="Prefix for collection names, so several deployments share one server."
     )
@@ -201,7 +215,16 @@ class Settings(BaseSettings):
     )
     memory_recent_summaries: int = Field(default=3, ge=0, le=20, description="Session summaries in the rank prompt.")
     refit_every_events: int = Field(
-        default=500, ge=1, description="Refit co-occurrence and popularity after this many new events."
+        default=500,
+        ge=1,
+        description="Refit the learned ranker's features after this many new events (co-occurrence and "
+        "popularity take new events in incrementally).",
+    )
+    index_poll_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="How often a serving process looks for events written by other processes (one indexed "
+        "MAX(seq) query) and takes them into its candidate indexes.",
     )
     api_key: SecretStr | None = Field(
         default=None,
@@ -284,6 +307,15 @@ class Settings(BaseSettings):
         description="Deadline of a request's LLM work (ranking and reasons, waiting for a slot included); past "
         "it the answer degrades to retrieval order and says why.",
     )
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if not value.get_secret_value().startswith(("postgresql://", "postgres://", "sqlite:///")):
+            raise ValueError("must start with postgresql://, postgres:// or sqlite:///")
+        return value
 
     @field_validator("llm_base_url")
     @classmethod

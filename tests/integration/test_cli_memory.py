@@ -16,7 +16,7 @@ import pytest
 
 from driftrec.config import Settings
 from driftrec.llm import LLM
-from driftrec.memory.db import Database
+from driftrec.memory.db import SqliteDatabase
 from driftrec.memory.events import EventStore
 from driftrec.models import Interaction
 from tests.conftest import copy_of, endpoint_env
@@ -33,7 +33,7 @@ def driftrec(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
 
 async def test_refresh_all_show_and_forget(settings: Settings, llm: LLM, seeded_data: Path, tmp_path: Path) -> None:
     data = copy_of(seeded_data, tmp_path / "data")
-    db = Database(data / "memory.db")
+    db = SqliteDatabase(data / "memory.db")
     with db.transaction() as conn:
         conn.execute("DELETE FROM events")  # two small users instead of the hundred seeded ones
     films = {"ada": [("50", 5), ("172", 5), ("181", 4)], "bo": [("1", 5), ("71", 4), ("94", 2)]}

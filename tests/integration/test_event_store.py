@@ -1,4 +1,5 @@
-"""The event log keeps everything it acknowledged, exactly once, whatever happens to the writer."""
+"""The event log keeps everything it acknowledged, exactly once, whatever happens to the writer — on the
+embedded SQLite file and on a real PostgreSQL server (each test that takes ``database_url`` runs on both)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from pydantic import ValidationError
 
 from driftrec.memory import EventStore, event_id, open_session, sessionize
+from driftrec.memory.db import open_database_url
 from driftrec.models import Action, Interaction
 
 T0 = datetime(2026, 3, 1, 20, 0, tzinfo=UTC)
@@ -24,8 +26,17 @@ def ev(user: str, item: str, minutes: float, **kwargs) -> Interaction:
     return Interaction(user=user, item=item, timestamp=T0 + timedelta(minutes=minutes), **kwargs)
 
 
-async def test_replays_and_retries_never_double_count(tmp_path: Path) -> None:
-    store = EventStore(tmp_path / "events.db")
+def store_at(url: str | None, folder: Path) -> EventStore:
+    """The event store on ``url`` (None: SQLite in ``folder``), as a process of the service opens it."""
+    return EventStore(open_database_url(url, folder))
+
+
+# Opens the same store in a child process (the writers below).
+OPEN = "store = EventStore(open_database_url({url!r} or None, Path({folder!r})))"
+
+
+async def test_replays_and_retries_never_double_count(tmp_path: Path, database_url: str | None) -> None:
+    store = store_at(database_url, tmp_path)
     batch = [ev("u", "1", 0), ev("u", "2", 5, action=Action.LIKE), ev("u", "3", 9, event_id="client-42")]
     assert await store.append(batch) == 3
     assert await store.append(batch) == 0  # the same events again, ids derived from content
@@ -45,17 +56,17 @@ def test_bad_events_are_rejected_naming_the_field() -> None:
         Interaction(user="", item="1", timestamp=T0)
 
 
-async def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
+async def test_concurrent_writers_lose_nothing(tmp_path: Path, database_url: str | None) -> None:
     """Forty tasks here and two other processes write at once; every distinct event lands exactly once."""
-    path = tmp_path / "events.db"
-    store = EventStore(path)
+    store = store_at(database_url, tmp_path)
     writer = textwrap.dedent(f"""
         import asyncio, sys
         from datetime import UTC, datetime, timedelta
         from pathlib import Path
         from driftrec.memory import EventStore
+        from driftrec.memory.db import open_database_url
         from driftrec.models import Interaction
-        store = EventStore(Path({str(path)!r}))
+        {OPEN.format(url=database_url, folder=str(tmp_path))}
         tag = sys.argv[1]
         async def main():
             for i in range(100):
@@ -75,16 +86,16 @@ async def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     assert await store.count("pa") == 100
 
 
-def test_an_acknowledged_event_survives_a_killed_writer(tmp_path: Path) -> None:
-    """The writer prints each id after append() returns; SIGKILL it mid-stream; every printed id is on disk."""
-    path = tmp_path / "events.db"
+def test_an_acknowledged_event_survives_a_killed_writer(tmp_path: Path, database_url: str | None) -> None:
+    """The writer prints each id after append() returns; SIGKILL it mid-stream; every printed id is stored."""
     writer = textwrap.dedent(f"""
         import sys
         from datetime import UTC, datetime, timedelta
         from pathlib import Path
         from driftrec.memory import EventStore
+        from driftrec.memory.db import open_database_url
         from driftrec.models import Interaction
-        store = EventStore(Path({str(path)!r}))
+        {OPEN.format(url=database_url, folder=str(tmp_path))}
         for i in range(100000):
             store.append_blocking([Interaction(user="k", item=str(i % 50), event_id=f"k-{{i}}",
                 timestamp=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=i))])
@@ -95,7 +106,7 @@ def test_an_acknowledged_event_survives_a_killed_writer(tmp_path: Path) -> None:
     acknowledged = [process.stdout.readline().strip() for _ in range(200)]
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    stored = {e.event_id for e in EventStore(path).history_blocking("k")}
+    stored = {e.event_id for e in store_at(database_url, tmp_path).history_blocking("k")}
     assert set(acknowledged) <= stored
 
 

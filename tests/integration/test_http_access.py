@@ -2,8 +2,8 @@
 admin keys reach everyone, keys are stored hashed, revoking works at once, forgetting a user takes their
 keys, each key has its own rate limit (429 with Retry-After), and the OpenAPI docs can be turned off.
 
-In-process app on a real Recommender (real Chroma, real MovieLens catalog, real SQLite store) without an
-LLM: access control happens before any LLM is asked."""
+In-process app on a real Recommender (real Chroma, real MovieLens catalog; the SQLite store and a real
+PostgreSQL) without an LLM: access control happens before any LLM is asked."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from driftrec.agent import Recommender
 from driftrec.config import Settings
 from driftrec.memory.keys import KeyStore
 from driftrec.server import create_app
-from tests.conftest import copy_of
+from tests.conftest import copy_of, on_backend
 
 ALICE, BOB = "alice", "bob"
 
@@ -36,14 +36,17 @@ USER_ROUTES: dict[tuple[str, str], dict | None] = {
 
 
 @pytest.fixture(scope="module")
-def own_settings(settings: Settings, seeded_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def own_settings(
+    settings: Settings, seeded_data: Path, tmp_path_factory: pytest.TempPathFactory, module_database_url: str | None
+) -> Settings:
     data = copy_of(seeded_data, tmp_path_factory.mktemp("http-access"))
-    return settings.model_copy(update={"data_dir": data, "chroma_path": data / "chroma", "api_rate_per_minute": 0})
+    own = settings.model_copy(update={"data_dir": data, "chroma_path": data / "chroma", "api_rate_per_minute": 0})
+    return on_backend(own, module_database_url, data)
 
 
 @pytest.fixture(scope="module")
 def keys(own_settings: Settings) -> dict[str, str]:
-    store = KeyStore.open(own_settings.data_dir)
+    store = KeyStore.open(own_settings)
     return {
         ALICE: store.create(ALICE, "alice's app")[0],
         BOB: store.create(BOB)[0],
@@ -109,10 +112,12 @@ def test_catalog_routes_take_any_valid_key_and_no_key_is_a_401(http: TestClient,
 def test_keys_are_stored_hashed_and_revoked_at_once(
     http: TestClient, keys: dict[str, str], own_settings: Settings
 ) -> None:
-    store = KeyStore.open(own_settings.data_dir)
+    store = KeyStore.open(own_settings)
     token, key = store.create(ALICE, "to revoke")
     assert http.get(f"/v1/users/{ALICE}/profile", headers=bearer(token)).status_code == 200
-    raw = b"".join(p.read_bytes() for p in own_settings.data_dir.glob("memory.db*"))
+    stored = repr(store.db.connection().execute("SELECT * FROM api_keys").fetchall())
+    assert token not in stored and keys[ALICE] not in stored and key.id in stored  # only the id and a hash
+    raw = b"".join(p.read_bytes() for p in own_settings.data_dir.glob("memory.db*"))  # the SQLite file, if any
     assert token.encode() not in raw and keys[ALICE].encode() not in raw
     store.revoke(key.id)
     assert http.get(f"/v1/users/{ALICE}/profile", headers=bearer(token)).status_code == 401
@@ -120,7 +125,7 @@ def test_keys_are_stored_hashed_and_revoked_at_once(
 
 
 def test_forgetting_a_user_takes_their_keys(http: TestClient, own_settings: Settings) -> None:
-    store = KeyStore.open(own_settings.data_dir)
+    store = KeyStore.open(own_settings)
     token, key = store.create("carol")
     reply = http.delete("/v1/users/carol", headers=bearer(token))
     assert reply.status_code == 200 and reply.json()["rows"]["api_keys"] == 1
@@ -133,7 +138,7 @@ def test_each_key_has_its_own_rate_limit(settings: Settings, seeded_data: Path, 
     own = settings.model_copy(
         update={"data_dir": data, "chroma_path": data / "chroma", "api_rate_per_minute": 6, "api_rate_burst": 3}
     )
-    store = KeyStore.open(data)
+    store = KeyStore.open(own)
     first, second = store.create("u1")[0], store.create("u2")[0]
     with TestClient(create_app(Recommender(own, llm=None))) as client:
         codes = [client.get("/v1/users/u1/profile", headers=bearer(first)).status_code for _ in range(4)]

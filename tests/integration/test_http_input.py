@@ -1,8 +1,8 @@
 """The bad-input corpus of issue 15, each one a curl against `driftrec serve` that used to answer 500
 (or accept what it should not): now a 4xx naming the field, with at most a short excerpt echoed.
 
-In-process app on a real Recommender (real Chroma, real MovieLens catalog) without an LLM: input
-handling happens before any LLM is asked."""
+In-process app on a real Recommender (real Chroma, real MovieLens catalog; the SQLite store and a real
+PostgreSQL) without an LLM: input handling happens before any LLM is asked."""
 
 from __future__ import annotations
 
@@ -15,16 +15,19 @@ from fastapi.testclient import TestClient
 from driftrec.agent import Recommender
 from driftrec.config import Settings
 from driftrec.server import create_app
-from tests.conftest import copy_of
+from tests.conftest import copy_of, on_backend
 
 KEY = "s3cret"
 AUTH = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
 
 
 @pytest.fixture(scope="module")
-def http(settings: Settings, seeded_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+def http(
+    settings: Settings, seeded_data: Path, tmp_path_factory: pytest.TempPathFactory, module_database_url: str | None
+) -> Iterator[TestClient]:
     data = copy_of(seeded_data, tmp_path_factory.mktemp("http-input"))
     own = settings.model_copy(update={"data_dir": data, "chroma_path": data / "chroma"})
+    own = on_backend(own, module_database_url, data)
     with TestClient(create_app(Recommender(own, llm=None), api_key=KEY, max_body_bytes=1 << 20)) as client:
         yield client
 

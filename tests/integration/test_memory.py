@@ -1,4 +1,5 @@
-"""Interest memory with the real embedded model, real Chroma and real MovieLens-100K histories."""
+"""Interest memory with the real embedded model, real Chroma and real MovieLens-100K histories — each test on
+the embedded SQLite store and on a real PostgreSQL server (``database_url``)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from driftrec.memory.service import Memory
 from driftrec.memory.sessions import sessionize
 from driftrec.models import SessionSummary
 from driftrec.plots import profile_timeline as plot_timeline
+from tests.conftest import on_backend
 
 pytestmark = pytest.mark.vllm
 
@@ -41,18 +43,23 @@ def users_with_sessions(ml100k: Dataset) -> list[str]:
     return sorted(many, key=lambda u: len(by_user[u]))
 
 
-def memory_in(tmp_path: Path, settings: Settings, ml100k: Dataset, llm: LLM | None) -> Memory:
+def memory_in(tmp_path: Path, settings: Settings, ml100k: Dataset, llm: LLM | None, url: str | None) -> Memory:
     local = settings.model_copy(
         update={"data_dir": tmp_path, "chroma_path": tmp_path / "chroma", "chroma_mode": "embedded"}
     )
-    return Memory.open(local, ml100k.items, llm)
+    return Memory.open(on_backend(local, url), ml100k.items, llm)
 
 
 async def test_replay_builds_valid_versioned_profiles(
-    tmp_path: Path, settings: Settings, ml100k: Dataset, llm: LLM, users_with_sessions: list[str]
+    tmp_path: Path,
+    settings: Settings,
+    ml100k: Dataset,
+    llm: LLM,
+    users_with_sessions: list[str],
+    database_url: str | None,
 ) -> None:
     user = users_with_sessions[0]
-    memory = memory_in(tmp_path, settings, ml100k, llm)
+    memory = memory_in(tmp_path, settings, ml100k, llm, database_url)
     results = await replay(memory, ml100k.by_user()[user], max_sessions=3)
     assert [r.error for r in results] == [None, None, None]
     assert [r.profile.version for r in results] == [1, 2, 3]
@@ -89,6 +96,7 @@ async def test_replay_builds_valid_versioned_profiles(
         "DRIFTREC_DATA_DIR": str(tmp_path),
         "DRIFTREC_CHROMA_PATH": str(tmp_path / "chroma"),
         "DRIFTREC_CACHE_DIR": str(settings.cache_dir),
+        **({"DRIFTREC_DATABASE_URL": database_url} if database_url else {}),
     }
     shown = await asyncio.to_thread(CliRunner().invoke, app, ["profile", "history", user, "--json"], env=env)
     assert shown.exit_code == 0, shown.output
@@ -101,7 +109,12 @@ async def test_replay_builds_valid_versioned_profiles(
 
 
 async def test_llm_down_keeps_the_old_profile_and_retries_later(
-    tmp_path: Path, settings: Settings, ml100k: Dataset, llm: LLM, users_with_sessions: list[str]
+    tmp_path: Path,
+    settings: Settings,
+    ml100k: Dataset,
+    llm: LLM,
+    users_with_sessions: list[str],
+    database_url: str | None,
 ) -> None:
     user = users_with_sessions[1]
     events = ml100k.by_user()[user]
@@ -111,7 +124,7 @@ async def test_llm_down_keeps_the_old_profile_and_retries_later(
         llm.tokens,
         llm.context_window,
     )
-    memory = memory_in(tmp_path, settings, ml100k, dead)
+    memory = memory_in(tmp_path, settings, ml100k, dead, database_url)
     await memory.observe(first.interactions)
     result = await memory.refresh_profile(user, now=first.ended_at + timedelta(hours=1))
     assert not result.updated and result.profile.version == 0 and result.summarized == 0
@@ -123,13 +136,19 @@ async def test_llm_down_keeps_the_old_profile_and_retries_later(
 
 @pytest.mark.parametrize("failpoint", ["profile.after_version_write", "profile.before_head_move"])
 async def test_a_kill_during_an_update_leaves_the_old_profile_current(
-    tmp_path: Path, settings: Settings, ml100k: Dataset, llm: LLM, users_with_sessions: list[str], failpoint: str
+    tmp_path: Path,
+    settings: Settings,
+    ml100k: Dataset,
+    llm: LLM,
+    users_with_sessions: list[str],
+    failpoint: str,
+    database_url: str | None,
 ) -> None:
     """A real process dies (SIGKILL) between the writes of an update: after the new version's vector is
     written, or inside the transaction that stores it and moves the head."""
     user = users_with_sessions[2]
     sessions = sessionize(ml100k.by_user()[user], timedelta(minutes=30))
-    memory = memory_in(tmp_path, settings, ml100k, llm)
+    memory = memory_in(tmp_path, settings, ml100k, llm, database_url)
     await memory.observe(sessions[0].interactions)
     before = (await memory.refresh_profile(user, now=sessions[0].ended_at + timedelta(hours=1))).profile
     assert before.version == 1
@@ -163,6 +182,7 @@ async def test_a_kill_during_an_update_leaves_the_old_profile_current(
         "DRIFTREC_CACHE_DIR": str(settings.cache_dir),
         "DRIFTREC_LLM_BASE_URL": llm.client.base_url,
         "DRIFTREC_LLM_MODEL": llm.client.model,
+        **({"DRIFTREC_DATABASE_URL": database_url} if database_url else {}),
     }
     proc = await asyncio.to_thread(
         subprocess.run, [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
@@ -170,7 +190,7 @@ async def test_a_kill_during_an_update_leaves_the_old_profile_current(
     assert proc.returncode == -9, proc.stderr[-2000:]  # died at the failpoint, by SIGKILL
     assert "NOT KILLED" not in proc.stdout
 
-    reopened = memory_in(tmp_path, settings, ml100k, llm)
+    reopened = memory_in(tmp_path, settings, ml100k, llm, database_url)
     current, _ = await reopened.profile(user)
     assert current == before  # the old version is current and intact
     assert [p.version for p in await reopened.history(user)] == [1]
@@ -180,11 +200,16 @@ async def test_a_kill_during_an_update_leaves_the_old_profile_current(
 
 
 async def test_concurrent_updates_never_overwrite_a_newer_profile(
-    tmp_path: Path, settings: Settings, ml100k: Dataset, llm: LLM, users_with_sessions: list[str]
+    tmp_path: Path,
+    settings: Settings,
+    ml100k: Dataset,
+    llm: LLM,
+    users_with_sessions: list[str],
+    database_url: str | None,
 ) -> None:
     user = users_with_sessions[3]
     sessions = sessionize(ml100k.by_user()[user], timedelta(minutes=30))
-    memory = memory_in(tmp_path, settings, ml100k, llm)
+    memory = memory_in(tmp_path, settings, ml100k, llm, database_url)
     await memory.observe(sessions[0].interactions)
     now = sessions[0].ended_at + timedelta(hours=1)
     first, second = await asyncio.gather(memory.refresh_profile(user, now=now), memory.refresh_profile(user, now=now))
@@ -192,7 +217,7 @@ async def test_concurrent_updates_never_overwrite_a_newer_profile(
     assert (await memory.profile(user))[0].version == 1
 
     # across processes the head check decides: a writer holding an old head loses
-    other = memory_in(tmp_path, settings, ml100k, llm)
+    other = memory_in(tmp_path, settings, ml100k, llm, database_url)
     stale, _ = await other.profile(user)
     await memory.observe(sessions[1].interactions)
     assert (await memory.refresh_profile(user, now=sessions[1].ended_at + timedelta(hours=1))).profile.version == 2
@@ -202,10 +227,15 @@ async def test_concurrent_updates_never_overwrite_a_newer_profile(
 
 
 async def test_forget_user_leaves_nothing_behind(
-    tmp_path: Path, settings: Settings, ml100k: Dataset, llm: LLM, users_with_sessions: list[str]
+    tmp_path: Path,
+    settings: Settings,
+    ml100k: Dataset,
+    llm: LLM,
+    users_with_sessions: list[str],
+    database_url: str | None,
 ) -> None:
     user, neighbour = users_with_sessions[4], users_with_sessions[5]
-    memory = memory_in(tmp_path, settings, ml100k, llm)
+    memory = memory_in(tmp_path, settings, ml100k, llm, database_url)
     for someone in (user, neighbour):
         await replay(memory, ml100k.by_user()[someone], max_sessions=1)
     report = await memory.forget_user(user)

@@ -16,11 +16,11 @@ from driftrec.agent import Recommender
 from driftrec.config import Settings
 from driftrec.data import Dataset, load_movielens_100k
 from driftrec.llm import LLM, LLMClient
-from driftrec.memory.db import SCHEMA_VERSION, Database
+from driftrec.memory.db import SCHEMA_VERSION, SqliteDatabase
 from driftrec.memory.service import Memory
 from driftrec.memory.sessions import sessionize
 from driftrec.models import Interaction
-from tests.conftest import copy_of
+from tests.conftest import copy_of, on_backend
 
 pytestmark = pytest.mark.vllm
 T0 = datetime(2024, 3, 1, 20, 0, tzinfo=UTC)
@@ -50,12 +50,12 @@ def client_sessions(user: str, items: list[list[tuple[str, float]]]) -> list[Int
 
 
 async def test_two_users_with_the_same_session_ids_each_get_exactly_their_own_summaries(
-    tmp_path: Path, settings: Settings, ml100k: Dataset, llm: LLM
+    tmp_path: Path, settings: Settings, ml100k: Dataset, llm: LLM, database_url: str | None
 ) -> None:
     # Ada rates sci-fi highly; Bo rates comedies highly and the same sci-fi low. Both clients say "1", "2".
     ada = client_sessions("ada", [[("50", 5), ("172", 5), ("181", 4)], [("82", 5), ("96", 4)]])
     bo = client_sessions("bo", [[("1", 5), ("71", 4), ("50", 1)], [("94", 5), ("172", 2)]])
-    memory = Memory.open(local(settings, tmp_path), ml100k.items, llm)
+    memory = Memory.open(on_backend(local(settings, tmp_path), database_url), ml100k.items, llm)
     await memory.observe(ada + bo)
     now = T0 + timedelta(days=5)
     results = await asyncio.gather(memory.refresh_profile("ada", now), memory.refresh_profile("bo", now))
@@ -136,10 +136,10 @@ async def test_forgetting_a_user_leaves_no_byte_of_them_in_any_file(
 
 
 async def test_upkeep_refreshes_a_closed_session_by_itself_and_survives_a_restart(
-    tmp_path: Path, settings: Settings, ml100k: Dataset, llm: LLM, seeded_data: Path
+    tmp_path: Path, settings: Settings, ml100k: Dataset, llm: LLM, seeded_data: Path, database_url: str | None
 ) -> None:
     data = copy_of(seeded_data, tmp_path / "data")
-    own = local(settings, data, memory_upkeep=True, memory_upkeep_interval_s=0.2)
+    own = on_backend(local(settings, data, memory_upkeep=True, memory_upkeep_interval_s=0.2), database_url, data)
     long_ago = datetime.now(UTC) - timedelta(days=2)  # the session closed long ago: due at once
     events = [
         Interaction(user="eve", item=i, action="rate", rating=5, timestamp=long_ago + timedelta(minutes=n))
@@ -196,22 +196,22 @@ def test_a_v1_memory_file_is_migrated_with_its_summaries(tmp_path: Path) -> None
         """
     )
     conn.close()
-    db = Database(path)
+    db = SqliteDatabase(path)
     assert db.schema_version() == SCHEMA_VERSION == 4
     rows = db.connection().execute(
         "SELECT user, session_id, applied, json_extract(body, '$.session_id') FROM summaries"
     )
     assert sorted(rows.fetchall()) == [("u7", "auto:1700000000", 1, "auto:1700000000"), ("u8", "chat-1", 0, "chat-1")]
-    Database(path)  # opening again is a no-op
+    SqliteDatabase(path)  # opening again is a no-op
     assert db.connection().execute("SELECT COUNT(*) FROM summaries").fetchone()[0] == 2
 
 
 async def test_a_forget_racing_a_refresh_leaves_nothing_of_the_user(
-    tmp_path: Path, settings: Settings, ml100k: Dataset, llm: LLM
+    tmp_path: Path, settings: Settings, ml100k: Dataset, llm: LLM, database_url: str | None
 ) -> None:
     ada = client_sessions("ada", [[("50", 5), ("172", 5)], [("82", 5)]])
     bo = client_sessions("bo", [[("1", 5), ("71", 4)]])
-    memory = Memory.open(local(settings, tmp_path), ml100k.items, llm)
+    memory = Memory.open(on_backend(local(settings, tmp_path), database_url), ml100k.items, llm)
     await memory.observe(ada + bo)
     now = T0 + timedelta(days=5)
     refresh = asyncio.create_task(memory.refresh_profile("ada", now))

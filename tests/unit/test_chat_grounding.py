@@ -11,13 +11,13 @@ from pathlib import Path
 from driftrec.agent.chat import ChatAgent, ChatOptions, mentions, plan_schema
 from driftrec.data.movielens import GROUPLENS_GENRES
 from driftrec.memory.conversation import ConversationStore, StatementStore
-from driftrec.memory.db import Database
+from driftrec.memory.db import SqliteDatabase
 
 GENRES = tuple(g for g in GROUPLENS_GENRES if g != "unknown")  # MovieLens-100K's genres
 
 
 def agent(tmp_path: Path) -> ChatAgent:
-    db = Database(tmp_path / "m.db")
+    db = SqliteDatabase(tmp_path / "m.db")
     options = ChatOptions(mode="tools", vocabulary=GENRES, latest_year=1998)
     return ChatAgent(None, None, ConversationStore(db), StatementStore(db), options)  # type: ignore[arg-type]
 

@@ -11,16 +11,16 @@ from langchain_core.tools import StructuredTool
 
 from driftrec.agent.chat import ChatAgent, ChatOptions
 from driftrec.memory.conversation import ConversationStore, StatementStore
-from driftrec.memory.db import Database
+from driftrec.memory.db import SqliteDatabase
 from driftrec.privacy import SUBJECT, acting_for, pseudonym
 from driftrec.server.app import RedactUsers
 
 
 def test_pseudonyms_are_keyed_stable_and_do_not_contain_the_id(tmp_path: Path) -> None:
-    key = Database(tmp_path / "m.db").pseudonym_key()
+    key = SqliteDatabase(tmp_path / "m.db").pseudonym_key()
     assert pseudonym("ada", key) == pseudonym("ada", key) != pseudonym("bob", key)
     assert "ursula" not in pseudonym("ursula", key) and len(pseudonym("ada", key)) == 24  # (hex: "ada" could occur)
-    other = Database(tmp_path / "other.db").pseudonym_key()
+    other = SqliteDatabase(tmp_path / "other.db").pseudonym_key()
     assert pseudonym("ada", other) != pseudonym("ada", key)  # keyed: another store, another pseudonym
 
 
@@ -50,7 +50,7 @@ class _Broken:
 
 
 async def test_a_failed_chat_turn_stores_the_user_turn_and_no_empty_reply(tmp_path: Path) -> None:
-    db = Database(tmp_path / "m.db")
+    db = SqliteDatabase(tmp_path / "m.db")
     conversations = ConversationStore(db)
     agent = ChatAgent(None, _Broken(), conversations, StatementStore(db), ChatOptions(mode="plan"))
     with pytest.raises(RuntimeError, match="retrieval is down"):

@@ -1,5 +1,6 @@
 """The async Recommender facade and the chat agent built on it (LangChain tools call the facade)."""
 
 from driftrec.agent.recommender import InvalidEvent, NotStarted, Recommender, RecommenderError, UnknownItem
+from driftrec.memory.db import StoreUnavailable
 
-__all__ = ["InvalidEvent", "NotStarted", "Recommender", "RecommenderError", "UnknownItem"]
+__all__ = ["InvalidEvent", "NotStarted", "Recommender", "RecommenderError", "StoreUnavailable", "UnknownItem"]

@@ -55,6 +55,7 @@ from driftrec.ranking.features import FeatureBuilder
 from driftrec.ranking.learned import LearnedRanker, RankerFileError, catalog_fingerprint
 from driftrec.ranking.training import candidate_pool, train_ranker
 from driftrec.retrieval import CandidateGenerator, ItemIndex, RetrievalRequest
+from driftrec.retrieval.log import UserCodes
 from driftrec.retrieval.store import ensure_items, open_item_index
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,10 @@ class Recommender:
         self.generator: CandidateGenerator | None = None
         self.reranker: Reranker | None = None
         self._owns_llm = False
-        self._fitted_events = 0
+        self._users = UserCodes()  # dense user codes of the candidate indexes
+        self._fitted_position = 0  # the event log position the candidate indexes have taken in
+        self._features_position = 0  # ... and the learned ranker's features
+        self._polled_at = 0.0  # when the log position was last looked at (time.monotonic)
         self._refit: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last: dict[str, RecommendationList] = {}
@@ -225,15 +229,42 @@ class Recommender:
     # -- candidate indexes ------------------------------------------------------------------------
 
     async def _fit(self) -> None:
-        """(Re)fit co-occurrence and popularity (and the learned ranker's features) on the whole event log,
-        in a thread."""
+        """Fit co-occurrence and popularity (and the learned ranker's features) on the whole event log, read
+        as columns, in a thread."""
         memory = self.memory
         assert memory is not None and self.index is not None
-        events = await asyncio.to_thread(memory.events.all_blocking)
-        generator = await asyncio.to_thread(CandidateGenerator.build, self.settings, self.index, self.catalog, events)
+        users, positions = UserCodes(), {item: i for i, item in enumerate(self.catalog)}
+        log = await asyncio.to_thread(memory.events.columns_blocking, positions, users)
+        generator = await asyncio.to_thread(
+            CandidateGenerator.build_from_columns, self.settings, self.index, self.catalog, log, len(users)
+        )
         if self.learned is not None:
+            events = await asyncio.to_thread(memory.events.all_blocking)
             self.features = await asyncio.to_thread(FeatureBuilder().fit, events, self.catalog)
-        self.generator, self._fitted_events = generator, len(events)
+            self._features_position = log.last_seq
+        self.generator, self._users, self._fitted_position = generator, users, log.last_seq
+        self._polled_at = time.monotonic()
+
+    async def _catch_up(self) -> None:
+        """Take events written since the last fit or update into the candidate indexes (incrementally: the
+        cost follows the new events, not the log); refit the learned ranker's features every
+        ``refit_every_events``."""
+        memory = self._require()
+        assert self.generator is not None
+        positions = {item: i for i, item in enumerate(self.catalog)}
+        new = await asyncio.to_thread(
+            memory.events.columns_blocking, positions, self._users, after=self._fitted_position
+        )
+        if len(new):
+            await asyncio.to_thread(self.generator.update, new, len(self._users))
+            self._fitted_position = new.last_seq
+        if (
+            self.learned is not None
+            and self._fitted_position - self._features_position >= self.settings.refit_every_events
+        ):
+            events = await asyncio.to_thread(memory.events.all_blocking)
+            self.features = await asyncio.to_thread(FeatureBuilder().fit, events, self.catalog)
+            self._features_position = self._fitted_position
 
     def ranker_dir(self) -> Path:
         return self.settings.data_dir / "ranker"
@@ -281,20 +312,39 @@ class Recommender:
         return [pool[i].model_copy(update={"score": float(scores[i])}) for i in order], "learned"
 
     async def refit(self) -> None:
-        """Bring co-occurrence and popularity up to date with every event recorded so far: wait for the
-        refit ``observe`` may already have started, else fit now (after a bulk load, before ranking)."""
-        memory = self._require()
+        """Bring the candidate indexes up to date with every event recorded so far (after a bulk load,
+        before ranking): wait for an update already under way, then take in what is left."""
+        self._require()
         if self._refit is not None and not self._refit.done():
-            await self._refit  # do not fit twice at once
-        if await memory.events.count() != self._fitted_events:
-            await self._fit()
+            await self._refit  # never two updates at once
+        self._polled_at = time.monotonic()
+        await self._catch_up()
 
-    async def _maybe_refit(self) -> None:
+    async def _maybe_refit(self, *, wrote: bool = False) -> None:
+        """Start a background catch-up when this process wrote events, or, at most every ``index_poll_s``,
+        when the log moved (other processes' events). No query at all on most requests."""
         memory = self._require()
         if self._refit is not None and not self._refit.done():
             return
-        if await memory.events.count() - self._fitted_events >= self.settings.refit_every_events:
-            self._refit = asyncio.create_task(self._fit())
+        if not wrote:
+            if time.monotonic() - self._polled_at < self.settings.index_poll_s:
+                return
+            self._polled_at = time.monotonic()
+            if await asyncio.to_thread(memory.events.position_blocking) <= self._fitted_position:
+                return
+        self._refit = asyncio.create_task(self._catch_up())
+
+    def _refit_whole(self) -> None:
+        """Fit from scratch in the background (after forgetting a user: their events leave the indexes)."""
+
+        previous = self._refit
+
+        async def whole() -> None:
+            if previous is not None and not previous.done():
+                await previous
+            await self._fit()
+
+        self._refit = asyncio.create_task(whole())
 
     # -- events -----------------------------------------------------------------------------------
 
@@ -320,7 +370,7 @@ class Recommender:
                 )
         upkeep = self.settings.memory_upkeep if upkeep is None else upkeep
         written = await memory.observe(events, upkeep=upkeep and self.llm is not None)
-        await self._maybe_refit()
+        await self._maybe_refit(wrote=written > 0)
         return written
 
     async def feedback(
@@ -496,6 +546,14 @@ class Recommender:
             self.upkeep.poke()
         return result
 
+    async def store_ok(self) -> bool:
+        """Whether the memory store answers right now (for health checks; never raises)."""
+        try:
+            await asyncio.to_thread(self._require().db.ping)
+        except Exception:  # any failure means "not answering"
+            return False
+        return True
+
     def keys(self) -> KeyStore:
         """The API keys (admin and per user) of this store; ``driftrec keys`` makes and revokes them."""
         return self._require().keys
@@ -506,6 +564,8 @@ class Recommender:
         each store held."""
         report = await self._require().forget_user(user)
         self._last.pop(user, None)
+        if report.rows.get("events"):
+            self._refit_whole()  # their events leave co-occurrence and popularity too
         return report
 
     # -- chat -------------------------------------------------------------------------------------

@@ -1,21 +1,30 @@
-"""The SQLite file behind memory: one connection per worker thread, WAL, full fsync on commit.
+"""The durable store behind memory: one interface, two backends.
 
-The schema is versioned (``PRAGMA user_version``) and migrated forward when a file is opened. Every
-row is keyed by user; nothing is keyed by a client-chosen id alone (two users may both call their
-first session "1"). Deleted rows are overwritten on disk (``secure_delete``), and ``checkpoint()``
-truncates the write-ahead log, so forgetting a user leaves none of their bytes in the file or the WAL.
+SQLite (this module) is the embedded default: one file, one connection per worker thread, WAL, full
+fsync on commit. PostgreSQL (``postgres.py``) is for several processes or hosts, picked by
+``DRIFTREC_DATABASE_URL``. Both run the same SQL: the stores write portable statements (``?``
+placeholders, ``ON CONFLICT``) and the PostgreSQL connection translates the few spellings that differ.
+
+The schema is versioned and migrated forward when a store is opened. Every row is keyed by user; nothing
+is keyed by a client-chosen id alone (two users may both call their first session "1"). On SQLite deleted
+rows are overwritten on disk (``secure_delete``) and ``checkpoint()`` truncates the write-ahead log, so
+forgetting a user leaves none of their bytes in the file or the WAL.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import secrets
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from driftrec.config import Settings
 
 R = TypeVar("R")
 
@@ -137,23 +146,138 @@ USER_TABLES = (
 )
 
 
-class Database:
+class StoreUnavailable(RuntimeError):
+    """The database cannot be reached or written (server down, connection lost, disk full).
+
+    Nothing acknowledged before it is lost; the caller may retry once the store is back (the HTTP service
+    answers 503)."""
+
+
+class Connection:
+    """One backend connection with the interface the stores use: ``execute``, ``executemany``.
+
+    Backend errors that mean "the store is not usable right now" surface as :class:`StoreUnavailable`."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:  # a cursor: fetchone/fetchall/rowcount
+        raise NotImplementedError
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        raise NotImplementedError
+
+
+class Database(abc.ABC):
+    """The store's interface: connections per worker thread, all-or-nothing transactions, forgetting."""
+
+    backend: str = ""
+
+    @abc.abstractmethod
+    def connection(self) -> Connection:
+        """This thread's connection (made on first use, remade after it broke)."""
+
+    @abc.abstractmethod
+    def transaction(self) -> contextlib.AbstractContextManager[Connection]:
+        """One writer at a time, all or nothing: every transaction is serialized against every other,
+        across threads and processes (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock)."""
+
+    @abc.abstractmethod
+    def schema_version(self) -> int: ...
+
+    @abc.abstractmethod
+    def checkpoint(self) -> None:
+        """Make deleted rows' bytes go away where the backend allows it (after forgetting a user)."""
+
+    def describe(self) -> str:
+        """Where the data lives, without credentials (for logs and `driftrec config`)."""
+        return self.backend
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close this thread's connection (others close with their threads or the process)."""
+
+    def ping(self) -> None:
+        """One round trip to the store; raises StoreUnavailable when it does not answer."""
+        self.connection().execute("SELECT 1").fetchone()
+
+    def pseudonym_key(self) -> bytes:
+        """The key of this store's user pseudonyms (made once, with the store)."""
+        return bytes(self.connection().execute("SELECT value FROM meta WHERE key = 'pseudonym_key'").fetchone()[0])
+
+    def flag(self, key: str) -> bool:
+        return self.connection().execute("SELECT 1 FROM meta WHERE key = ?", (key,)).fetchone() is not None
+
+    def set_flag(self, key: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING", (key, b"\x01"))
+
+    def delete_user_blocking(self, user: str) -> dict[str, int]:
+        """Delete every row of ``user`` in one transaction; returns rows deleted per table."""
+        with self.transaction() as conn:
+            return {
+                table: conn.execute(f"DELETE FROM {table} WHERE user = ?", (user,)).rowcount for table in USER_TABLES
+            }
+
+    async def run(self, fn: Callable[..., R], *args: object) -> R:
+        """Run blocking database work in a worker thread."""
+        return await asyncio.to_thread(fn, *args)
+
+
+def _unavailable(error: sqlite3.OperationalError) -> bool:
+    """SQLite errors that are about the medium, not the statement."""
+    text = str(error).lower()
+    return any(s in text for s in ("disk", "full", "unable to open", "readonly", "locked", "i/o"))
+
+
+class _SqliteConnection(Connection):
+    def __init__(self, raw: sqlite3.Connection):
+        self.raw = raw
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        try:
+            return self.raw.execute(sql, params)
+        except sqlite3.OperationalError as e:
+            if _unavailable(e):
+                raise StoreUnavailable(f"sqlite: {e}") from e
+            raise
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        try:
+            return self.raw.executemany(sql, rows).rowcount
+        except sqlite3.OperationalError as e:
+            if _unavailable(e):
+                raise StoreUnavailable(f"sqlite: {e}") from e
+            raise
+
+
+class SqliteDatabase(Database):
+    """The embedded default: one file in the data dir."""
+
+    backend = "sqlite"
+
     def __init__(self, path: Path):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._migrate()
 
-    def connection(self) -> sqlite3.Connection:
+    def describe(self) -> str:
+        return f"sqlite:///{self.path}"
+
+    def connection(self) -> _SqliteConnection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute("PRAGMA secure_delete=ON")  # deleted rows are zeroed, not left in free pages
-            self._local.conn = conn
+            raw = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            raw.execute("PRAGMA journal_mode=WAL")
+            raw.execute("PRAGMA synchronous=FULL")
+            raw.execute("PRAGMA busy_timeout=30000")
+            raw.execute("PRAGMA secure_delete=ON")  # deleted rows are zeroed, not left in free pages
+            conn = self._local.conn = _SqliteConnection(raw)
         return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.raw.close()
+            self._local.conn = None
 
     def _migrate(self) -> None:
         with self.transaction() as conn:
@@ -176,19 +300,8 @@ class Database:
     def schema_version(self) -> int:
         return int(self.connection().execute("PRAGMA user_version").fetchone()[0])
 
-    def pseudonym_key(self) -> bytes:
-        """The key of this store's user pseudonyms (made once, with the file)."""
-        return bytes(self.connection().execute("SELECT value FROM meta WHERE key = 'pseudonym_key'").fetchone()[0])
-
-    def flag(self, key: str) -> bool:
-        return self.connection().execute("SELECT 1 FROM meta WHERE key = ?", (key,)).fetchone() is not None
-
-    def set_flag(self, key: str) -> None:
-        with self.transaction() as conn:
-            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, X'01')", (key,))
-
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[_SqliteConnection]:
         """BEGIN IMMEDIATE ... COMMIT: one writer at a time, all or nothing."""
         conn = self.connection()
         conn.execute("BEGIN IMMEDIATE")
@@ -196,20 +309,29 @@ class Database:
             yield conn
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                conn.raw.execute("ROLLBACK")
             raise
-
-    def delete_user_blocking(self, user: str) -> dict[str, int]:
-        """Delete every row of ``user`` in one transaction; returns rows deleted per table."""
-        with self.transaction() as conn:
-            return {
-                table: conn.execute(f"DELETE FROM {table} WHERE user = ?", (user,)).rowcount for table in USER_TABLES
-            }
 
     def checkpoint(self) -> None:
         """Copy the WAL into the main file and truncate it: deleted bytes no longer linger in the log."""
         self.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    async def run(self, fn: Callable[..., R], *args: object) -> R:
-        """Run blocking database work in a worker thread."""
-        return await asyncio.to_thread(fn, *args)
+
+def open_database(settings: Settings) -> Database:
+    """The store ``settings.database_url`` names; unset: SQLite at ``<data_dir>/memory.db``."""
+    url = settings.database_url.get_secret_value() if settings.database_url is not None else None
+    return open_database_url(url, settings.data_dir)
+
+
+def open_database_url(url: str | None, data_dir: Path) -> Database:
+    """The store ``url`` names: ``postgresql://...`` or ``sqlite:///path``; unset: ``<data_dir>/memory.db``."""
+    if not url:
+        return SqliteDatabase(data_dir / "memory.db")
+    if url.startswith("sqlite:///"):
+        return SqliteDatabase(Path(url.removeprefix("sqlite:///")).expanduser())
+    if url.startswith(("postgresql://", "postgres://")):
+        from driftrec.memory.postgres import PostgresDatabase  # psycopg only when asked for
+
+        return PostgresDatabase(url)
+    raise ValueError("database_url: must start with postgresql://, postgres:// or sqlite:///")

@@ -1,7 +1,8 @@
-"""The durable event log: SQLite in WAL mode, append-only, idempotent by event id.
+"""The durable event log: append-only, idempotent by event id (SQLite in WAL mode, or PostgreSQL).
 
-SQLite (not Chroma) is the source of truth for what happened. ``synchronous=FULL`` means an
-acknowledged ``append`` survives a crash or power loss; ``INSERT OR IGNORE`` on the event id means
+The database (not Chroma) is the source of truth for what happened. A commit is durable (SQLite
+``synchronous=FULL``; PostgreSQL's default fsync), so an acknowledged ``append`` survives a crash or power
+loss; ``ON CONFLICT DO NOTHING`` on the event id means
 replays and client retries never double-count. Events without an id get a deterministic one (a hash
 of their content), so the same event sent twice is still one event. All database work runs in a
 worker thread; the event loop never waits on disk.
@@ -11,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from driftrec.memory.db import Database
+from driftrec.memory.db import Database, SqliteDatabase
 from driftrec.models import Action, Interaction
+from driftrec.retrieval.log import EventColumns, UserCodes
 
 
 def event_id(event: Interaction) -> str:
@@ -42,7 +44,7 @@ class EventStore:
     """Append-only interaction log for every user."""
 
     def __init__(self, db: Database | Path):
-        self.db = db if isinstance(db, Database) else Database(db)
+        self.db = db if isinstance(db, Database) else SqliteDatabase(db)
 
     # -- blocking core (runs in worker threads) ---------------------------------------------------
 
@@ -53,13 +55,11 @@ class EventStore:
             for e in events
         ]
         with self.db.transaction() as conn:
-            before = conn.total_changes
-            conn.executemany(
-                "INSERT OR IGNORE INTO events (event_id, user, item, action, ts, rating, text, session_id) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            return conn.executemany(
+                "INSERT INTO events (event_id, user, item, action, ts, rating, text, session_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 rows,
             )
-            return conn.total_changes - before
 
     def history_blocking(
         self, user: str, *, since: datetime | None = None, limit: int | None = None
@@ -78,6 +78,33 @@ class EventStore:
     def all_blocking(self) -> list[Interaction]:
         """Every event, oldest first: what the co-occurrence and popularity indexes are fitted on."""
         return _events(self.db.connection().execute(_SELECT + " ORDER BY ts, seq").fetchall())
+
+    def position_blocking(self) -> int:
+        """The log position: the highest sequence number written (an index lookup, not a count).
+
+        Writers are serialized, so sequence numbers are committed in order: everything at or below a
+        position read once is there for good (forgetting a user aside)."""
+        return int(self.db.connection().execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+
+    def columns_blocking(
+        self, positions: Mapping[str, int], users: UserCodes, *, after: int = 0, chunk: int = 200_000
+    ) -> EventColumns:
+        """Every event after log position ``after`` as columns (what the candidate indexes fit on), read in
+        chunks of ``chunk`` rows so memory holds arrays, not rows."""
+        parts = []
+        while True:
+            rows = (
+                self.db.connection()
+                .execute("SELECT seq, user, item, ts FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after, chunk))
+                .fetchall()
+            )
+            if not rows:
+                break
+            parts.append(EventColumns.from_rows(rows, positions, users))
+            after = int(rows[-1][0])
+            if len(rows) < chunk:
+                break
+        return EventColumns.concat(parts)
 
     def count_blocking(self, user: str | None = None) -> int:
         if user is None:

@@ -14,11 +14,14 @@ import re
 import secrets
 import time
 from datetime import UTC, datetime
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from driftrec.memory.db import Database
+from driftrec.memory.db import Database, open_database
+
+if TYPE_CHECKING:
+    from driftrec.config import Settings
 
 TOKEN = re.compile(r"^drk_([0-9a-f]{12})_[A-Za-z0-9_-]{43}$")
 
@@ -63,9 +66,9 @@ class KeyStore:
         self.db = db
 
     @classmethod
-    def open(cls, data_dir: Path) -> KeyStore:
-        """The keys of the memory store under ``data_dir`` (for the CLI: no Chroma, no LLM)."""
-        return cls(Database(data_dir / "memory.db"))
+    def open(cls, settings: Settings) -> KeyStore:
+        """The keys of the configured memory store (for the CLI: no Chroma, no LLM)."""
+        return cls(open_database(settings))
 
     def create(self, user: str | None, name: str = "") -> tuple[str, ApiKey]:
         """A new key for ``user`` (None: admin). Returns the token, shown to the caller once, and its record."""

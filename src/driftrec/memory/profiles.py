@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import numpy as np
@@ -134,8 +134,13 @@ class ProfileStore:
 
     # -- writing ----------------------------------------------------------------------------------
 
-    def commit_blocking(self, profile: InterestProfile, expected_head: int | None) -> InterestProfile:
-        """Write ``profile`` as a new version, then make it current if the head is still ``expected_head``."""
+    def commit_blocking(
+        self, profile: InterestProfile, expected_head: int | None, applied: Sequence[str] = ()
+    ) -> InterestProfile:
+        """Write ``profile`` as a new version, then make it current if the head is still ``expected_head``.
+
+        ``applied``: the session summaries folded into it, marked applied in the same transaction that moves
+        the head, so no other process can fold them a second time in between."""
         document = interests_document(profile)
         vector = self.embedder.embed_passages([document])[0]
         self.collection.upsert(
@@ -151,7 +156,8 @@ class ProfileStore:
             if head != expected_head:
                 raise StaleProfileError(f"head moved from v{expected_head} to v{head}")
             conn.execute(
-                "INSERT OR REPLACE INTO profile_versions (user, version, body) VALUES (?, ?, ?)",
+                "INSERT INTO profile_versions (user, version, body) VALUES (?, ?, ?) "
+                "ON CONFLICT(user, version) DO UPDATE SET body = excluded.body",
                 (profile.user, profile.version, profile.model_dump_json()),
             )
             failpoints.hit("profile.before_head_move")
@@ -160,10 +166,17 @@ class ProfileStore:
                 "ON CONFLICT(user) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at",
                 (profile.user, profile.version, profile.updated_at.timestamp()),
             )
+            if applied:
+                conn.executemany(
+                    "UPDATE summaries SET applied = 1 WHERE user = ? AND session_id = ?",
+                    [(profile.user, s) for s in applied],
+                )
         return profile
 
-    async def commit(self, profile: InterestProfile, expected_head: int | None) -> InterestProfile:
-        return await asyncio.to_thread(self.commit_blocking, profile, expected_head)
+    async def commit(
+        self, profile: InterestProfile, expected_head: int | None, applied: Sequence[str] = ()
+    ) -> InterestProfile:
+        return await asyncio.to_thread(self.commit_blocking, profile, expected_head, applied)
 
     async def rollback(self, user: str, version: int) -> InterestProfile:
         """Make an old version's content current again, as a new version (history stays append-only)."""
@@ -191,7 +204,7 @@ class ProfileStore:
             profile = InterestProfile.model_validate_json(meta["profile"])
             with self.db.transaction() as conn:
                 conn.execute(
-                    "INSERT OR IGNORE INTO profile_versions (user, version, body) VALUES (?, ?, ?)",
+                    "INSERT INTO profile_versions (user, version, body) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                     (profile.user, profile.version, profile.model_dump_json()),
                 )
             self.collection.upsert(
@@ -279,12 +292,6 @@ class SummaryStore:
             .fetchall()
         )
         return [SessionSummary.model_validate_json(r[0]) for r in reversed(rows)]
-
-    def mark_applied_blocking(self, user: str, session_ids: list[str]) -> None:
-        with self.db.transaction() as conn:
-            conn.executemany(
-                "UPDATE summaries SET applied = 1 WHERE user = ? AND session_id = ?", [(user, s) for s in session_ids]
-            )
 
     def recall_blocking(self, user: str, text: str, n: int = 3) -> list[tuple[str, str]]:
         """Past sessions of this user most similar to ``text``: (session_id, document)."""

@@ -24,7 +24,7 @@ from driftrec.llm import LLM, LLMError
 from driftrec.llm.cache import ResponseCache
 from driftrec.llm.client import JsonlLog
 from driftrec.memory.conversation import ConversationStore, StatementStore
-from driftrec.memory.db import Database
+from driftrec.memory.db import Database, open_database
 from driftrec.memory.drift import DriftPolicy, apply_proposal
 from driftrec.memory.edits import EditStore, uphold
 from driftrec.memory.events import EventStore
@@ -131,8 +131,8 @@ class Memory:
 
     @classmethod
     def open(cls, settings: Settings, catalog: Mapping[str, Item], llm: LLM | None) -> Memory:
-        """Open (creating if needed) the SQLite file and the Chroma collections. Blocking: call in a thread."""
-        db = Database(settings.data_dir / "memory.db")
+        """Open (creating if needed) the store and the Chroma collections. Blocking: call in a thread."""
+        db = open_database(settings)
         key = db.pseudonym_key()
 
         def tag(user: str) -> str:
@@ -293,12 +293,14 @@ class Memory:
                 result.error, result.error_type = f"{type(exc).__name__}: {exc}", type(exc).__name__
                 return result
             try:
-                await self.profiles.commit(new, current.version if current.version else None)
+                # the folded summaries are marked applied as the head moves (one transaction)
+                await self.profiles.commit(
+                    new, current.version if current.version else None, [s.session_id for s in folded]
+                )
             except StaleProfileError as exc:  # another process won; its version stands
                 result.profile = (await self.profile(user))[0]
                 result.error, result.error_type = str(exc), "StaleProfileError"
                 return result
-            await asyncio.to_thread(self.summaries.mark_applied_blocking, user, [s.session_id for s in folded])
             result.profile, result.updated, result.folded = new, True, len(folded)
             result.claims, result.rejected, result.prompts = claims, rejected, tuple(prompts)
             return result
@@ -357,7 +359,8 @@ class Memory:
         with self.db.transaction() as conn:
             conn.executemany(
                 "INSERT INTO upkeep (user, due_at, attempts) VALUES (?, ?, 0) "
-                "ON CONFLICT(user) DO UPDATE SET due_at = MAX(due_at, excluded.due_at), attempts = 0, error = NULL",
+                "ON CONFLICT(user) DO UPDATE SET attempts = 0, error = NULL, due_at = CASE "
+                "WHEN excluded.due_at > upkeep.due_at THEN excluded.due_at ELSE upkeep.due_at END",
                 list(due.items()),
             )
 

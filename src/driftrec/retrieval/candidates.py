@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from driftrec.config import Settings
 from driftrec.models import Candidate, Interaction, Item, Provenance
 from driftrec.retrieval.fusion import rrf
+from driftrec.retrieval.log import EventColumns, UserCodes
 from driftrec.retrieval.sources import CoOccurrenceIndex, PopularityIndex, RetrievalRequest, Scored, VectorSource
 from driftrec.retrieval.store import ItemIndex
 
@@ -48,18 +49,24 @@ class CandidateGenerator:
         catalog: Mapping[str, Item],
         interactions: Iterable[Interaction],
     ) -> CandidateGenerator:
-        """Fit the co-occurrence and popularity indexes on an interaction log (blocking: ~1 s per 100k)."""
-        interactions = list(interactions)
-        by_user: dict[str, list[Interaction]] = {}
-        for event in sorted(interactions, key=lambda e: e.timestamp):  # stable: ties keep log order
-            by_user.setdefault(event.user, []).append(event)
-        sequences = list(by_user.values())
+        """Fit the co-occurrence and popularity indexes on an interaction log (evaluation splits, tests)."""
+        ids = list(catalog)
+        users = UserCodes()
+        log = EventColumns.from_interactions(interactions, {item: i for i, item in enumerate(ids)}, users)
+        return cls.build_from_columns(settings, index, catalog, log, len(users))
+
+    @classmethod
+    def build_from_columns(
+        cls, settings: Settings, index: ItemIndex, catalog: Mapping[str, Item], log: EventColumns, n_users: int
+    ) -> CandidateGenerator:
+        """Fit on the log as columns (the event store's streaming read; items are positions in ``catalog``)."""
+        ids = list(catalog)
         cooc = CoOccurrenceIndex(
             window=settings.retrieval_cooc_window,
             recent=settings.retrieval_cooc_recent,
             decay=settings.retrieval_cooc_decay,
-        ).fit(sequences, catalog)
-        popularity = PopularityIndex(window_days=settings.retrieval_popularity_days).fit(interactions, catalog)
+        ).fit_columns(log, ids, n_users)
+        popularity = PopularityIndex(window_days=settings.retrieval_popularity_days).fit_columns(log, ids)
         vector = VectorSource(
             index,
             alpha=settings.retrieval_alpha,
@@ -77,6 +84,11 @@ class CandidateGenerator:
             weights=settings.retrieval_weights,
             query_vector_weight=settings.retrieval_query_vector_weight,
         )
+
+    def update(self, new: EventColumns, n_users: int) -> None:
+        """Take in events recorded after the fit (blocking; cost in proportion to the new events)."""
+        self.cooc.update(new, n_users)
+        self.popularity.update(new)
 
     def weights_for(self, request: RetrievalRequest) -> dict[str, float] | None:
         """The fusion weights for this request (None: plain RRF). Free text gives the vector source a voice."""

@@ -17,6 +17,7 @@ from scipy import sparse
 
 from driftrec.models import Filters, Interaction, Item
 from driftrec.retrieval.embeddings import normalize
+from driftrec.retrieval.log import EventColumns, UserCodes
 from driftrec.retrieval.store import ItemIndex
 
 Scored = list[tuple[str, float]]
@@ -110,10 +111,40 @@ def fuse_user_vector(u_s: np.ndarray | None, u_l: np.ndarray | None, alpha: floa
     return normalize(alpha * normalize(u_s) + (1 - alpha) * normalize(u_l))
 
 
+def _pairs(users: np.ndarray, items: np.ndarray, window: int, later_new: np.ndarray | None = None) -> np.ndarray:
+    """Co-occurring (a, b) item pairs, both directions: events at most ``window`` apart in one user's sequence
+    (``users``/``items`` sorted by user, then time). ``later_new``: count only pairs whose later event is new."""
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    for d in range(1, window + 1):
+        if d >= len(users):
+            break
+        keep = (users[d:] == users[:-d]) & (items[d:] != items[:-d])
+        if later_new is not None:
+            keep &= later_new[d:]
+        a, b = items[:-d][keep].astype(np.int32), items[d:][keep].astype(np.int32)  # int32: half the memory
+        rows += (a, b)
+        cols += (b, a)
+    if not rows:
+        return np.zeros((2, 0), np.int32)
+    return np.vstack([np.concatenate(rows), np.concatenate(cols)])
+
+
+def _counts(pairs: np.ndarray, n: int) -> sparse.csr_matrix:
+    counts = sparse.coo_matrix((np.ones(pairs.shape[1], np.float32), (pairs[0], pairs[1])), shape=(n, n)).tocsr()
+    counts.sum_duplicates()
+    return counts
+
+
 class CoOccurrenceIndex:
-    """Items consumed close together in users' sequences, cosine-normalized, seeded by recent items."""
+    """Items consumed close together in users' sequences, cosine-normalized, seeded by recent items.
+
+    Raw pair counts live in a sparse ``base`` plus a small ``delta`` that incremental updates add to
+    (merged into ``base`` once it grows past a fraction of it), so taking in new events costs in proportion
+    to them, not to the log. Scoring reads only the seed items' rows."""
 
     name = "cooc"
+    MERGE_FRACTION = 0.1  # merge the delta into the base when it holds this share of the base's entries
 
     def __init__(self, *, window: int = 10, recent: int = 20, decay: float = 0.9):
         self.window = window
@@ -121,35 +152,89 @@ class CoOccurrenceIndex:
         self.decay = decay
         self.ids: list[str] = []
         self.position: dict[str, int] = {}
-        self.matrix = sparse.csr_matrix((0, 0), dtype=np.float32)
+        self.base = sparse.csr_matrix((0, 0), dtype=np.float32)
+        self.delta = sparse.csr_matrix((0, 0), dtype=np.float32)
+        self.totals = np.zeros(0, np.float64)  # each item's count of pairs it takes part in
+        self.tails = np.zeros((0, window), np.int64)  # each user's last ``window`` items (-1: none)
 
     def fit(self, sequences: Iterable[Sequence[Interaction]], catalog: Iterable[str]) -> CoOccurrenceIndex:
-        self.ids = list(dict.fromkeys(catalog))
+        """Fit on users' sequences (each oldest first)."""
+        ids = list(dict.fromkeys(catalog))
+        codes = UserCodes()
+        log = EventColumns.from_interactions(
+            (e for sequence in sequences for e in sequence), {item: i for i, item in enumerate(ids)}, codes
+        )
+        return self.fit_columns(log, ids, len(codes))
+
+    def fit_columns(self, log: EventColumns, catalog_ids: Sequence[str], n_users: int) -> CoOccurrenceIndex:
+        """Fit on the whole log (columns whose items are positions in ``catalog_ids``)."""
+        self.ids = list(catalog_ids)
         self.position = {item: i for i, item in enumerate(self.ids)}
-        rows: list[int] = []
-        cols: list[int] = []
-        for sequence in sequences:
-            idx = [self.position[e.item] for e in sequence if e.item in self.position]
-            for i, a in enumerate(idx):
-                for b in idx[i + 1 : i + 1 + self.window]:
-                    if a != b:
-                        rows += (a, b)
-                        cols += (b, a)
         n = len(self.ids)
-        counts = sparse.coo_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, n)).tocsr()
-        counts.sum_duplicates()
-        # each item's count of pairs it takes part in; cosine normalization damps the blockbusters
-        totals = np.asarray(counts.sum(axis=1)).ravel()
-        inv = sparse.diags(1.0 / np.sqrt(np.maximum(totals, 1.0)))
-        self.matrix = (inv @ counts @ inv).tocsr().astype(np.float32)
+        ordered = log.known().by_user_in_time()
+        counts = _counts(_pairs(ordered.users, ordered.items, self.window), n)
+        self.base, self.delta = counts, sparse.csr_matrix((n, n), dtype=np.float32)
+        self.totals = np.asarray(counts.sum(axis=1), np.float64).ravel()
+        self.tails = np.full((n_users, self.window), -1, np.int64)
+        self._remember_tails(ordered.users, ordered.items)
         return self
+
+    def update(self, new: EventColumns, n_users: int) -> int:
+        """Take in new events (after everything fitted so far); returns how many pairs they added."""
+        new = new.known().by_user_in_time()
+        if not len(new):
+            return 0
+        if n_users > len(self.tails):
+            grown = np.full((n_users, self.window), -1, np.int64)
+            grown[: len(self.tails)] = self.tails
+            self.tails = grown
+        # each user's remembered tail, then their new events: pairs whose later event is new
+        present = np.unique(new.users)
+        tail_items = self.tails[present]
+        has = tail_items >= 0
+        users = np.concatenate([np.repeat(present, has.sum(axis=1)), new.users])
+        items = np.concatenate([tail_items[has], new.items])
+        is_new = np.concatenate([np.zeros(int(has.sum()), bool), np.ones(len(new), bool)])
+        order = np.argsort(users, kind="stable")  # tails (oldest first) stay before the new events
+        users, items, is_new = users[order], items[order], is_new[order]
+        pairs = _pairs(users, items, self.window, later_new=is_new)
+        n = len(self.ids)
+        added = _counts(pairs, n)
+        delta = self.delta + added
+        totals = self.totals + np.asarray(added.sum(axis=1), np.float64).ravel()
+        if delta.nnz > self.MERGE_FRACTION * max(self.base.nnz, 1):
+            self.base, self.delta = (self.base + delta).tocsr(), sparse.csr_matrix((n, n), dtype=np.float32)
+        else:
+            self.delta = delta.tocsr()
+        self.totals = totals
+        self._remember_tails(users, items)
+        return pairs.shape[1]
+
+    def _remember_tails(self, users: np.ndarray, items: np.ndarray) -> None:
+        """Keep each user's last ``window`` items (``users``/``items`` sorted by user, then time)."""
+        if not len(users):
+            return
+        ends = np.flatnonzero(np.r_[users[1:] != users[:-1], True])
+        starts = np.r_[0, ends[:-1] + 1]
+        for user, start, end in zip(users[ends], starts, ends + 1, strict=True):
+            last = items[max(start, end - self.window) : end]
+            row = np.full(self.window, -1, np.int64)
+            row[: len(last)] = last
+            self.tails[user] = row
 
     def scores(self, recent_items: Sequence[str]) -> np.ndarray:
         seeds = [self.position[i] for i in reversed(recent_items) if i in self.position][: self.recent]
-        weights = np.zeros(len(self.ids), np.float32)
+        if not seeds:
+            return np.zeros(len(self.ids), np.float32)
+        weights: dict[int, float] = {}
         for rank, pos in enumerate(seeds):
-            weights[pos] += self.decay**rank
-        return np.asarray(self.matrix.T @ weights).ravel()
+            weights[pos] = weights.get(pos, 0.0) + self.decay**rank
+        rows = np.fromiter(weights, np.int64, len(weights))
+        inv = 1.0 / np.sqrt(np.maximum(self.totals, 1.0))
+        seed_weights = np.fromiter(weights.values(), np.float64, len(weights)) * inv[rows]
+        # symmetric counts: score_j = inv_j * sum_s counts[s, j] * inv_s * w_s, read from the seeds' rows only
+        pulled = self.base[rows].T @ seed_weights + self.delta[rows].T @ seed_weights
+        return (inv * np.asarray(pulled).ravel()).astype(np.float32)
 
     async def candidates(self, request: RetrievalRequest, n: int, catalog: Mapping[str, Item]) -> Scored:
         return await asyncio.to_thread(self._candidates, request, n, catalog)
@@ -169,21 +254,43 @@ class PopularityIndex:
     def __init__(self, *, window_days: float = 30.0):
         self.window = timedelta(days=window_days)
         self.ids: list[str] = []
-        self.times = np.zeros(0, np.float64)
-        self.items = np.zeros(0, np.int64)
+        self._state = (np.zeros(0, np.float64), np.zeros(0, np.int64))  # (times sorted, items), swapped whole
+
+    @property
+    def times(self) -> np.ndarray:
+        return self._state[0]
+
+    @property
+    def items(self) -> np.ndarray:
+        return self._state[1]
 
     def fit(self, interactions: Iterable[Interaction], catalog: Iterable[str]) -> PopularityIndex:
-        self.ids = list(dict.fromkeys(catalog))
-        position = {item: i for i, item in enumerate(self.ids)}
-        pairs = sorted((e.timestamp.timestamp(), position[e.item]) for e in interactions if e.item in position)
-        self.times = np.array([t for t, _ in pairs], np.float64)
-        self.items = np.array([i for _, i in pairs], np.int64)
+        ids = list(dict.fromkeys(catalog))
+        log = EventColumns.from_interactions(interactions, {item: i for i, item in enumerate(ids)}, UserCodes())
+        return self.fit_columns(log, ids)
+
+    def fit_columns(self, log: EventColumns, catalog_ids: Sequence[str]) -> PopularityIndex:
+        self.ids = list(catalog_ids)
+        known = log.known()
+        order = np.lexsort((known.seq, known.times))
+        self._state = (known.times[order], known.items[order])
         return self
+
+    def update(self, new: EventColumns) -> None:
+        """Take in new events (merged into the time order)."""
+        known = new.known()
+        if not len(known):
+            return
+        times = np.concatenate([self.times, known.times])
+        items = np.concatenate([self.items, known.items])
+        order = np.argsort(times, kind="stable")  # nearly sorted already
+        self._state = (times[order], items[order])
 
     def counts(self, now: datetime) -> np.ndarray:
         """Interactions per item in [now - window, now): nothing after ``now`` is ever counted."""
-        lo, hi = np.searchsorted(self.times, [(now - self.window).timestamp(), now.timestamp()], side="left")
-        return np.bincount(self.items[lo:hi], minlength=len(self.ids)).astype(np.float32)
+        times, items = self._state
+        lo, hi = np.searchsorted(times, [(now - self.window).timestamp(), now.timestamp()], side="left")
+        return np.bincount(items[lo:hi], minlength=len(self.ids)).astype(np.float32)
 
     async def candidates(self, request: RetrievalRequest, n: int, catalog: Mapping[str, Item]) -> Scored:
         return await asyncio.to_thread(self._candidates, request, n, catalog)
@@ -193,8 +300,9 @@ class PopularityIndex:
             return []
         counts = self.counts(request.now)
         if counts.sum() == 0:  # a quiet window: fall back to all-time counts before now
-            hi = np.searchsorted(self.times, request.now.timestamp(), side="left")
-            counts = np.bincount(self.items[:hi], minlength=len(self.ids)).astype(np.float32)
+            times, items = self._state
+            hi = np.searchsorted(times, request.now.timestamp(), side="left")
+            counts = np.bincount(items[:hi], minlength=len(self.ids)).astype(np.float32)
         return _top(self.ids, counts, n, request, catalog)
 
 

@@ -27,7 +27,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, StrictBool
 
-from driftrec.agent import InvalidEvent, Recommender, UnknownItem
+from driftrec.agent import InvalidEvent, Recommender, StoreUnavailable, UnknownItem
 from driftrec.config import Settings, load_settings
 from driftrec.models import (
     JSON_NUMBER,
@@ -45,6 +45,8 @@ from driftrec.models import (
 from driftrec.server.limits import RateLimiter
 from driftrec.server.strict import StrictJSON, validation_error
 
+log = logging.getLogger("driftrec.server")
+STORE_RETRY_AFTER_S = 5  # what a 503 from the memory store tells clients to wait
 WEB = Path(__file__).parent / "web"  # the page's files, shipped with the package (no build step, no CDN)
 ANY_ID = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^/\x00-\x1f]+$")]
 
@@ -135,13 +137,17 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": Problem, "description": "Request body too large"},
     415: {"model": Problem, "description": "The body is not JSON"},
     429: {"model": Problem, "description": "Rate limit reached (see Retry-After)"},
+    503: {
+        "model": Problem,
+        "description": "The memory store is unreachable; nothing was lost, retry (see Retry-After)",
+    },
 }
 
 
 class Health(BaseModel):
     """Open to anyone: says only whether the service is fully up (no URLs, no model, no counts)."""
 
-    status: Literal["ok", "degraded"]
+    status: Literal["ok", "degraded", "unavailable"]
 
 
 def rec_of(request: Request) -> Recommender:
@@ -248,6 +254,17 @@ def create_app(
     async def unknown_item(_request: Request, exc: UnknownItem) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
 
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(_request: Request, exc: StoreUnavailable) -> JSONResponse:
+        """The database is down or the disk is full: a 503 the client can retry; the cause goes to the log
+        (it may name hosts), not to the caller."""
+        log.warning("memory store unavailable: %s", exc)
+        return JSONResponse(
+            {"detail": "the memory store is unavailable; retry later"},
+            status_code=503,
+            headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+        )
+
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         """The web page: chat, recommendations with feedback, the editable profile and its timeline."""
@@ -255,9 +272,12 @@ def create_app(
 
     app.mount("/web", StaticFiles(directory=WEB), name="web")
 
-    @app.get("/health", response_model=Health)
-    async def health(rec: Rec) -> Health:
-        """ok: memory, retrieval and the LLM are there; degraded: answers come without the LLM."""
+    @app.get("/health", response_model=Health, responses={503: {"model": Health}})
+    async def health(rec: Rec) -> Health | JSONResponse:
+        """ok: memory, retrieval and the LLM are there; degraded: answers come without the LLM;
+        unavailable (503): the memory store does not answer (a load balancer takes this process out)."""
+        if not await rec.store_ok():
+            return JSONResponse(Health(status="unavailable").model_dump(), status_code=503)
         return Health(status="ok" if rec.llm is not None else "degraded")
 
     @app.post("/v1/events", responses=ERRORS, response_model=EventsOut)

@@ -1,0 +1,143 @@
+"""How the memory store and the candidate indexes grow from 1x to 100x MovieLens-100K (issue 16).
+
+A synthetic log with drifting users (`driftrec.eval.synthetic`) at each size is written through the
+event store's API (`EventStore.append`, validated `Interaction` models, batches of 10,000) into SQLite and
+into PostgreSQL (a real server from the `pgserver` wheel, on this machine's disk); then, in a fresh child
+process per backend, the co-occurrence and popularity indexes are fitted from the store's streaming read
+(time, peak RSS of that process), and 10,000 further events are taken in incrementally.
+
+Run: `.venv/bin/python bench/scale.py [--sizes 1 10] [--backends sqlite postgresql] [--json-out FILE]`.
+Sizes are multiples of MovieLens-100K: 1 = 100k events, 10 = 1M, 100 = 10M events / 1M users / ~100k items.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from driftrec.eval.synthetic import SyntheticLog, SyntheticSpec
+from driftrec.memory.db import open_database_url
+from driftrec.memory.events import EventStore
+from driftrec.retrieval.log import EventColumns, UserCodes
+from driftrec.retrieval.sources import CoOccurrenceIndex, PopularityIndex
+
+BATCH = 10_000
+UPDATE = 10_000
+
+
+def ingest(url: str | None, folder: Path, log: SyntheticLog) -> dict[str, float]:
+    """Write the whole log through EventStore.append; events per second, generation time excluded."""
+    store = EventStore(open_database_url(url, folder))
+    spent, written, first = 0.0, 0, 0
+    for users, items, times in log.chunks(BATCH):
+        events = log.interactions(users, items, times, first_id=first)
+        first += len(events)
+        started = time.perf_counter()
+        written += asyncio.run(store.append(events))
+        spent += time.perf_counter() - started
+    return {"events": written, "seconds": round(spent, 1), "events_per_s": round(written / spent)}
+
+
+def fit(url: str | None, folder: Path, spec: SyntheticSpec) -> dict[str, float]:
+    """In this (fresh) process: read the log as columns, fit both indexes, then take in UPDATE new events."""
+    log = SyntheticLog(spec)
+    ids = [item.id for item in log.catalog()]
+    positions = {item: i for i, item in enumerate(ids)}
+    store = EventStore(open_database_url(url, folder))
+    users = UserCodes()
+    started = time.perf_counter()
+    columns = store.columns_blocking(positions, users)
+    read_s = time.perf_counter() - started
+    cooc = CoOccurrenceIndex().fit_columns(columns, ids, len(users))
+    PopularityIndex().fit_columns(columns, ids)
+    fit_s = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # incremental: UPDATE events later than the whole log
+    extra = next(SyntheticLog(SyntheticSpec(**{**spec.__dict__, "events": UPDATE, "seed": spec.seed + 7})).chunks())
+    shifted = (extra[0], extra[1], extra[2] + spec.days * 86400)
+    new = EventColumns.from_rows(
+        ((len(columns) + n + 1, f"u{u}", f"s{i}", t) for n, (u, i, t) in enumerate(zip(*shifted, strict=True))),
+        positions,
+        users,
+    )
+    started = time.perf_counter()
+    cooc.update(new, len(users))
+    update_s = time.perf_counter() - started
+    return {
+        "read_s": round(read_s, 1),
+        "fit_s": round(fit_s, 1),
+        "peak_rss_mb": round(peak_mb),
+        "cooc_nnz": int(cooc.base.nnz),
+        "update_10k_s": round(update_s, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=float, nargs="+", default=[1, 10])
+    parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"])
+    parser.add_argument("--json-out", type=Path)
+    parser.add_argument("--fit-only", nargs=3, metavar=("URL", "FOLDER", "FACTOR"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.fit_only:  # the child process
+        url, folder, factor = args.fit_only
+        print(json.dumps(fit(None if url == "-" else url, Path(folder), SyntheticSpec.scaled(float(factor)))))
+        return
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="driftrec-scale-", dir=os.environ.get("DRIFTREC_BENCH_DIR")) as tmp:
+        server = None
+        if "postgresql" in args.backends:
+            import pgserver
+
+            server = pgserver.get_server(Path(tmp) / "pg", cleanup_mode="stop")
+        try:
+            for factor in args.sizes:
+                spec = SyntheticSpec.scaled(factor)
+                log = SyntheticLog(spec)
+                for backend in args.backends:
+                    folder = Path(tmp) / f"{backend}-{factor:g}"
+                    folder.mkdir()
+                    url = None
+                    if backend == "postgresql":
+                        import psycopg
+
+                        name = f"scale_{str(factor).replace('.', '_')}"
+                        with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+                            conn.execute(f"CREATE DATABASE {name}")
+                        url = server.get_uri().replace("/postgres?", f"/{name}?")
+                    written = ingest(url, folder, log)
+                    child = subprocess.run(
+                        [sys.executable, __file__, "--fit-only", url or "-", str(folder), str(factor)],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    )
+                    row = {
+                        "size": f"{factor:g}x",
+                        "items": spec.items,
+                        "users": spec.users,
+                        "backend": backend,
+                        "ingest": written,
+                        "index": json.loads(child.stdout.strip().splitlines()[-1]),
+                    }
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
+        finally:
+            if server is not None:
+                server.cleanup()
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps({"machine": "2 cores, 24 GB, no GPU", "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""The stores write one SQL dialect; the PostgreSQL connection respells only what PostgreSQL needs.
+
+(Every statement is also run against a real PostgreSQL server by the memory and HTTP suites; these pin
+the rules themselves.)"""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from driftrec.config import Settings
+from driftrec.memory.db import open_database_url
+from driftrec.memory.postgres import redact, translate
+
+
+def test_placeholders_and_the_user_column_are_respelled_outside_literals() -> None:
+    assert translate("SELECT body FROM summaries WHERE user = ? AND applied = 0") == (
+        'SELECT body FROM summaries WHERE "user" = %s AND applied = 0'
+    )
+    assert translate("ON CONFLICT(user) DO UPDATE SET version = excluded.version") == (
+        'ON CONFLICT("user") DO UPDATE SET version = excluded.version'
+    )
+    # a literal keeps its text: the role 'user', a question mark; a percent sign is doubled when psycopg will
+    # read placeholders (it does not parse literals), kept as is when the statement has no parameters
+    sql = "SELECT 1 FROM chat_turns WHERE role = 'user' AND content = 'why?' AND x LIKE 'a%' AND y = ?"
+    assert translate(sql) == (
+        "SELECT 1 FROM chat_turns WHERE role = 'user' AND content = 'why?' AND x LIKE 'a%%' AND y = %s"
+    )
+    assert translate("SELECT 1 WHERE x LIKE 'a%'", parameters=False) == "SELECT 1 WHERE x LIKE 'a%'"
+    # names that merely contain "user" are not columns called user
+    assert translate("SELECT users, user_id, current_user FROM api_keys_user") == (
+        "SELECT users, user_id, current_user FROM api_keys_user"
+    )
+    assert translate('SELECT "user" FROM events') == 'SELECT "user" FROM events'  # already quoted
+
+
+def test_passwords_never_reach_logs() -> None:
+    assert redact("postgresql://app:s3cret@db:5432/driftrec") == "postgresql://app:***@db:5432/driftrec"
+    assert redact("postgresql://app@db/driftrec") == "postgresql://app@db/driftrec"
+
+
+def test_the_database_url_is_checked_and_kept_secret() -> None:
+    with pytest.raises(ValidationError, match="database_url"):
+        Settings(database_url=SecretStr("mysql://x"))
+    shown = Settings(database_url=SecretStr("postgresql://app:s3cret@db/d")).model_dump_json()
+    assert "s3cret" not in shown
+    with pytest.raises(ValueError, match="database_url"):
+        open_database_url("oracle://x", None)  # type: ignore[arg-type]
