@@ -6,7 +6,8 @@ into PostgreSQL (a real server from the `pgserver` wheel, on this machine's disk
 process per backend, the co-occurrence and popularity indexes are fitted from the store's streaming read
 (time, peak RSS of that process), and 10,000 further events are taken in incrementally.
 
-Run: `.venv/bin/python bench/scale.py [--sizes 1 10] [--backends sqlite postgresql] [--json-out FILE]`.
+Run: `.venv/bin/python bench/scale.py [--sizes 1 10] [--backends sqlite postgresql] [--json-out FILE]`;
+`--plot FILE...` draws the growth curves (docs/results/scale-growth.png).
 Sizes are multiples of MovieLens-100K: 1 = 100k events, 10 = 1M, 100 = 10M events / 1M users / ~100k items.
 """
 
@@ -80,13 +81,48 @@ def fit(url: str | None, folder: Path, spec: SyntheticSpec) -> dict[str, float]:
     }
 
 
+def plot(results: list[Path], out: Path) -> Path:
+    """Growth curves from result files: ingest rate, index fit time and peak memory against events."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [row for path in results for row in json.loads(path.read_text())["rows"]]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    panels = [
+        ("ingest (events/s)", lambda r: r["ingest"]["events_per_s"]),
+        ("index fit from the store (s)", lambda r: r["index"]["fit_s"]),
+        ("peak RSS of the fit (MB)", lambda r: r["index"]["peak_rss_mb"]),
+    ]
+    for ax, (title, value) in zip(axes, panels, strict=True):
+        for backend in sorted({r["backend"] for r in rows}):
+            mine = sorted((r for r in rows if r["backend"] == backend), key=lambda r: r["ingest"]["events"])
+            ax.plot([r["ingest"]["events"] for r in mine], [value(r) for r in mine], marker="o", label=backend)
+        ax.set_xscale("log")
+        ax.set_xlabel("events in the log")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle("driftrec memory store and candidate indexes, 1x to 100x MovieLens-100K (2 cores, 24 GB)")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=float, nargs="+", default=[1, 10])
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"])
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument("--plot", type=Path, nargs="+", help="draw growth curves from these result files")
+    parser.add_argument("--plot-out", type=Path, default=Path("docs/results/scale-growth.png"))
     parser.add_argument("--fit-only", nargs=3, metavar=("URL", "FOLDER", "FACTOR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.plot:
+        print(plot(args.plot, args.plot_out))
+        return
     if args.fit_only:  # the child process
         url, folder, factor = args.fit_only
         print(json.dumps(fit(None if url == "-" else url, Path(folder), SyntheticSpec.scaled(float(factor)))))

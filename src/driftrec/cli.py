@@ -155,14 +155,33 @@ def chat(
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8080,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="API processes on this port. They share the store (SQLite on one host; PostgreSQL, "
+            "DRIFTREC_DATABASE_URL, across hosts); above 1 they need an LLM endpoint (DRIFTREC_LLM_BASE_URL) "
+            "or DRIFTREC_LLM_ENABLED=false.",
+        ),
+    ] = 1,
 ) -> None:
     """Run the HTTP service (FastAPI; OpenAPI at /docs). Set DRIFTREC_API_KEY to require a bearer key."""
     import uvicorn
 
     from driftrec import create_app
 
-    _settings()
-    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+    settings = _settings()
+    if workers == 1:
+        uvicorn.run(create_app(), host=host, port=port, log_level="info")
+        return
+    if settings.embedded and settings.llm_enabled:
+        err.print(
+            "[red]--workers > 1 would start one embedded vLLM per process: set DRIFTREC_LLM_BASE_URL to a "
+            "served model, or DRIFTREC_LLM_ENABLED=false[/red]"
+        )
+        raise typer.Exit(2)
+    # each worker process builds its own app from the environment (the factory), on one shared store
+    uvicorn.run("driftrec.server:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
 
 
 def _run_or_exit(coroutine):

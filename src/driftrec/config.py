@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     )
 
     # -- the LLM endpoint
+    llm_enabled: bool = Field(
+        default=True,
+        description="false: run with no LLM at all (retrieval, the learned ranker and stored profiles; no "
+        "re-ranking, no profile updates), e.g. API processes that only serve recommendations.",
+    )
     llm_base_url: str | None = Field(
         default=None,
         description="OpenAI-compatible endpoint (e.g. http://gpu-box:8000/v1). Unset: start the embedded vLLM.",

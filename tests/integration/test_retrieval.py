@@ -64,16 +64,19 @@ def request_for(subset: Dataset, user: str, **kwargs) -> RetrievalRequest:
     return RetrievalRequest(user=user, history=split.seen_before("test"), now=split.test.timestamp, **kwargs)
 
 
-async def test_reingesting_never_duplicates_and_updates_in_place(index: ItemIndex, subset: Dataset) -> None:
+async def test_reingesting_never_duplicates_and_embeds_only_what_changed(index: ItemIndex, subset: Dataset) -> None:
     first = next(iter(subset.items.values()))
-    await index.upsert(list(subset.items.values())[:50])
+    assert await index.upsert(list(subset.items.values())[:50]) == 0  # unchanged: nothing embedded again
     renamed = first.model_copy(update={"title": first.title + " [restored]"})
-    await index.upsert([renamed])
+    assert await index.upsert([renamed]) == 1  # changed text: embedded again, in place
     assert await index.count() == N_ITEMS
     stored = await asyncio.to_thread(index.collection.get, ids=[first.id], include=["documents", "metadatas"])
     assert stored["documents"][0].startswith(renamed.title)
     assert stored["metadatas"][0]["year"] == first.year
-    await index.upsert([first])
+    assert await index.upsert([first], popularity={first.id: 42}) == 1
+    assert await index.upsert([first], popularity={first.id: 43}) == 0  # metadata only: no embedding
+    stored = await asyncio.to_thread(index.collection.get, ids=[first.id], include=["metadatas"])
+    assert stored["metadatas"][0]["popularity"] == 43
 
 
 async def test_text_search_finds_the_obvious_item(index: ItemIndex, subset: Dataset) -> None:
@@ -168,7 +171,9 @@ async def test_retrieval_does_not_block_the_event_loop(index: ItemIndex, subset:
             last = now
 
     beat = asyncio.create_task(heartbeat())
-    await index.upsert([i.model_copy() for i in list(subset.items.values())[:120]])
+    changed = [i.model_copy(update={"title": i.title + " (re-cut)"}) for i in list(subset.items.values())[:120]]
+    assert await index.upsert(changed) == 120  # changed text: all embedded again
+    await index.upsert(list(subset.items.values())[:120])  # and back
     running = False
     await beat
     assert len(gaps) > 20

@@ -38,6 +38,7 @@ from driftrec.memory.edits import standing
 from driftrec.memory.keys import KeyStore
 from driftrec.memory.profiles import profile_document, summary_document
 from driftrec.memory.service import ForgetReport, InvalidEdit, Memory, RefreshResult
+from driftrec.memory.sessions import open_session
 from driftrec.models import (
     Action,
     Candidate,
@@ -171,7 +172,9 @@ class Recommender:
             years = [item.year for item in self.catalog.values() if item.year]
             self.latest_year = max(years) if years else None  # what "recent" means, found once
             self.index = await open_item_index(self.settings)
-            if self._llm_option == "auto":
+            if self._llm_option == "auto" and not self.settings.llm_enabled:
+                self.llm = None  # configured off: retrieval and stored profiles only
+            elif self._llm_option == "auto":
                 self.llm = await open_llm(self.settings)
                 self._owns_llm = True
             else:
@@ -417,14 +420,14 @@ class Recommender:
         deadline = time.monotonic() + self.settings.ranking_timeout_s  # from arrival: retrieval counts too
         now = now or _now()
         await self._maybe_refit()
-        history, session, (profile, vector), summaries, stated, edits = await asyncio.gather(
+        history, (profile, vector), summaries, stated, edits = await asyncio.gather(
             memory.events.history(user),
-            memory.short_term(user, now),
             memory.profile(user),
             memory.recent_summaries(user, self.settings.memory_recent_summaries),
             memory.statements.active(user, now, self.settings.memory_statement_hours),
             memory.edits.latest(user),
         )
+        session = open_session(history, memory.gap, now)  # the open session, from the same read
         excluded, demoted = standing(edits, history, self.catalog)
         filters = _with_stated(filters, stated, excluded)
         request = RetrievalRequest(

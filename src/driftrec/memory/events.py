@@ -129,8 +129,10 @@ _SELECT = "SELECT event_id, user, item, action, ts, rating, text, session_id FRO
 
 
 def _events(rows: list[tuple]) -> list[Interaction]:
+    """Stored rows as events, without validating again: every row was validated when it was written (this
+    runs for each recommendation, over the user's whole history)."""
     return [
-        Interaction(
+        Interaction.model_construct(
             event_id=r[0],
             user=r[1],
             item=r[2],

@@ -115,7 +115,9 @@ class ItemIndex:
         batch_size: int = 512,
         vectors: dict[str, np.ndarray] | None = None,
     ) -> int:
-        """Embed (unless ``vectors`` already has them) and upsert items; returns how many were written."""
+        """Write items, embedding only those that are new or whose text changed (unless ``vectors`` has
+        them); an item whose text is unchanged but whose metadata moved gets its metadata updated without
+        re-embedding. Returns how many items were embedded and written (unchanged ones count zero)."""
         items = list(items)
         popularity = popularity or {}
         limit = min(batch_size, await asyncio.to_thread(self.client.get_max_batch_size))
@@ -123,21 +125,39 @@ class ItemIndex:
         async with self._write_lock:
             for start in range(0, len(items), limit):
                 batch = items[start : start + limit]
-                documents = [item.document() for item in batch]
-                if vectors is not None and all(item.id in vectors for item in batch):
-                    embedded = np.stack([vectors[item.id] for item in batch])
+                documents = {item.id: item.document() for item in batch}
+                metadatas = {item.id: item_metadata(item, popularity.get(item.id, 0)) for item in batch}
+                stored = await asyncio.to_thread(
+                    self.collection.get, ids=list(documents), include=["documents", "metadatas"]
+                )
+                same_text = {
+                    i for i, doc in zip(stored["ids"], stored["documents"] or [], strict=True) if doc == documents[i]
+                }
+                moved = [
+                    i
+                    for i, meta in zip(stored["ids"], stored["metadatas"] or [], strict=True)
+                    if i in same_text and dict(meta or {}) != metadatas[i]
+                ]
+                if moved:
+                    await asyncio.to_thread(self.collection.update, ids=moved, metadatas=[metadatas[i] for i in moved])
+                fresh = [item for item in batch if item.id not in same_text]
+                if not fresh:
+                    continue
+                texts = [documents[item.id] for item in fresh]
+                if vectors is not None and all(item.id in vectors for item in fresh):
+                    embedded = np.stack([vectors[item.id] for item in fresh])
                 else:
-                    embedded = await self.embedder.aembed_passages(documents)
+                    embedded = await self.embedder.aembed_passages(texts)
                 await asyncio.to_thread(
                     self.collection.upsert,
-                    ids=[item.id for item in batch],
-                    documents=documents,
+                    ids=[item.id for item in fresh],
+                    documents=texts,
                     embeddings=list(embedded),
-                    metadatas=[item_metadata(item, popularity.get(item.id, 0)) for item in batch],
+                    metadatas=[metadatas[item.id] for item in fresh],
                 )
-                for item, vector in zip(batch, embedded, strict=True):
+                for item, vector in zip(fresh, embedded, strict=True):
                     self._vectors[item.id] = vector
-                written += len(batch)
+                written += len(fresh)
         return written
 
     async def count(self) -> int:
@@ -193,7 +213,8 @@ async def open_item_index(settings: Settings, kind: str = "items", backend: str 
 
 
 async def ensure_items(index: ItemIndex, items: Mapping[str, Item], popularity: Mapping[str, int]) -> int:
-    """Embed and write the catalog unless the collection already holds exactly it; returns items written."""
+    """Bring the collection to the catalog when their sizes differ (only new or changed items are embedded;
+    `driftrec ingest` checks every item); returns items embedded."""
     if await index.count() == len(items):
         return 0
     return await index.upsert(items.values(), dict(popularity))

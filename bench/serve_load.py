@@ -1,0 +1,153 @@
+"""recommend() over HTTP under closed-loop load, one or several API processes, SQLite or PostgreSQL.
+
+A fresh data dir with the MovieLens-100K catalog and all 100,000 ratings as events (`driftrec ingest
+movielens-100k --events`); `driftrec serve --workers W` with no LLM (`DRIFTREC_LLM_ENABLED=false`: fusion
+or learned order, what the service answers when no model is asked) on SQLite or on PostgreSQL (a real
+server from the `pgserver` wheel; the events copied into it). C clients on loopback, each sending its
+next request when the last one is answered (a random user of the 943, k=10), for D seconds after a
+warm-up. The load generator shares the 2 cores. Reported: requests per second, p50/p95/p99 in ms, errors.
+Issue 16's target: at 50 clients, >= 1,000 req/s with p95 <= 50 ms and p99 <= 100 ms, two processes.
+Run: `.venv/bin/python bench/serve_load.py [--workers 1 2] [--clients 1 10 50] [--seconds 20]
+[--backends sqlite postgresql] [--json-out FILE]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from driftrec.llm.runtime import free_port
+from driftrec.memory.db import SqliteDatabase, open_database_url
+from driftrec.memory.events import EventStore
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))] if ordered else float("nan")
+
+
+@contextlib.contextmanager
+def serving(env: dict[str, str], workers: int, log: Path) -> Iterator[str]:
+    port = free_port()
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "driftrec.cli", "serve", "--port", str(port), "--workers", str(workers)],
+            env=env,
+            stdout=out,
+            stderr=out,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                if process.poll() is not None:
+                    raise RuntimeError(log.read_text()[-2000:])
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                        break
+                time.sleep(0.5)
+            yield base
+        finally:
+            process.terminate()
+            process.wait(60)
+
+
+async def closed_loop(base: str, clients: int, seconds: float, warmup: float = 3.0) -> dict[str, float]:
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as http:
+        start = time.perf_counter()
+        measure_from, end = start + warmup, start + warmup + seconds
+
+        async def client(n: int) -> None:
+            nonlocal errors
+            rng = random.Random(n)
+            while (now := time.perf_counter()) < end:
+                answer = await http.post(f"/v1/users/{rng.randint(1, 943)}/recommendations", json={"k": 10})
+                done = time.perf_counter()
+                if now >= measure_from:
+                    if answer.status_code == 200 and len(answer.json()["items"]) == 10:
+                        latencies.append((done - now) * 1000)
+                    else:
+                        errors += 1
+
+        await asyncio.gather(*(client(n) for n in range(clients)))
+    return {
+        "clients": clients,
+        "requests": len(latencies) + errors,
+        "req_per_s": round(len(latencies) / seconds, 1),
+        "p50_ms": round(percentile(latencies, 50), 1),
+        "p95_ms": round(percentile(latencies, 95), 1),
+        "p99_ms": round(percentile(latencies, 99), 1),
+        "errors": errors,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 10, 50])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"])
+    parser.add_argument("--json-out", type=Path)
+    args = parser.parse_args()
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="driftrec-load-") as tmp:
+        data = Path(tmp) / "data"
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTREC_")} | {
+            "DRIFTREC_DATA_DIR": str(data),
+            "DRIFTREC_LLM_ENABLED": "false",
+            "DRIFTREC_API_RATE_PER_MINUTE": "0",
+            "DRIFTREC_MEMORY_UPKEEP": "false",
+        }
+        if "DRIFTREC_CACHE_DIR" in os.environ:
+            base_env["DRIFTREC_CACHE_DIR"] = os.environ["DRIFTREC_CACHE_DIR"]
+        subprocess.run(
+            [sys.executable, "-m", "driftrec.cli", "ingest", "movielens-100k", "--events"], env=base_env, check=True
+        )
+        server = None
+        try:
+            for backend in args.backends:
+                env = dict(base_env)
+                if backend == "postgresql":
+                    import pgserver
+
+                    server = pgserver.get_server(Path(tmp) / "pg", cleanup_mode="stop")
+                    url = server.get_uri()
+                    events = EventStore(SqliteDatabase(data / "memory.db")).all_blocking()
+                    EventStore(open_database_url(url, data)).append_blocking(events)
+                    env["DRIFTREC_DATABASE_URL"] = url
+                for workers in args.workers:
+                    with serving(env, workers, Path(tmp) / f"serve-{backend}-{workers}.log") as base:
+                        for clients in args.clients:
+                            row = {"backend": backend, "workers": workers} | asyncio.run(
+                                closed_loop(base, clients, args.seconds)
+                            )
+                            print(json.dumps(row), flush=True)
+                            rows.append(row)
+        finally:
+            if server is not None:
+                server.cleanup()
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(
+            json.dumps({"machine": "2 cores, 24 GB, no GPU; client on the same cores", "rows": rows}, indent=2) + "\n"
+        )
+
+
+if __name__ == "__main__":
+    main()
