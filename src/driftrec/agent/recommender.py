@@ -140,6 +140,7 @@ class Recommender:
         self._features_position = 0  # ... and the learned ranker's features
         self._polled_at = 0.0  # when the log position was last looked at (time.monotonic)
         self._refit: asyncio.Task[None] | None = None
+        self._index_lock = asyncio.Lock()  # one fit or update of the candidate indexes at a time
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last: dict[str, RecommendationList] = {}
         self._started = False
@@ -236,38 +237,40 @@ class Recommender:
         as columns, in a thread."""
         memory = self.memory
         assert memory is not None and self.index is not None
-        users, positions = UserCodes(), {item: i for i, item in enumerate(self.catalog)}
-        log = await asyncio.to_thread(memory.events.columns_blocking, positions, users)
-        generator = await asyncio.to_thread(
-            CandidateGenerator.build_from_columns, self.settings, self.index, self.catalog, log, len(users)
-        )
-        if self.learned is not None:
-            events = await asyncio.to_thread(memory.events.all_blocking)
-            self.features = await asyncio.to_thread(FeatureBuilder().fit, events, self.catalog)
-            self._features_position = log.last_seq
-        self.generator, self._users, self._fitted_position = generator, users, log.last_seq
-        self._polled_at = time.monotonic()
+        async with self._index_lock:
+            users, positions = UserCodes(), {item: i for i, item in enumerate(self.catalog)}
+            log = await asyncio.to_thread(memory.events.columns_blocking, positions, users)
+            generator = await asyncio.to_thread(
+                CandidateGenerator.build_from_columns, self.settings, self.index, self.catalog, log, len(users)
+            )
+            if self.learned is not None:
+                events = await asyncio.to_thread(memory.events.all_blocking)
+                self.features = await asyncio.to_thread(FeatureBuilder().fit, events, self.catalog)
+                self._features_position = log.last_seq
+            self.generator, self._users, self._fitted_position = generator, users, log.last_seq
+            self._polled_at = time.monotonic()
 
     async def _catch_up(self) -> None:
         """Take events written since the last fit or update into the candidate indexes (incrementally: the
         cost follows the new events, not the log); refit the learned ranker's features every
         ``refit_every_events``."""
         memory = self._require()
-        assert self.generator is not None
-        positions = {item: i for i, item in enumerate(self.catalog)}
-        new = await asyncio.to_thread(
-            memory.events.columns_blocking, positions, self._users, after=self._fitted_position
-        )
-        if len(new):
-            await asyncio.to_thread(self.generator.update, new, len(self._users))
-            self._fitted_position = new.last_seq
-        if (
-            self.learned is not None
-            and self._fitted_position - self._features_position >= self.settings.refit_every_events
-        ):
-            events = await asyncio.to_thread(memory.events.all_blocking)
-            self.features = await asyncio.to_thread(FeatureBuilder().fit, events, self.catalog)
-            self._features_position = self._fitted_position
+        async with self._index_lock:  # two updates reading the same new events would count them twice
+            assert self.generator is not None
+            positions = {item: i for i, item in enumerate(self.catalog)}
+            new = await asyncio.to_thread(
+                memory.events.columns_blocking, positions, self._users, after=self._fitted_position
+            )
+            if len(new):
+                await asyncio.to_thread(self.generator.update, new, len(self._users))
+                self._fitted_position = new.last_seq
+            if (
+                self.learned is not None
+                and self._fitted_position - self._features_position >= self.settings.refit_every_events
+            ):
+                events = await asyncio.to_thread(memory.events.all_blocking)
+                self.features = await asyncio.to_thread(FeatureBuilder().fit, events, self.catalog)
+                self._features_position = self._fitted_position
 
     def ranker_dir(self) -> Path:
         return self.settings.data_dir / "ranker"
