@@ -72,6 +72,8 @@ def check_outage(
         restarted = pgserver.get_server(folder, cleanup_mode="stop")  # ... and comes back
         try:
             assert http.get("/health").json() == {"status": "degraded"}  # up (no LLM in this test)
+            # every worker thread's connection died with the server; each is replaced on first use
+            assert {http.get("/v1/users/olga/profile", headers=AUTH).status_code for _ in range(30)} == {200}
             retried = http.post("/v1/events", json=events("olga", 5, offset=5), headers=AUTH)
             assert retried.status_code == 200 and retried.json()["new"] == 5  # the client's retry lands once
             answer = http.post("/v1/users/olga/recommendations", json={"k": 3}, headers=AUTH)

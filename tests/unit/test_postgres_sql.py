@@ -46,3 +46,15 @@ def test_the_database_url_is_checked_and_kept_secret() -> None:
     assert "s3cret" not in shown
     with pytest.raises(ValueError, match="database_url"):
         open_database_url("oracle://x", None)  # type: ignore[arg-type]
+
+
+def test_one_schema_text_serves_both_backends() -> None:
+    from driftrec.memory.db import SCHEMA
+    from driftrec.memory.postgres import MIGRATIONS, postgres_ddl
+
+    assert MIGRATIONS[-1] == postgres_ddl(SCHEMA)
+    ddl = postgres_ddl("CREATE TABLE t (seq INTEGER PRIMARY KEY AUTOINCREMENT, user TEXT, ts REAL, n INTEGER, v BLOB)")
+    assert ddl == (
+        'CREATE TABLE t (seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "user" TEXT, ts DOUBLE PRECISION, '
+        "n BIGINT, v BYTEA)"
+    )

@@ -17,110 +17,19 @@ import functools
 import re
 import secrets
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
-from driftrec.memory.db import SCHEMA_VERSION, Connection, Database, StoreUnavailable
+from driftrec.memory.db import SCHEMA, SCHEMA_VERSION, Connection, Database, StoreUnavailable
 
 # pg_advisory_xact_lock key of "a driftrec transaction" (arbitrary, fixed: every process must agree).
 _LOCK = 0x64726966  # "drif"
+IDLE = TransactionStatus.IDLE
 
-# Each step brings the schema from version i to i + 1 (the list index). Version 4 matches SQLite's v4, so a
-# store reports the same version on either backend; later steps are appended to both.
-MIGRATIONS: list[str] = [
-    "",
-    "",
-    "",
-    """
-CREATE TABLE IF NOT EXISTS events (
-    seq        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    event_id   TEXT NOT NULL UNIQUE,
-    "user"     TEXT NOT NULL,
-    item       TEXT NOT NULL,
-    action     TEXT NOT NULL,
-    ts         DOUBLE PRECISION NOT NULL,
-    rating     DOUBLE PRECISION,
-    text       TEXT,
-    session_id TEXT
-);
-CREATE INDEX IF NOT EXISTS events_user_ts ON events ("user", ts, seq);
-CREATE TABLE IF NOT EXISTS summaries (
-    "user"     TEXT NOT NULL,
-    session_id TEXT NOT NULL,
-    ended_at   DOUBLE PRECISION NOT NULL,
-    body       TEXT NOT NULL,
-    applied    INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY ("user", session_id)
-);
-CREATE INDEX IF NOT EXISTS summaries_user ON summaries ("user", ended_at);
-CREATE TABLE IF NOT EXISTS statements (
-    seq        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    "user"     TEXT NOT NULL,
-    name       TEXT NOT NULL,
-    polarity   TEXT NOT NULL,
-    text       TEXT NOT NULL,
-    ts         DOUBLE PRECISION NOT NULL
-);
-CREATE INDEX IF NOT EXISTS statements_user ON statements ("user", ts);
-CREATE TABLE IF NOT EXISTS chat_turns (
-    seq        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    "user"     TEXT NOT NULL,
-    role       TEXT NOT NULL,
-    content    TEXT NOT NULL,
-    ts         DOUBLE PRECISION NOT NULL
-);
-CREATE INDEX IF NOT EXISTS chat_turns_user ON chat_turns ("user", seq);
-CREATE TABLE IF NOT EXISTS chat_summaries (
-    "user"     TEXT PRIMARY KEY,
-    upto_seq   BIGINT NOT NULL,
-    summary    TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS profile_heads (
-    "user"     TEXT PRIMARY KEY,
-    version    INTEGER NOT NULL,
-    updated_at DOUBLE PRECISION NOT NULL
-);
-CREATE TABLE IF NOT EXISTS profile_versions (
-    "user"     TEXT NOT NULL,
-    version    INTEGER NOT NULL,
-    body       TEXT NOT NULL,
-    PRIMARY KEY ("user", version)
-);
-CREATE TABLE IF NOT EXISTS profile_edits (
-    seq        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    "user"     TEXT NOT NULL,
-    name       TEXT NOT NULL,
-    kind       TEXT NOT NULL,
-    action     TEXT NOT NULL,
-    ts         DOUBLE PRECISION NOT NULL
-);
-CREATE INDEX IF NOT EXISTS profile_edits_user ON profile_edits ("user", seq);
-CREATE TABLE IF NOT EXISTS upkeep (
-    "user"     TEXT PRIMARY KEY,
-    due_at     DOUBLE PRECISION NOT NULL,
-    attempts   INTEGER NOT NULL DEFAULT 0,
-    error      TEXT
-);
-CREATE INDEX IF NOT EXISTS upkeep_due ON upkeep (due_at);
-CREATE TABLE IF NOT EXISTS api_keys (
-    id         TEXT PRIMARY KEY,
-    hash       TEXT NOT NULL UNIQUE,
-    "user"     TEXT,
-    name       TEXT NOT NULL,
-    created    DOUBLE PRECISION NOT NULL,
-    revoked    DOUBLE PRECISION
-);
-CREATE INDEX IF NOT EXISTS api_keys_user ON api_keys ("user");
-CREATE TABLE IF NOT EXISTS meta (
-    key        TEXT PRIMARY KEY,
-    value      BYTEA NOT NULL
-);
-""",
-]
-assert len(MIGRATIONS) == SCHEMA_VERSION
 
 _LITERAL = re.compile(r"('(?:[^']|'')*')")
 _USER = re.compile(r'(?<!["\w])user(?!["\w])')
@@ -142,6 +51,22 @@ def translate(sql: str, *, parameters: bool = True) -> str:
     return "".join(parts)
 
 
+def postgres_ddl(sqlite_ddl: str) -> str:
+    """SQLite's schema in PostgreSQL's types: one schema text serves both backends (a migration is
+    written once). 64-bit integers, doubles, identity keys, bytea, the quoted ``user`` column."""
+    ddl = sqlite_ddl.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
+    ddl = re.sub(r"\bINTEGER\b", "BIGINT", ddl)
+    ddl = re.sub(r"\bREAL\b", "DOUBLE PRECISION", ddl)
+    ddl = re.sub(r"\bBLOB\b", "BYTEA", ddl)
+    return translate(ddl, parameters=False)
+
+
+# Each step brings the schema from version i to i + 1 (the list index). PostgreSQL starts at SQLite's v4
+# (steps 1-3 migrated SQLite files of older driftrec releases); later steps are appended to both.
+MIGRATIONS: list[str] = ["", "", "", postgres_ddl(SCHEMA)]
+assert len(MIGRATIONS) == SCHEMA_VERSION
+
+
 def redact(url: str) -> str:
     """``url`` without its password (for logs and error messages)."""
     parts = urlsplit(url)
@@ -152,15 +77,41 @@ def redact(url: str) -> str:
 
 
 class _PgConnection(Connection):
-    def __init__(self, raw: psycopg.Connection, where: str):
-        self.raw = raw
+    """One psycopg connection (autocommit; transactions are explicit BEGIN ... COMMIT).
+
+    A connection that died while idle (the server restarted, the network dropped) is replaced and the
+    statement sent once more on the new one: at that point nothing of a transaction has run. A failure
+    inside a transaction is never retried: the transaction fails and nothing of it is kept."""
+
+    def __init__(self, connect: Callable[[], psycopg.Connection], where: str):
+        self._connect = connect
         self.where = where
+        self.raw = self._reconnect()
+
+    def _reconnect(self) -> psycopg.Connection:
+        try:
+            return self._connect()
+        except psycopg.OperationalError as e:
+            raise StoreUnavailable(f"postgresql at {self.where}: {e}") from e
+
+    def _send(self, sql: str, params: Sequence[Any]) -> psycopg.Cursor:
+        if not params:
+            return self.raw.execute(translate(sql, parameters=False))  # type: ignore[arg-type]
+        return self.raw.execute(translate(sql), params)  # type: ignore[arg-type]
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor:
+        idle = not (self.raw.closed or self.raw.broken) and self.raw.info.transaction_status == IDLE
+        if self.raw.closed or self.raw.broken:
+            self.raw = self._reconnect()
+            idle = True
         try:
-            if not params:
-                return self.raw.execute(translate(sql, parameters=False))  # type: ignore[arg-type]
-            return self.raw.execute(translate(sql), params)  # type: ignore[arg-type]
+            return self._send(sql, params)
+        except psycopg.OperationalError as e:
+            if not (idle and (self.raw.closed or self.raw.broken)):
+                raise StoreUnavailable(f"postgresql at {self.where}: {e}") from e
+        self.raw = self._reconnect()  # it died while idle: once more, on a new connection
+        try:
+            return self._send(sql, params)
         except psycopg.OperationalError as e:
             raise StoreUnavailable(f"postgresql at {self.where}: {e}") from e
 
@@ -189,15 +140,12 @@ class PostgresDatabase(Database):
 
     def connection(self) -> _PgConnection:
         conn: _PgConnection | None = getattr(self._local, "conn", None)
-        if conn is not None and (conn.raw.closed or conn.raw.broken):
-            conn = None  # the server restarted or the network dropped: reconnect
         if conn is None:
-            try:
-                raw = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, round(self.connect_timeout_s)))
-            except psycopg.OperationalError as e:
-                raise StoreUnavailable(f"postgresql at {self.describe()}: {e}") from e
-            conn = self._local.conn = _PgConnection(raw, self.describe())
+            conn = self._local.conn = _PgConnection(self._connect, self.describe())
         return conn
+
+    def _connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, round(self.connect_timeout_s)))
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -209,12 +157,16 @@ class PostgresDatabase(Database):
     def transaction(self) -> Iterator[_PgConnection]:
         """BEGIN; take the driftrec lock; ...; COMMIT (ROLLBACK on any error)."""
         conn = self.connection()
+        conn.execute("BEGIN")  # on a connection that died while idle: replaced, and BEGIN sent again
         try:
-            with conn.raw.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(?)", (_LOCK,))
-                yield conn
-        except psycopg.OperationalError as e:  # the COMMIT itself failed
-            raise StoreUnavailable(f"postgresql at {self.describe()}: {e}") from e
+            conn.execute("SELECT pg_advisory_xact_lock(?)", (_LOCK,))
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(psycopg.Error):
+                if not (conn.raw.closed or conn.raw.broken):
+                    conn.raw.execute("ROLLBACK")
+            raise
 
     def _migrate(self) -> None:
         with self.transaction() as conn:
