@@ -136,6 +136,7 @@ class Recommender:
         self.reranker: Reranker | None = None
         self._owns_llm = False
         self._users = UserCodes()  # dense user codes of the candidate indexes
+        self._positions: dict[str, int] = {}  # catalog item -> its column in the candidate indexes
         self._fitted_position = 0  # the event log position the candidate indexes have taken in
         self._features_position = 0  # ... and the learned ranker's features
         self._polled_at = 0.0  # when the log position was last looked at (time.monotonic)
@@ -238,8 +239,8 @@ class Recommender:
         memory = self.memory
         assert memory is not None and self.index is not None
         async with self._index_lock:
-            users, positions = UserCodes(), {item: i for i, item in enumerate(self.catalog)}
-            log = await asyncio.to_thread(memory.events.columns_blocking, positions, users)
+            users, self._positions = UserCodes(), {item: i for i, item in enumerate(self.catalog)}
+            log = await asyncio.to_thread(memory.events.columns_blocking, self._positions, users)
             generator = await asyncio.to_thread(
                 CandidateGenerator.build_from_columns, self.settings, self.index, self.catalog, log, len(users)
             )
@@ -257,9 +258,8 @@ class Recommender:
         memory = self._require()
         async with self._index_lock:  # two updates reading the same new events would count them twice
             assert self.generator is not None
-            positions = {item: i for i, item in enumerate(self.catalog)}
             new = await asyncio.to_thread(
-                memory.events.columns_blocking, positions, self._users, after=self._fitted_position
+                memory.events.columns_blocking, self._positions, self._users, after=self._fitted_position
             )
             if len(new):
                 await asyncio.to_thread(self.generator.update, new, len(self._users))

@@ -227,25 +227,28 @@ def _unavailable(error: sqlite3.OperationalError) -> bool:
     return any(s in text for s in ("disk", "full", "unable to open", "readonly", "locked", "i/o"))
 
 
+@contextlib.contextmanager
+def _medium_errors() -> Iterator[None]:
+    """SQLite errors about the medium (disk, I/O, locks) as StoreUnavailable; others as they are."""
+    try:
+        yield
+    except sqlite3.OperationalError as e:
+        if _unavailable(e):
+            raise StoreUnavailable(f"sqlite: {e}") from e
+        raise
+
+
 class _SqliteConnection(Connection):
     def __init__(self, raw: sqlite3.Connection):
         self.raw = raw
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
-        try:
+        with _medium_errors():
             return self.raw.execute(sql, params)
-        except sqlite3.OperationalError as e:
-            if _unavailable(e):
-                raise StoreUnavailable(f"sqlite: {e}") from e
-            raise
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
-        try:
+        with _medium_errors():
             return self.raw.executemany(sql, rows).rowcount
-        except sqlite3.OperationalError as e:
-            if _unavailable(e):
-                raise StoreUnavailable(f"sqlite: {e}") from e
-            raise
 
 
 class SqliteDatabase(Database):

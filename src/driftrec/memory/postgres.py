@@ -100,10 +100,9 @@ class _PgConnection(Connection):
         return self.raw.execute(translate(sql), params)  # type: ignore[arg-type]
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor:
-        idle = not (self.raw.closed or self.raw.broken) and self.raw.info.transaction_status == IDLE
         if self.raw.closed or self.raw.broken:
             self.raw = self._reconnect()
-            idle = True
+        idle = self.raw.info.transaction_status == IDLE
         try:
             return self._send(sql, params)
         except psycopg.OperationalError as e:
