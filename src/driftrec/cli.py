@@ -611,7 +611,7 @@ def memory_forget(user: str, as_json: Annotated[bool, typer.Option("--json")] = 
     async def run() -> dict[str, dict[str, int]]:
         async with Recommender.from_settings(llm=None) as rec:
             report = await rec.forget_user(user)
-        return {"rows": report.rows, "vectors": report.vectors, "llm": report.llm}
+        return {"rows": report.rows, "vectors": report.vectors, "llm": report.llm, "files": report.files}
 
     out = _run_or_exit(run())
     print(json.dumps(out)) if as_json else console.print(out)

@@ -231,6 +231,17 @@ class Settings(BaseSettings):
         description="How often a serving process looks for events written by other processes (one indexed "
         "MAX(seq) query) and takes them into its candidate indexes.",
     )
+    index_dir: Path | None = Field(
+        default=None,
+        description="Where saved candidate indexes live (unset: <data_dir>/indexes). A volume the API hosts "
+        "share lets one fit serve every process that starts after it.",
+    )
+    index_snapshot_events: int = Field(
+        default=50_000,
+        ge=0,
+        description="Save the candidate indexes again once this many new events were taken in since the "
+        "last save (0: never save; every process fits from the log at start-up).",
+    )
     api_key: SecretStr | None = Field(
         default=None,
         description="A shared admin key: if set, the HTTP service requires a bearer key. Keys per user (and more "
@@ -410,6 +421,7 @@ def settings_table() -> str:
         "cache_dir": "`$XDG_CACHE_HOME/driftrec` or `~/.cache/driftrec`",
         "data_dir": "`$XDG_DATA_HOME/driftrec` or `~/.local/share/driftrec`",
         "chroma_path": "`<data_dir>/chroma`",
+        "index_dir": "`<data_dir>/indexes`",
         "llm_api_key": "`EMPTY`",
     }
     rows = ["| variable | default | meaning |", "|---|---|---|"]

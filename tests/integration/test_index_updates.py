@@ -6,6 +6,7 @@ takes their events out of co-occurrence and popularity."""
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from driftrec.data import Dataset, load_movielens_100k
 from driftrec.models import Interaction
 from driftrec.retrieval.log import EventColumns, UserCodes
 from driftrec.retrieval.sources import CoOccurrenceIndex, PopularityIndex
-from tests.conftest import copy_of
+from tests.conftest import copy_of, on_backend
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +116,89 @@ async def test_a_process_sees_events_another_wrote_and_forgetting_removes_them(
         await writer.refit()
         assert writer.generator is not None
         assert writer.generator.popularity.counts(now)[list(writer.catalog).index(item.id)] == before
+        await reader.recommend("newcomer", k=5, now=now)  # the poll sees the store's generation move
+        await reader.refit()  # and the whole refit it started is done
+        assert reader.generator.popularity.counts(now)[list(reader.catalog).index(item.id)] == before
+        assert not any(user.startswith("fan") for user in reader._users.codes)
+
+
+def snapshot_users(path: Path) -> set[str]:
+    with np.load(path, allow_pickle=False) as arrays:
+        return set(arrays["users"].tolist())
+
+
+async def test_processes_start_from_one_saved_fit_and_forgetting_deletes_it(
+    settings: Settings, seeded_data: Path, tmp_path: Path, database_url: str | None
+) -> None:
+    data = copy_of(seeded_data, tmp_path / "data")
+    shutil.rmtree(data / "indexes", ignore_errors=True)
+    own = on_backend(
+        settings.model_copy(
+            update={
+                "data_dir": data,
+                "chroma_path": data / "chroma",
+                "index_poll_s": 0.0,
+                "index_snapshot_events": 100,
+            }
+        ),
+        database_url,
+        data,
+    )
+    now = datetime(1998, 6, 1, tzinfo=UTC)
+    burst = [  # 30 new users, 5 titles each: 150 events, past the snapshot interval
+        Interaction(user=f"fan{n}", item=item, action="click", timestamp=now - timedelta(hours=n, minutes=m))
+        for n in range(30)
+        for m, item in enumerate(["1500", "1501", "1502", "1503", "1504"])
+    ]
+    async with Recommender(own, llm=None) as first:
+        assert first.index_origin == "fit"
+        [(_, saved_at, _)] = first.snapshots.files()
+        assert saved_at == first._fitted_position > 0
+        async with Recommender(own, llm=None) as second:
+            assert second.index_origin == "snapshot"  # loaded, not fitted again
+            assert first.generator is not None and second.generator is not None
+            assert abs(second.generator.cooc.base - first.generator.cooc.base).max() == 0
+            assert second._users.codes == first._users.codes
+            history = [e.item for e in await first.memory.events.history("1")]  # type: ignore[union-attr]
+            assert np.allclose(second.generator.cooc.scores(history), first.generator.cooc.scores(history))
+
+            await second.observe(burst, upkeep=False)
+            await second.refit()
+            newest = second.snapshots.files()[0]
+            assert newest[1] == second._fitted_position == saved_at + 150  # saved again after 100+ new events
+            assert "fan0" in snapshot_users(newest[2])
+
+            report = await second.forget_user("fan0")
+            assert report.rows["events"] == 5
+            assert report.files["index_snapshots"] >= 1
+            await second.refit()  # the whole refit after forgetting (it saves the new generation)
+            files = second.snapshots.files()
+            assert files and all(generation == 1 for generation, _, _ in files)
+            assert all("fan0" not in snapshot_users(path) for _, _, path in files)
+            assert "fan1" in snapshot_users(files[0][2])
+
+            await first.recommend("newcomer", k=3, now=now)  # the other process: its poll sees generation 1
+            await first.refit()
+            assert "fan0" not in first._users.codes and "fan1" in first._users.codes
+            assert abs(first.generator.cooc.base + first.generator.cooc.delta - second.generator.cooc.base).max() == 0
+
+    async with Recommender(own, llm=None) as third:
+        assert third.index_origin == "snapshot" and third._generation == 1
+        assert "fan0" not in third._users.codes
+
+
+async def test_a_damaged_or_foreign_snapshot_is_not_loaded(
+    settings: Settings, seeded_data: Path, tmp_path: Path
+) -> None:
+    data = copy_of(seeded_data, tmp_path / "data")
+    own = settings.model_copy(update={"data_dir": data, "chroma_path": data / "chroma"})
+    async with Recommender(own, llm=None) as first:
+        [(_, _, path)] = first.snapshots.files()
+    path.write_bytes(path.read_bytes()[:1000])  # torn (a copy cut short)
+    async with Recommender(own, llm=None) as second:
+        assert second.index_origin == "fit"  # fitted from the log instead, and saved whole again
+        [(_, _, path)] = second.snapshots.files()
+    changed = own.model_copy(update={"retrieval_cooc_window": 5})
+    async with Recommender(changed, llm=None) as third:
+        assert third.index_origin == "fit"  # the saved one counts pairs 10 apart: not this configuration's index
+        assert third.generator is not None and third.generator.cooc.window == 5

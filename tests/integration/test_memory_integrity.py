@@ -86,7 +86,8 @@ def raw_hits(paths: list[Path], needles: list[bytes]) -> dict[str, list[str]]:
     for path in paths:
         data = path.read_bytes()
         for needle in needles:
-            if needle in data or needle.decode().encode("utf-16-le") in data:
+            text = needle.decode()  # as bytes, UTF-16 (SQLite may) and UTF-32 (numpy's str arrays)
+            if needle in data or text.encode("utf-16-le") in data or text.encode("utf-32-le") in data:
                 found.setdefault(needle.decode(), []).append(str(path))
     return found
 
@@ -107,7 +108,13 @@ async def test_forgetting_a_user_leaves_no_byte_of_them_in_any_file(
         llm.tokens,
         llm.context_window,
     )
-    own = local(settings, data, llm_log_path=data / "logs" / "llm.jsonl", llm_cache_path=data / "llm-cache.sqlite")
+    own = local(
+        settings,
+        data,
+        llm_log_path=data / "logs" / "llm.jsonl",
+        llm_cache_path=data / "llm-cache.sqlite",
+        index_snapshot_events=10,  # the saved candidate indexes take their events in too
+    )
     async with Recommender(own, llm=logged) as rec:
         memory = rec._require()
         history = [e.model_copy(update={"user": user, "event_id": None}) for e in ml100k.by_user()["13"][:40]]
@@ -117,6 +124,9 @@ async def test_forgetting_a_user_leaves_no_byte_of_them_in_any_file(
         refreshed = await rec.refresh_profile(user, now=history[-1].timestamp + timedelta(days=1))
         assert refreshed.updated and refreshed.summarized >= 1
         await rec.recommend(user, k=5)
+        await rec.refit()
+        saved = rec.snapshots.files()[0][2]
+        assert user.encode("utf-32-le") in saved.read_bytes()  # precondition: a saved index holds them
         neighbour_before = await rec.profile(neighbour), await memory.events.count(neighbour)
         logged_records = len((data / "logs" / "llm.jsonl.users" / f"{memory.tag(user)}.jsonl").read_text().splitlines())
 
@@ -126,6 +136,7 @@ async def test_forgetting_a_user_leaves_no_byte_of_them_in_any_file(
         assert report.rows["summaries"] == refreshed.summarized and report.rows["profile_versions"] == 1
         assert report.vectors == {"profiles": 1, "sessions": refreshed.summarized}
         assert report.llm["log"] == logged_records > 0 and report.llm["cache"] > 0
+        assert report.files["index_snapshots"] >= 1
         # a neighbour is intact
         assert (await rec.profile(neighbour), await memory.events.count(neighbour)) == neighbour_before
         assert (await rec.profile(user)).version == 0 and await memory.events.count(user) == 0

@@ -56,7 +56,9 @@ from driftrec.ranking.features import FeatureBuilder
 from driftrec.ranking.learned import LearnedRanker, RankerFileError, catalog_fingerprint
 from driftrec.ranking.training import candidate_pool, train_ranker
 from driftrec.retrieval import CandidateGenerator, ItemIndex, RetrievalRequest
+from driftrec.retrieval.candidates import empty_indexes
 from driftrec.retrieval.log import UserCodes
+from driftrec.retrieval.snapshot import Snapshot, SnapshotDir, catalog_key, store_key
 from driftrec.retrieval.store import ensure_items, open_item_index
 
 log = logging.getLogger(__name__)
@@ -138,6 +140,10 @@ class Recommender:
         self._users = UserCodes()  # dense user codes of the candidate indexes
         self._positions: dict[str, int] = {}  # catalog item -> its column in the candidate indexes
         self._fitted_position = 0  # the event log position the candidate indexes have taken in
+        self._generation = 0  # the store's generation they were built at (it moves when users are forgotten)
+        self._saved_position = 0  # the position of the last snapshot this process saved or loaded
+        self.snapshots = SnapshotDir(settings.index_dir or settings.data_dir / "indexes")
+        self.index_origin = ""  # "snapshot" (loaded, then caught up) or "fit" (from the whole log)
         self._features_position = 0  # ... and the learned ranker's features
         self._polled_at = 0.0  # when the log position was last looked at (time.monotonic)
         self._refit: asyncio.Task[None] | None = None
@@ -234,27 +240,84 @@ class Recommender:
     # -- candidate indexes ------------------------------------------------------------------------
 
     async def _fit(self) -> None:
-        """Fit co-occurrence and popularity (and the learned ranker's features) on the whole event log, read
-        as columns, in a thread."""
+        """Load the newest saved snapshot of the candidate indexes that fits this catalog, settings and store
+        generation and take in the events after it; else fit co-occurrence and popularity on the whole log,
+        read as columns, and save a snapshot for the processes that start after. In threads."""
         memory = self.memory
         assert memory is not None and self.index is not None
         async with self._index_lock:
-            users, self._positions = UserCodes(), {item: i for i, item in enumerate(self.catalog)}
-            log = await asyncio.to_thread(memory.events.columns_blocking, self._positions, users)
-            generator = await asyncio.to_thread(
-                CandidateGenerator.build_from_columns, self.settings, self.index, self.catalog, log, len(users)
-            )
+            positions = {item: i for i, item in enumerate(self.catalog)}
+            position, generation = await asyncio.to_thread(memory.events.state_blocking)  # before any read
+            cooc, popularity = empty_indexes(self.settings)
+            snapshot = None
+            if self.settings.index_snapshot_events:
+                store = await asyncio.to_thread(memory.db.pseudonym_key)
+                snapshot = await asyncio.to_thread(
+                    self.snapshots.load,
+                    store_key(store),
+                    generation,
+                    list(self.catalog),
+                    Snapshot.params_of(cooc, popularity),
+                )
+            if snapshot is not None and snapshot.position <= position:
+                users = snapshot.users
+                generator = CandidateGenerator.from_indexes(
+                    self.settings, self.index, self.catalog, snapshot.cooc, snapshot.popularity
+                )
+                new = await asyncio.to_thread(memory.events.columns_blocking, positions, users, after=snapshot.position)
+                if len(new):
+                    await asyncio.to_thread(generator.update, new, len(users))
+                fitted, origin = max(snapshot.position, new.last_seq), "snapshot"
+                self._saved_position = snapshot.position
+            else:
+                users = UserCodes()
+                log = await asyncio.to_thread(memory.events.columns_blocking, positions, users)
+                generator = await asyncio.to_thread(
+                    CandidateGenerator.build_from_columns, self.settings, self.index, self.catalog, log, len(users)
+                )
+                fitted, origin = log.last_seq, "fit"
             if self.learned is not None:
                 events = await asyncio.to_thread(memory.events.all_blocking)
                 self.features = await asyncio.to_thread(FeatureBuilder().fit, events, self.catalog)
-                self._features_position = log.last_seq
-            self.generator, self._users, self._fitted_position = generator, users, log.last_seq
+                self._features_position = fitted
+            self.generator, self._users, self._positions = generator, users, positions
+            self._fitted_position, self._generation, self.index_origin = fitted, generation, origin
             self._polled_at = time.monotonic()
+            if origin == "fit":
+                await self._save_snapshot()
+
+    async def _save_snapshot(self) -> None:
+        """Save the candidate indexes (under the index lock). A save that raced a forget is deleted again:
+        either this check sees the new generation, or the forgetting process's prune sees this file."""
+        memory = self.memory
+        assert memory is not None and self.generator is not None
+        if not self.settings.index_snapshot_events:
+            return
+        snapshot = Snapshot(
+            store=store_key(await asyncio.to_thread(memory.db.pseudonym_key)),
+            generation=self._generation,
+            position=self._fitted_position,
+            catalog=catalog_key(list(self.catalog)),
+            params=Snapshot.params_of(self.generator.cooc, self.generator.popularity),
+            cooc=self.generator.cooc,
+            popularity=self.generator.popularity,
+            users=self._users,
+        )
+        try:
+            path = await asyncio.to_thread(self.snapshots.save, snapshot)
+            _, generation = await asyncio.to_thread(memory.events.state_blocking)
+        except OSError as exc:  # a full or read-only volume costs the next process a fit, nothing more
+            log.warning("the candidate indexes were not saved to %s: %s", self.snapshots.path, exc)
+            return
+        if generation != self._generation:
+            path.unlink(missing_ok=True)
+        else:
+            self._saved_position = self._fitted_position
 
     async def _catch_up(self) -> None:
         """Take events written since the last fit or update into the candidate indexes (incrementally: the
-        cost follows the new events, not the log); refit the learned ranker's features every
-        ``refit_every_events``."""
+        cost follows the new events, not the log), saving a snapshot every ``index_snapshot_events``; refit
+        the learned ranker's features every ``refit_every_events``."""
         memory = self._require()
         async with self._index_lock:  # two updates reading the same new events would count them twice
             assert self.generator is not None
@@ -264,6 +327,9 @@ class Recommender:
             if len(new):
                 await asyncio.to_thread(self.generator.update, new, len(self._users))
                 self._fitted_position = new.last_seq
+                every = self.settings.index_snapshot_events
+                if every and self._fitted_position - self._saved_position >= every:
+                    await self._save_snapshot()
             if (
                 self.learned is not None
                 and self._fitted_position - self._features_position >= self.settings.refit_every_events
@@ -328,7 +394,8 @@ class Recommender:
 
     async def _maybe_refit(self, *, wrote: bool = False) -> None:
         """Start a background catch-up when this process wrote events, or, at most every ``index_poll_s``,
-        when the log moved (other processes' events). No query at all on most requests."""
+        when the log moved (other processes' events); a whole refit when the store's generation moved (a
+        user was forgotten through another process). No query at all on most requests."""
         memory = self._require()
         if self._refit is not None and not self._refit.done():
             return
@@ -336,7 +403,11 @@ class Recommender:
             if time.monotonic() - self._polled_at < self.settings.index_poll_s:
                 return
             self._polled_at = time.monotonic()
-            if await asyncio.to_thread(memory.events.position_blocking) <= self._fitted_position:
+            position, generation = await asyncio.to_thread(memory.events.state_blocking)
+            if generation != self._generation:
+                self._refit_whole()
+                return
+            if position <= self._fitted_position:
                 return
         self._refit = asyncio.create_task(self._catch_up())
 
@@ -568,10 +639,14 @@ class Recommender:
         """Delete everything stored about ``user`` from every store (events, sessions, summaries, chats,
         stated preferences, every profile version, their LLM cache entries and prompt log); returns what
         each store held."""
-        report = await self._require().forget_user(user)
+        memory = self._require()
+        report = await memory.forget_user(user)
         self._last.pop(user, None)
-        if report.rows.get("events"):
-            self._refit_whole()  # their events leave co-occurrence and popularity too
+        if report.rows.get("events"):  # their events leave co-occurrence, popularity and the saved indexes
+            _, generation = await asyncio.to_thread(memory.events.state_blocking)
+            deleted = await asyncio.to_thread(self.snapshots.prune, generation)
+            report.files["index_snapshots"] = len(deleted)
+            self._refit_whole()
         return report
 
     # -- chat -------------------------------------------------------------------------------------

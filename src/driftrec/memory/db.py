@@ -165,6 +165,9 @@ class Connection:
         raise NotImplementedError
 
 
+GENERATION = "log_generation"  # meta key: bumped whenever events are deleted
+
+
 class Database(abc.ABC):
     """The store's interface: connections per worker thread, all-or-nothing transactions, forgetting."""
 
@@ -209,12 +212,28 @@ class Database(abc.ABC):
         with self.transaction() as conn:
             conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING", (key, b"\x01"))
 
+    def generation(self) -> int:
+        """How many times events were deleted (users forgotten): derived state built from the log at an
+        older generation (a saved candidate index) may hold a forgotten user and must be rebuilt."""
+        row = self.connection().execute("SELECT value FROM meta WHERE key = ?", (GENERATION,)).fetchone()
+        return int(bytes(row[0]).decode()) if row else 0
+
     def delete_user_blocking(self, user: str) -> dict[str, int]:
-        """Delete every row of ``user`` in one transaction; returns rows deleted per table."""
+        """Delete every row of ``user`` in one transaction; returns rows deleted per table. Deleting events
+        moves the generation on in the same transaction."""
         with self.transaction() as conn:
-            return {
+            rows = {
                 table: conn.execute(f"DELETE FROM {table} WHERE user = ?", (user,)).rowcount for table in USER_TABLES
             }
+            if rows.get("events"):
+                found = conn.execute("SELECT value FROM meta WHERE key = ?", (GENERATION,)).fetchone()
+                following = (int(bytes(found[0]).decode()) if found else 0) + 1
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (GENERATION, str(following).encode()),
+                )
+            return rows
 
     async def run(self, fn: Callable[..., R], *args: object) -> R:
         """Run blocking database work in a worker thread."""

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from driftrec.memory.db import Database, SqliteDatabase
+from driftrec.memory.db import GENERATION, Database, SqliteDatabase
 from driftrec.models import Action, Interaction
 from driftrec.retrieval.log import EventColumns, UserCodes
 
@@ -85,6 +85,16 @@ class EventStore:
         Writers are serialized, so sequence numbers are committed in order: everything at or below a
         position read once is there for good (forgetting a user aside)."""
         return int(self.db.connection().execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0])
+
+    def state_blocking(self) -> tuple[int, int]:
+        """(position, generation) in one round trip: what a serving process polls to know whether its
+        candidate indexes are behind (new events) or hold deleted ones (a user was forgotten)."""
+        row = (
+            self.db.connection()
+            .execute("SELECT COALESCE(MAX(seq), 0), (SELECT value FROM meta WHERE key = ?) FROM events", (GENERATION,))
+            .fetchone()
+        )
+        return int(row[0]), int(bytes(row[1]).decode()) if row[1] is not None else 0
 
     def columns_blocking(
         self, positions: Mapping[str, int], users: UserCodes, *, after: int = 0, chunk: int = 200_000

@@ -78,9 +78,10 @@ class RefreshResult:
 class ForgetReport:
     """How much of a user each store held when they were forgotten."""
 
-    rows: dict[str, int]  # SQLite table -> rows
+    rows: dict[str, int]  # database table -> rows
     vectors: dict[str, int]  # Chroma collection -> records
     llm: dict[str, int]  # response cache rows, prompt-log records
+    files: dict[str, int] = field(default_factory=dict)  # derived files holding their events -> files deleted
 
     @property
     def total(self) -> int:

@@ -15,6 +15,16 @@ from driftrec.retrieval.store import ItemIndex
 SOURCES = ("vector", "cooc", "popularity")
 
 
+def empty_indexes(settings: Settings) -> tuple[CoOccurrenceIndex, PopularityIndex]:
+    """Unfitted co-occurrence and popularity indexes with this configuration."""
+    cooc = CoOccurrenceIndex(
+        window=settings.retrieval_cooc_window,
+        recent=settings.retrieval_cooc_recent,
+        decay=settings.retrieval_cooc_decay,
+    )
+    return cooc, PopularityIndex(window_days=settings.retrieval_popularity_days)
+
+
 class CandidateGenerator:
     """Vector + co-occurrence + popularity candidates, fused, with each item's per-source rank and score."""
 
@@ -61,12 +71,21 @@ class CandidateGenerator:
     ) -> CandidateGenerator:
         """Fit on the log as columns (the event store's streaming read; items are positions in ``catalog``)."""
         ids = list(catalog)
-        cooc = CoOccurrenceIndex(
-            window=settings.retrieval_cooc_window,
-            recent=settings.retrieval_cooc_recent,
-            decay=settings.retrieval_cooc_decay,
-        ).fit_columns(log, ids, n_users)
-        popularity = PopularityIndex(window_days=settings.retrieval_popularity_days).fit_columns(log, ids)
+        cooc, popularity = empty_indexes(settings)
+        return cls.from_indexes(
+            settings, index, catalog, cooc.fit_columns(log, ids, n_users), popularity.fit_columns(log, ids)
+        )
+
+    @classmethod
+    def from_indexes(
+        cls,
+        settings: Settings,
+        index: ItemIndex,
+        catalog: Mapping[str, Item],
+        cooc: CoOccurrenceIndex,
+        popularity: PopularityIndex,
+    ) -> CandidateGenerator:
+        """Wire fitted (or loaded: retrieval/snapshot.py) co-occurrence and popularity indexes."""
         vector = VectorSource(
             index,
             alpha=settings.retrieval_alpha,

@@ -179,6 +179,17 @@ class CoOccurrenceIndex:
         self._remember_tails(ordered.users, ordered.items)
         return self
 
+    def restore(
+        self, catalog_ids: Sequence[str], counts: sparse.csr_matrix, totals: np.ndarray, tails: np.ndarray
+    ) -> CoOccurrenceIndex:
+        """Take a saved state (retrieval/snapshot.py): pair counts, per-item totals, per-user tails."""
+        self.ids = list(catalog_ids)
+        self.position = {item: i for i, item in enumerate(self.ids)}
+        n = len(self.ids)
+        self.base, self.delta = counts, sparse.csr_matrix((n, n), dtype=np.float32)
+        self.totals, self.tails = totals, tails
+        return self
+
     def update(self, new: EventColumns, n_users: int) -> int:
         """Take in new events (after everything fitted so far); returns how many pairs they added."""
         new = new.known().by_user_in_time()
@@ -274,6 +285,12 @@ class PopularityIndex:
         known = log.known()
         order = np.lexsort((known.seq, known.times))
         self._state = (known.times[order], known.items[order])
+        return self
+
+    def restore(self, catalog_ids: Sequence[str], times: np.ndarray, items: np.ndarray) -> PopularityIndex:
+        """Take a saved state (retrieval/snapshot.py): event times, sorted, and their items."""
+        self.ids = list(catalog_ids)
+        self._state = (times, items)
         return self
 
     def update(self, new: EventColumns) -> None:

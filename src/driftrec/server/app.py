@@ -104,6 +104,7 @@ class ForgetOut(BaseModel):
     rows: dict[str, int]
     vectors: dict[str, int]
     llm: dict[str, int]
+    files: dict[str, int] = {}  # saved candidate indexes that held their events (deleted, rebuilt without)
 
 
 class RedactUsers(logging.Filter):
@@ -349,7 +350,7 @@ def create_app(
     async def forget(user: UserId, rec: Rec) -> ForgetOut:
         """Forget the user everywhere; says how many rows, vectors and LLM records each store held."""
         report = await rec.forget_user(user)
-        return ForgetOut(rows=report.rows, vectors=report.vectors, llm=report.llm)
+        return ForgetOut(rows=report.rows, vectors=report.vectors, llm=report.llm, files=report.files)
 
     @app.post("/v1/users/{user}/chat", responses=ERRORS, dependencies=own, response_class=StreamingResponse)
     async def chat(user: UserId, body: ChatIn, rec: Rec) -> StreamingResponse:
