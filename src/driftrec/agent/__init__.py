@@ -2,5 +2,14 @@
 
 from driftrec.agent.recommender import InvalidEvent, NotStarted, Recommender, RecommenderError, UnknownItem
 from driftrec.memory.db import StoreUnavailable
+from driftrec.retrieval.store import VectorStoreUnavailable
 
-__all__ = ["InvalidEvent", "NotStarted", "Recommender", "RecommenderError", "StoreUnavailable", "UnknownItem"]
+__all__ = [
+    "InvalidEvent",
+    "NotStarted",
+    "Recommender",
+    "RecommenderError",
+    "StoreUnavailable",
+    "UnknownItem",
+    "VectorStoreUnavailable",
+]

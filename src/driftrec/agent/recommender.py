@@ -59,7 +59,7 @@ from driftrec.retrieval import CandidateGenerator, ItemIndex, RetrievalRequest
 from driftrec.retrieval.candidates import empty_indexes
 from driftrec.retrieval.log import UserCodes
 from driftrec.retrieval.snapshot import Snapshot, SnapshotDir, catalog_key, store_key
-from driftrec.retrieval.store import ensure_items, open_item_index
+from driftrec.retrieval.store import VectorStoreUnavailable, ensure_items, open_item_index
 
 log = logging.getLogger(__name__)
 
@@ -494,9 +494,9 @@ class Recommender:
         deadline = time.monotonic() + self.settings.ranking_timeout_s  # from arrival: retrieval counts too
         now = now or _now()
         await self._maybe_refit()
-        history, (profile, vector), summaries, stated, edits = await asyncio.gather(
+        history, (profile, vector, vector_problem), summaries, stated, edits = await asyncio.gather(
             memory.events.history(user),
-            memory.profile(user),
+            self._profile_for_ranking(user),
             memory.recent_summaries(user, self.settings.memory_recent_summaries),
             memory.statements.active(user, now, self.settings.memory_statement_hours),
             memory.edits.latest(user),
@@ -535,11 +535,12 @@ class Recommender:
         )
         with acting_for(memory.tag(user)):
             result = await self.reranker.rank(context, explain=explain, deadline=deadline)
-        problems = [e for e in (self.learned_error, result.error) if e]
+        failed = [f"{source}: {why}" for source, why in request.failed.items()]
+        problems = [e for e in (self.learned_error, vector_problem, *failed, result.error) if e]
         answer = RecommendationList(
             user=user,
             items=result.recommendations,
-            degraded=result.degraded or self.learned_error is not None,
+            degraded=result.degraded or self.learned_error is not None or vector_problem is not None or bool(failed),
             ranking=result.mode,
             order=stage,
             prompt=result.prompt_id,
@@ -549,6 +550,17 @@ class Recommender:
         )
         self._last[user] = answer
         return answer
+
+    async def _profile_for_ranking(self, user: str) -> tuple[InterestProfile, np.ndarray | None, str | None]:
+        """The profile and its vector; with Chroma down, the profile alone (from the database) and why."""
+        memory = self._require()
+        try:
+            profile, vector = await memory.profile(user)
+            return profile, vector, None
+        except VectorStoreUnavailable as exc:
+            log.warning("profile vector not read: %s", exc)
+            profile, _ = await memory.profile(user, vector=False)
+            return profile, None, "profile vector: the vector store (Chroma) did not answer"
 
     def understand(self, query: str, filters: Filters | None = None) -> tuple[Filters | None, str]:
         """The constraints ``query`` states, added to ``filters``; and the query text without its refusals."""
@@ -590,7 +602,8 @@ class Recommender:
     # -- profiles ---------------------------------------------------------------------------------
 
     async def profile(self, user: str) -> InterestProfile:
-        return (await self._require().profile(user))[0]
+        """The current profile (from the database alone: it reads with Chroma down)."""
+        return (await self._require().profile(user, vector=False))[0]
 
     async def edit_profile(self, user: str, edits: list[ProfileEdit]) -> InterestProfile:
         """The user's own corrections (add or remove an interest or a dislike): a new profile version
@@ -627,6 +640,15 @@ class Recommender:
         """Whether the memory store answers right now (for health checks; never raises)."""
         try:
             await asyncio.to_thread(self._require().db.ping)
+        except Exception:  # any failure means "not answering"
+            return False
+        return True
+
+    async def vectors_ok(self) -> bool:
+        """Whether the vector store (Chroma) answers right now (for health checks; never raises)."""
+        try:
+            assert self.index is not None
+            await self.index.count()
         except Exception:  # any failure means "not answering"
             return False
         return True

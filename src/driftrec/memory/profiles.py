@@ -14,6 +14,7 @@ pseudonym, so forgetting them needs nothing Chroma may have kept in its own logs
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -90,7 +91,7 @@ class ProfileStore:
     def _vector_id(self, user: str, version: int) -> str:
         return f"{self.tag(user)}@v{version}"
 
-    def _get(self, user: str, version: int) -> tuple[InterestProfile, np.ndarray] | None:
+    def _get(self, user: str, version: int, *, vector: bool = True) -> tuple[InterestProfile, np.ndarray] | None:
         row = (
             self.db.connection()
             .execute("SELECT body FROM profile_versions WHERE user = ? AND version = ?", (user, version))
@@ -98,23 +99,26 @@ class ProfileStore:
         )
         if row is None:
             return None
+        if not vector:
+            return InterestProfile.model_validate_json(row[0]), np.zeros(0, np.float32)
         got = self.collection.get(ids=[self._vector_id(user, version)], include=["embeddings"])
         if not got["ids"]:
             raise RuntimeError(f"profile v{version} of a user is stored but its vector is missing from Chroma")
         return InterestProfile.model_validate_json(row[0]), np.asarray(got["embeddings"][0], dtype=np.float32)
 
-    def current_blocking(self, user: str) -> tuple[InterestProfile, np.ndarray | None]:
-        """The current version and its vector; a new user gets an empty profile (version 0, no vector)."""
+    def current_blocking(self, user: str, *, vector: bool = True) -> tuple[InterestProfile, np.ndarray | None]:
+        """The current version and its vector (``vector=False``: the body alone, no Chroma read, vector None);
+        a new user gets an empty profile (version 0, no vector)."""
         head = self._head(user)
         if head is not None:
-            found = self._get(user, head)
+            found = self._get(user, head, vector=vector)
             if found is None:
                 raise RuntimeError(f"profile v{head} of a user is current but missing")
-            return found
+            return found if vector else (found[0], None)
         return InterestProfile(user=user, version=0, updated_at=datetime.fromtimestamp(0, UTC)), None
 
-    async def current(self, user: str) -> tuple[InterestProfile, np.ndarray | None]:
-        return await asyncio.to_thread(self.current_blocking, user)
+    async def current(self, user: str, *, vector: bool = True) -> tuple[InterestProfile, np.ndarray | None]:
+        return await asyncio.to_thread(functools.partial(self.current_blocking, user, vector=vector))
 
     async def version(self, user: str, version: int) -> tuple[InterestProfile, np.ndarray] | None:
         """One stored version and its vector (None if it was never made current)."""

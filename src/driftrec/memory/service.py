@@ -186,9 +186,10 @@ class Memory:
 
     # -- profile ----------------------------------------------------------------------------------
 
-    async def profile(self, user: str) -> tuple[InterestProfile, np.ndarray | None]:
-        """The current long-term profile and its vector (u_l); an empty version 0 for a new user."""
-        return await self.profiles.current(user)
+    async def profile(self, user: str, *, vector: bool = True) -> tuple[InterestProfile, np.ndarray | None]:
+        """The current long-term profile and its vector (u_l); an empty version 0 for a new user.
+        ``vector=False`` reads the body alone (the database only, no Chroma)."""
+        return await self.profiles.current(user, vector=vector)
 
     async def history(self, user: str) -> list[InterestProfile]:
         return await self.profiles.history(user)

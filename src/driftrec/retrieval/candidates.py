@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable, Mapping
 
 from driftrec.config import Settings
@@ -10,9 +11,11 @@ from driftrec.models import Candidate, Interaction, Item, Provenance
 from driftrec.retrieval.fusion import rrf
 from driftrec.retrieval.log import EventColumns, UserCodes
 from driftrec.retrieval.sources import CoOccurrenceIndex, PopularityIndex, RetrievalRequest, Scored, VectorSource
-from driftrec.retrieval.store import ItemIndex
+from driftrec.retrieval.store import ItemIndex, VectorStoreUnavailable
 
 SOURCES = ("vector", "cooc", "popularity")
+
+log = logging.getLogger(__name__)
 
 
 def empty_indexes(settings: Settings) -> tuple[CoOccurrenceIndex, PopularityIndex]:
@@ -121,15 +124,26 @@ class CandidateGenerator:
     async def per_source(
         self, request: RetrievalRequest, n: int, *, alpha: float | None = None, sources: Iterable[str] = SOURCES
     ) -> dict[str, Scored]:
-        """Each source's own top ``n`` (run concurrently)."""
+        """Each source's own top ``n`` (run concurrently). A source whose store does not answer (Chroma down)
+        contributes nothing and is named in ``request.failed``: the answer degrades, it does not fail."""
         calls = {
             "vector": lambda: self.vector.candidates(request, n, alpha),
             "cooc": lambda: self.cooc.candidates(request, n, self.catalog),
             "popularity": lambda: self.popularity.candidates(request, n, self.catalog),
         }
         wanted = [s for s in SOURCES if s in set(sources)]
-        results = await asyncio.gather(*(calls[s]() for s in wanted))
-        return dict(zip(wanted, results, strict=True))
+        results = await asyncio.gather(*(calls[s]() for s in wanted), return_exceptions=True)
+        lists: dict[str, Scored] = {}
+        for source, result in zip(wanted, results, strict=True):
+            if isinstance(result, VectorStoreUnavailable):
+                log.warning("candidate source %s skipped: %s", source, result)
+                request.failed[source] = "the vector store (Chroma) did not answer"
+                lists[source] = []
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                lists[source] = result
+        return lists
 
     def fuse(self, lists: Mapping[str, Scored], n: int, weights: Mapping[str, float] | None = None) -> list[Candidate]:
         fused = rrf({s: [i for i, _ in hits] for s, hits in lists.items()}, k=self.rrf_k, weights=weights)

@@ -35,6 +35,7 @@ class RetrievalRequest:
     query: str | None = None  # free text from chat
     filters: Filters | None = None
     exclude: frozenset[str] = field(default_factory=frozenset)  # on top of the history
+    failed: dict[str, str] = field(default_factory=dict)  # sources that could not answer it, and why
 
     @property
     def seen(self) -> frozenset[str]:

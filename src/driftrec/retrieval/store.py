@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import chromadb
+import httpx
 import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
@@ -50,16 +51,46 @@ def collection_name(settings: Settings, kind: str, embedder: Embedder) -> str:
     return f"{settings.chroma_prefix}{slug}"[:63]
 
 
+class VectorStoreUnavailable(RuntimeError):
+    """Chroma did not answer (a `chroma run` server down or unreachable). Recommendations degrade without
+    the vector source; routes that need Chroma answer 503; the client reconnects by itself when it returns."""
+
+
+_COLLECTION_CALLS = frozenset({"add", "count", "delete", "get", "modify", "peek", "query", "update", "upsert"})
+
+
+class _Reachable:
+    """A collection whose network failures raise VectorStoreUnavailable (one type for every caller to
+    handle), whatever the HTTP library underneath raised."""
+
+    def __init__(self, collection: Collection):
+        self._collection = collection
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self._collection, name)
+        if name not in _COLLECTION_CALLS:
+            return found
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return found(*args, **kwargs)
+            except httpx.TransportError as exc:
+                raise VectorStoreUnavailable(f"Chroma did not answer ({type(exc).__name__}: {exc})") from exc
+
+        return call
+
+
 def open_collection(
     client: ClientAPI, name: str, embedder: Embedder, *, hnsw: Mapping[str, Any] | None = None
 ) -> Collection:
     """A cosine-space collection whose embedding function is ours (never Chroma's downloading default).
     ``hnsw`` adds index settings (applied when the collection is created)."""
-    return client.get_or_create_collection(
+    collection = client.get_or_create_collection(
         name,
         embedding_function=DriftrecEmbeddingFunction(embedder),  # type: ignore[arg-type]
         configuration={"hnsw": {"space": "cosine", **(hnsw or {})}},  # type: ignore[typeddict-item]
     )
+    return cast(Collection, _Reachable(collection))
 
 
 def genre_key(genre: str) -> str:

@@ -27,7 +27,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, StrictBool
 
-from driftrec.agent import InvalidEvent, Recommender, StoreUnavailable, UnknownItem
+from driftrec.agent import InvalidEvent, Recommender, StoreUnavailable, UnknownItem, VectorStoreUnavailable
 from driftrec.config import Settings, load_settings
 from driftrec.models import (
     JSON_NUMBER,
@@ -140,7 +140,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     429: {"model": Problem, "description": "Rate limit reached (see Retry-After)"},
     503: {
         "model": Problem,
-        "description": "The memory store is unreachable; nothing was lost, retry (see Retry-After)",
+        "description": "The memory store (or, for search, the vector store) is unreachable; nothing was lost, "
+        "retry (see Retry-After)",
     },
 }
 
@@ -266,6 +267,17 @@ def create_app(
             headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
         )
 
+    @app.exception_handler(VectorStoreUnavailable)
+    async def vectors_unavailable(_request: Request, exc: VectorStoreUnavailable) -> JSONResponse:
+        """Chroma is down: routes that cannot answer without it (search) get a 503 to retry;
+        recommendations do not come here (they degrade to the sources that answer)."""
+        log.warning("vector store unavailable: %s", exc)
+        return JSONResponse(
+            {"detail": "the vector store is unavailable; retry later"},
+            status_code=503,
+            headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+        )
+
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         """The web page: chat, recommendations with feedback, the editable profile and its timeline."""
@@ -275,11 +287,12 @@ def create_app(
 
     @app.get("/health", response_model=Health, responses={503: {"model": Health}})
     async def health(rec: Rec) -> Health | JSONResponse:
-        """ok: memory, retrieval and the LLM are there; degraded: answers come without the LLM;
-        unavailable (503): the memory store does not answer (a load balancer takes this process out)."""
+        """ok: memory, retrieval and the LLM are there; degraded: answers come without the LLM or without
+        the vector store (Chroma down); unavailable (503): the memory store does not answer (a load balancer
+        takes this process out)."""
         if not await rec.store_ok():
             return JSONResponse(Health(status="unavailable").model_dump(), status_code=503)
-        return Health(status="ok" if rec.llm is not None else "degraded")
+        return Health(status="ok" if rec.llm is not None and await rec.vectors_ok() else "degraded")
 
     @app.post("/v1/events", responses=ERRORS, response_model=EventsOut)
     async def observe(body: EventsIn, rec: Rec, access: Access = Depends(authorized)) -> EventsOut:
