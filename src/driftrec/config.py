@@ -225,6 +225,12 @@ class Settings(BaseSettings):
         description="Refit the learned ranker's features after this many new events (co-occurrence and "
         "popularity take new events in incrementally).",
     )
+    memory_history_cache_users: int = Field(
+        default=10_000,
+        ge=0,
+        description="Histories of this many recently served users kept in memory, each checked against the "
+        "database on every read (one index-only query) and read again when it moved (0: no cache).",
+    )
     index_poll_s: float = Field(
         default=2.0,
         ge=0,

@@ -59,7 +59,7 @@ from driftrec.retrieval import CandidateGenerator, ItemIndex, RetrievalRequest
 from driftrec.retrieval.candidates import empty_indexes
 from driftrec.retrieval.log import UserCodes
 from driftrec.retrieval.snapshot import Snapshot, SnapshotDir, catalog_key, store_key
-from driftrec.retrieval.store import VectorStoreUnavailable, ensure_items, open_item_index
+from driftrec.retrieval.store import ensure_items, open_item_index
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,7 @@ class Recommender:
         self._index_lock = asyncio.Lock()  # one fit or update of the candidate indexes at a time
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last: dict[str, RecommendationList] = {}
+        self._title_keys: dict[str, str] = {}
         self._started = False
         self._agent: ChatAgent | None = None
         self.upkeep: Upkeep | None = None
@@ -177,6 +178,7 @@ class Recommender:
             return self
         try:
             self.catalog = await asyncio.to_thread(load_items, self.settings)
+            self._title_keys = title_keys(self.catalog)
             years = [item.year for item in self.catalog.values() if item.year]
             self.latest_year = max(years) if years else None  # what "recent" means, found once
             self.index = await open_item_index(self.settings)
@@ -404,7 +406,8 @@ class Recommender:
                 return
             self._polled_at = time.monotonic()
             position, generation = await asyncio.to_thread(memory.events.state_blocking)
-            if generation != self._generation:
+            if generation != self._generation:  # a user was forgotten through another process
+                memory.events.forget_cached()
                 self._refit_whole()
                 return
             if position <= self._fitted_position:
@@ -494,13 +497,9 @@ class Recommender:
         deadline = time.monotonic() + self.settings.ranking_timeout_s  # from arrival: retrieval counts too
         now = now or _now()
         await self._maybe_refit()
-        history, (profile, vector, vector_problem), summaries, stated, edits = await asyncio.gather(
-            memory.events.history(user),
-            self._profile_for_ranking(user),
-            memory.recent_summaries(user, self.settings.memory_recent_summaries),
-            memory.statements.active(user, now, self.settings.memory_statement_hours),
-            memory.edits.latest(user),
-        )
+        read = await asyncio.to_thread(memory.ranking_inputs_blocking, user, now)  # one hop, one connection
+        history, profile, vector, vector_problem = read.history, read.profile, read.vector, read.vector_error
+        summaries, stated, edits = read.summaries, read.stated, read.edits
         session = open_session(history, memory.gap, now)  # the open session, from the same read
         excluded, demoted = standing(edits, history, self.catalog)
         filters = _with_stated(filters, stated, excluded)
@@ -517,7 +516,7 @@ class Recommender:
         assert self.generator is not None and self.reranker is not None
         n = max(self.settings.retrieval_candidates, self.settings.ranking_candidates, k)
         ordered, stage = await self._candidates(request, n)
-        candidates = _distinct_titles(ordered, history, self.catalog)
+        candidates = _distinct_titles(ordered, history, self._title_keys)
         candidates = _demote(candidates, demoted, filters)
         context = build_context(
             user,
@@ -550,17 +549,6 @@ class Recommender:
         )
         self._last[user] = answer
         return answer
-
-    async def _profile_for_ranking(self, user: str) -> tuple[InterestProfile, np.ndarray | None, str | None]:
-        """The profile and its vector; with Chroma down, the profile alone (from the database) and why."""
-        memory = self._require()
-        try:
-            profile, vector = await memory.profile(user)
-            return profile, vector, None
-        except VectorStoreUnavailable as exc:
-            log.warning("profile vector not read: %s", exc)
-            profile, _ = await memory.profile(user, vector=False)
-            return profile, None, "profile vector: the vector store (Chroma) did not answer"
 
     def understand(self, query: str, filters: Filters | None = None) -> tuple[Filters | None, str]:
         """The constraints ``query`` states, added to ``filters``; and the query text without its refusals."""
@@ -719,14 +707,19 @@ def _title_key(title: str) -> str:
     return re.sub(r"\s*\(\d{4}\)\s*$", "", title).strip().lower()
 
 
+def title_keys(catalog: Mapping[str, Item]) -> dict[str, str]:
+    """item id -> its title key, made once per catalog (not per request)."""
+    return {item_id: _title_key(item.title) for item_id, item in catalog.items()}
+
+
 def _distinct_titles(
-    candidates: list[Candidate], history: Iterable[Interaction], catalog: Mapping[str, Item]
+    candidates: list[Candidate], history: Iterable[Interaction], keys: Mapping[str, str]
 ) -> list[Candidate]:
     """Candidates without a second copy of a title, nor a copy of a title the user already consumed."""
-    taken = {_title_key(catalog[e.item].title) for e in history if e.item in catalog}
+    taken = {keys[e.item] for e in history if e.item in keys}
     out = []
     for candidate in candidates:
-        key = _title_key(candidate.item.title)
+        key = keys.get(candidate.item.id) or _title_key(candidate.item.title)
         if key not in taken:
             taken.add(key)
             out.append(candidate)

@@ -45,9 +45,12 @@ class StatementStore:
             latest[row[0]] = _statement(user, *row, hours=hours)
         return list(latest.values())
 
-    async def active(self, user: str, now: datetime, hours: float) -> list[StatedPreference]:
+    def active_blocking(self, user: str, now: datetime, hours: float) -> list[StatedPreference]:
         """Statements made in the last ``hours``, the latest per name, each with when it expires."""
-        return await asyncio.to_thread(self._active, user, (now - timedelta(hours=hours)).timestamp(), hours)
+        return self._active(user, (now - timedelta(hours=hours)).timestamp(), hours)
+
+    async def active(self, user: str, now: datetime, hours: float) -> list[StatedPreference]:
+        return await asyncio.to_thread(self.active_blocking, user, now, hours)
 
     def _between(self, user: str, since: float, until: float) -> list[StatedPreference]:
         rows = (

@@ -56,14 +56,16 @@ class EditStore:
             for n, k, a, ts in rows
         ]
 
-    async def latest(self, user: str) -> list[ProfileEdit]:
+    def latest_blocking(self, user: str) -> list[ProfileEdit]:
         """The standing edit per name (the latest one), oldest first."""
-        edits = await asyncio.to_thread(self._all, user)
         by_name: dict[str, ProfileEdit] = {}
-        for edit in edits:
+        for edit in self._all(user):
             by_name.pop(_key(edit.name), None)
             by_name[_key(edit.name)] = edit
         return list(by_name.values())
+
+    async def latest(self, user: str) -> list[ProfileEdit]:
+        return await asyncio.to_thread(self.latest_blocking, user)
 
 
 def overturned(edit: ProfileEdit, events: Iterable[Interaction], catalog: Mapping[str, Item]) -> bool:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,10 +43,19 @@ def event_id(event: Interaction) -> str:
 
 
 class EventStore:
-    """Append-only interaction log for every user."""
+    """Append-only interaction log for every user.
 
-    def __init__(self, db: Database | Path):
+    ``cache_users`` keeps the histories of that many recently read users in memory (least recently read
+    out first). A cached history is checked against the database on every read by one index-only query —
+    the user's event count and highest sequence number — and read again whenever either moved, so a read
+    always returns exactly what is stored (events written or deleted by any process included), at a
+    fraction of the cost of fetching and building every row again for each recommendation."""
+
+    def __init__(self, db: Database | Path, *, cache_users: int = 0):
         self.db = db if isinstance(db, Database) else SqliteDatabase(db)
+        self.cache_users = cache_users
+        self._cache: OrderedDict[str, tuple[int, int, list[Interaction]]] = OrderedDict()  # (count, max seq, events)
+        self._cache_lock = threading.Lock()
 
     # -- blocking core (runs in worker threads) ---------------------------------------------------
 
@@ -64,6 +75,8 @@ class EventStore:
     def history_blocking(
         self, user: str, *, since: datetime | None = None, limit: int | None = None
     ) -> list[Interaction]:
+        if since is None and limit is None and self.cache_users:
+            return self._cached_history(user)
         query = _SELECT + " WHERE user = ?"
         params: list[object] = [user]
         if since is not None:
@@ -74,6 +87,34 @@ class EventStore:
         if limit is not None:
             rows = rows[-limit:]
         return _events(rows)
+
+    def _cached_history(self, user: str) -> list[Interaction]:
+        conn = self.db.connection()
+        count, top = conn.execute(
+            "SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM events WHERE user = ?", (user,)
+        ).fetchone()
+        with self._cache_lock:
+            cached = self._cache.get(user)
+            if cached is not None and cached[:2] == (count, top):
+                self._cache.move_to_end(user)
+                return list(cached[2])
+        rows = conn.execute(_SELECT_SEQ + " WHERE user = ? ORDER BY ts, seq", (user,)).fetchall()
+        events = _events([r[1:] for r in rows])
+        with self._cache_lock:
+            if rows:  # (count, max) of the rows read, not of the check: a write between them reads again next time
+                self._cache[user] = (len(rows), max(r[0] for r in rows), events)
+                self._cache.move_to_end(user)
+                while len(self._cache) > self.cache_users:
+                    self._cache.popitem(last=False)
+        return list(events)
+
+    def forget_cached(self, user: str | None = None) -> None:
+        """Drop one user's cached history (forgetting), or every user's (``None``)."""
+        with self._cache_lock:
+            if user is None:
+                self._cache.clear()
+            else:
+                self._cache.pop(user, None)
 
     def all_blocking(self) -> list[Interaction]:
         """Every event, oldest first: what the co-occurrence and popularity indexes are fitted on."""
@@ -136,6 +177,7 @@ class EventStore:
 
 
 _SELECT = "SELECT event_id, user, item, action, ts, rating, text, session_id FROM events"
+_SELECT_SEQ = "SELECT seq, event_id, user, item, action, ts, rating, text, session_id FROM events"
 
 
 def _events(rows: list[tuple]) -> list[Interaction]:

@@ -45,7 +45,7 @@ from driftrec.models import (
 from driftrec.privacy import acting_for, pseudonym
 from driftrec.prompts import PromptTooLong
 from driftrec.retrieval import chroma_client, make_embedder
-from driftrec.retrieval.store import collection_name
+from driftrec.retrieval.store import VectorStoreUnavailable, collection_name
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,19 @@ class RefreshResult:
         if self.error is None:
             return "updated" if self.updated else "unchanged"
         return "partial" if self.updated else "failed"
+
+
+@dataclass(frozen=True)
+class RankingInputs:
+    """What memory holds about one user that a recommendation reads."""
+
+    history: list[Interaction]
+    profile: InterestProfile
+    vector: np.ndarray | None
+    vector_error: str | None  # why the profile vector is missing although a profile exists
+    summaries: list[SessionSummary]
+    stated: list[StatedPreference]
+    edits: list[ProfileEdit]
 
 
 @dataclass
@@ -144,7 +157,7 @@ class Memory:
         memory = cls(
             settings,
             db,
-            EventStore(db),
+            EventStore(db, cache_users=settings.memory_history_cache_users),
             ProfileStore(db, client, embedder, collection_name(settings, "profiles", embedder), tag),
             SummaryStore(db, client, embedder, collection_name(settings, "sessions", embedder), tag),
             catalog,
@@ -193,6 +206,27 @@ class Memory:
 
     async def history(self, user: str) -> list[InterestProfile]:
         return await self.profiles.history(user)
+
+    def ranking_inputs_blocking(self, user: str, now: datetime) -> RankingInputs:
+        """Everything memory holds that one recommendation reads, in one worker-thread hop: the history, the
+        profile and its vector (with Chroma down: the profile alone, and why), recent summaries, stated
+        preferences still in force, standing edits."""
+        try:
+            profile, vector = self.profiles.current_blocking(user)
+            vector_error = None
+        except VectorStoreUnavailable as exc:
+            log.warning("profile vector not read: %s", exc)
+            profile, vector = self.profiles.current_blocking(user, vector=False)
+            vector_error = "profile vector: the vector store (Chroma) did not answer"
+        return RankingInputs(
+            history=self.events.history_blocking(user),
+            profile=profile,
+            vector=vector,
+            vector_error=vector_error,
+            summaries=self.summaries.recent_blocking(user, self.settings.memory_recent_summaries),
+            stated=self.statements.active_blocking(user, now, self.settings.memory_statement_hours),
+            edits=self.edits.latest_blocking(user),
+        )
 
     async def recent_summaries(self, user: str, n: int = 3) -> list[SessionSummary]:
         return await asyncio.to_thread(self.summaries.recent_blocking, user, n)
@@ -415,6 +449,7 @@ class Memory:
                 "sessions": await asyncio.to_thread(self.summaries.delete_vectors_blocking, user),
             }
             rows = await asyncio.to_thread(self.db.delete_user_blocking, user)
+            self.events.forget_cached(user)
             await asyncio.to_thread(self.db.checkpoint)
             llm = await self._forget_llm(tag)
         self._locks.pop(user, None)

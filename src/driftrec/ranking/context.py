@@ -67,7 +67,8 @@ def build_context(
 ) -> RankContext:
     """A RankContext from what memory knows: the history (oldest first) gives the recent items and
     the seen set; summaries give the session themes."""
-    recent = [RecentItem(catalog[e.item], e.signal()) for e in history if e.item in catalog][-recent_items:]
+    known = [e for e in history if e.item in catalog][-recent_items:] if recent_items else []
+    recent = [RecentItem(catalog[e.item], e.signal()) for e in known]
     themes = list(dict.fromkeys(t for s in summaries for t in s.themes))
     return RankContext(
         user=user,

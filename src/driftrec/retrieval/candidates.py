@@ -124,15 +124,27 @@ class CandidateGenerator:
     async def per_source(
         self, request: RetrievalRequest, n: int, *, alpha: float | None = None, sources: Iterable[str] = SOURCES
     ) -> dict[str, Scored]:
-        """Each source's own top ``n`` (run concurrently). A source whose store does not answer (Chroma down)
-        contributes nothing and is named in ``request.failed``: the answer degrades, it does not fail."""
-        calls = {
-            "vector": lambda: self.vector.candidates(request, n, alpha),
-            "cooc": lambda: self.cooc.candidates(request, n, self.catalog),
-            "popularity": lambda: self.popularity.candidates(request, n, self.catalog),
-        }
+        """Each source's own top ``n``: vector search (a Chroma call) concurrently with the in-memory sources,
+        which run together in one worker-thread hop (each takes well under a millisecond: a hop apiece would
+        cost more than it overlaps). A source whose store does not answer (Chroma down) contributes nothing
+        and is named in ``request.failed``: the answer degrades, it does not fail."""
         wanted = [s for s in SOURCES if s in set(sources)]
-        results = await asyncio.gather(*(calls[s]() for s in wanted), return_exceptions=True)
+        local = [s for s in wanted if s != "vector"]
+
+        def in_memory() -> list[Scored]:
+            index = {"cooc": self.cooc, "popularity": self.popularity}
+            return [index[s].candidates_blocking(request, n, self.catalog) for s in local]
+
+        vector = self.vector.candidates(request, n, alpha) if "vector" in wanted else None
+        memory = asyncio.to_thread(in_memory) if local else None
+        done = iter(await asyncio.gather(*(c for c in (vector, memory) if c is not None), return_exceptions=True))
+        outcome: dict[str, Scored | BaseException] = {}
+        if vector is not None:
+            outcome["vector"] = next(done)
+        if memory is not None:
+            got = next(done)
+            outcome |= {s: got if isinstance(got, BaseException) else got[i] for i, s in enumerate(local)}
+        results = [outcome[s] for s in wanted]
         lists: dict[str, Scored] = {}
         for source, result in zip(wanted, results, strict=True):
             if isinstance(result, VectorStoreUnavailable):
@@ -146,16 +158,21 @@ class CandidateGenerator:
         return lists
 
     def fuse(self, lists: Mapping[str, Scored], n: int, weights: Mapping[str, float] | None = None) -> list[Candidate]:
-        fused = rrf({s: [i for i, _ in hits] for s, hits in lists.items()}, k=self.rrf_k, weights=weights)
+        """The fused top ``n`` as candidates, each with its rank and score in every list that had it."""
+        fused = [
+            (item, score)
+            for item, score in rrf(
+                {s: [i for i, _ in hits] for s, hits in lists.items()}, k=self.rrf_k, weights=weights
+            )[:n]
+            if item in self.catalog
+        ]
+        kept = {item for item, _ in fused}
         provenance: dict[str, list[Provenance]] = {}
         for source, hits in lists.items():
             for rank, (item, score) in enumerate(hits, start=1):
-                provenance.setdefault(item, []).append(Provenance(source=source, score=score, rank=rank))
-        return [
-            Candidate(item=self.catalog[item], score=score, provenance=provenance[item])
-            for item, score in fused[:n]
-            if item in self.catalog
-        ]
+                if item in kept:  # built for the items kept only
+                    provenance.setdefault(item, []).append(Provenance(source=source, score=score, rank=rank))
+        return [Candidate(item=self.catalog[item], score=score, provenance=provenance[item]) for item, score in fused]
 
     async def generate(
         self, request: RetrievalRequest, n: int = 50, *, per_source: int | None = None

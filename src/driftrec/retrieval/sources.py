@@ -131,6 +131,19 @@ def _pairs(users: np.ndarray, items: np.ndarray, window: int, later_new: np.ndar
     return np.vstack([np.concatenate(rows), np.concatenate(cols)])
 
 
+def _pull(matrix: sparse.csr_matrix, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """sum_s weights[s] * matrix[rows[s], :] as a dense vector, straight from the CSR arrays (no sliced
+    matrix built per request)."""
+    n = matrix.shape[1]
+    starts, ends = matrix.indptr[rows], matrix.indptr[rows + 1]
+    lengths = ends - starts
+    if not lengths.sum():
+        return np.zeros(n, np.float64)
+    columns = np.concatenate([matrix.indices[a:b] for a, b in zip(starts, ends, strict=True)])
+    values = np.concatenate([matrix.data[a:b] for a, b in zip(starts, ends, strict=True)])
+    return np.bincount(columns, weights=values * np.repeat(weights, lengths), minlength=n)
+
+
 def _counts(pairs: np.ndarray, n: int) -> sparse.csr_matrix:
     counts = sparse.coo_matrix((np.ones(pairs.shape[1], np.float32), (pairs[0], pairs[1])), shape=(n, n)).tocsr()
     counts.sum_duplicates()
@@ -245,13 +258,13 @@ class CoOccurrenceIndex:
         inv = 1.0 / np.sqrt(np.maximum(self.totals, 1.0))
         seed_weights = np.fromiter(weights.values(), np.float64, len(weights)) * inv[rows]
         # symmetric counts: score_j = inv_j * sum_s counts[s, j] * inv_s * w_s, read from the seeds' rows only
-        pulled = self.base[rows].T @ seed_weights + self.delta[rows].T @ seed_weights
-        return (inv * np.asarray(pulled).ravel()).astype(np.float32)
+        pulled = _pull(self.base, rows, seed_weights) + _pull(self.delta, rows, seed_weights)
+        return (inv * pulled).astype(np.float32)
 
     async def candidates(self, request: RetrievalRequest, n: int, catalog: Mapping[str, Item]) -> Scored:
-        return await asyncio.to_thread(self._candidates, request, n, catalog)
+        return await asyncio.to_thread(self.candidates_blocking, request, n, catalog)
 
-    def _candidates(self, request: RetrievalRequest, n: int, catalog: Mapping[str, Item]) -> Scored:
+    def candidates_blocking(self, request: RetrievalRequest, n: int, catalog: Mapping[str, Item]) -> Scored:
         seeds = [e.item for e in (list(request.history) + list(request.session))]
         if not seeds or not self.ids:
             return []
@@ -267,6 +280,7 @@ class PopularityIndex:
         self.window = timedelta(days=window_days)
         self.ids: list[str] = []
         self._state = (np.zeros(0, np.float64), np.zeros(0, np.int64))  # (times sorted, items), swapped whole
+        self._counted: tuple[tuple[np.ndarray, np.ndarray], dict[tuple[int, int], np.ndarray]] = (self._state, {})
 
     @property
     def times(self) -> np.ndarray:
@@ -305,29 +319,54 @@ class PopularityIndex:
         self._state = (times[order], items[order])
 
     def counts(self, now: datetime) -> np.ndarray:
-        """Interactions per item in [now - window, now): nothing after ``now`` is ever counted."""
-        times, items = self._state
+        """Interactions per item in [now - window, now): nothing after ``now`` is ever counted. Read-only."""
+        times, _ = self._state
         lo, hi = np.searchsorted(times, [(now - self.window).timestamp(), now.timestamp()], side="left")
-        return np.bincount(items[lo:hi], minlength=len(self.ids)).astype(np.float32)
+        return self._between(int(lo), int(hi))
+
+    def _between(self, lo: int, hi: int) -> np.ndarray:
+        """Counts of the events at positions [lo, hi) of the time order, kept for the next request that
+        covers the same events (most requests within a second or a quiet hour do)."""
+        state = self._state
+        known = self._counted
+        if known[0] is not state:  # new events came in: every count may have moved
+            known = self._counted = (state, {})
+        found = known[1].get((lo, hi))
+        if found is None:
+            found = np.bincount(state[1][lo:hi], minlength=len(self.ids)).astype(np.float32)
+            found.flags.writeable = False
+            if len(known[1]) >= 8:
+                known[1].clear()
+            known[1][(lo, hi)] = found
+        return found
 
     async def candidates(self, request: RetrievalRequest, n: int, catalog: Mapping[str, Item]) -> Scored:
-        return await asyncio.to_thread(self._candidates, request, n, catalog)
+        return await asyncio.to_thread(self.candidates_blocking, request, n, catalog)
 
-    def _candidates(self, request: RetrievalRequest, n: int, catalog: Mapping[str, Item]) -> Scored:
+    def candidates_blocking(self, request: RetrievalRequest, n: int, catalog: Mapping[str, Item]) -> Scored:
         if not self.ids:
             return []
         counts = self.counts(request.now)
-        if counts.sum() == 0:  # a quiet window: fall back to all-time counts before now
-            times, items = self._state
-            hi = np.searchsorted(times, request.now.timestamp(), side="left")
-            counts = np.bincount(items[:hi], minlength=len(self.ids)).astype(np.float32)
+        if not counts.any():  # a quiet window: fall back to all-time counts before now
+            hi = np.searchsorted(self.times, request.now.timestamp(), side="left")
+            counts = self._between(0, int(hi))
         return _top(self.ids, counts, n, request, catalog)
 
 
 def _top(ids: list[str], scores: np.ndarray, n: int, request: RetrievalRequest, catalog: Mapping[str, Item]) -> Scored:
-    """The ``n`` best positive scores, skipping seen and filtered-out items (ties: catalog order)."""
+    """The ``n`` best positive scores, skipping seen and filtered-out items (ties: catalog order).
+
+    Without filters at most ``n + len(seen)`` items can be needed: only the items scoring at least the
+    ``n + len(seen) + 16``-th best score are sorted (a partition, then a small stable sort; every item tied at
+    the threshold is kept, so ties still go by catalog order) instead of the whole catalog."""
     seen = request.seen
-    order = np.argsort(-scores, kind="stable")
+    want = n + len(seen) + 16
+    if request.filters is None and want < len(scores):
+        threshold = np.partition(scores, len(scores) - want)[len(scores) - want]
+        head = np.flatnonzero(scores >= threshold)  # ascending: catalog order
+        order = head[np.argsort(-scores[head], kind="stable")]
+    else:
+        order = np.argsort(-scores, kind="stable")
     out: Scored = []
     for pos in order:
         if scores[pos] <= 0 or len(out) >= n:
