@@ -7,8 +7,14 @@ server from the `pgserver` wheel; the events copied into it). C clients on loopb
 next request when the last one is answered (a random user of the 943, k=10), for D seconds after a
 warm-up. The load generator shares the 2 cores. Reported: requests per second, p50/p95/p99 in ms, errors.
 Issue 16's target: at 50 clients, >= 1,000 req/s with p95 <= 50 ms and p99 <= 100 ms, two processes.
+
+The load generator is `wrk` (C; `apt-get install wrk`) when it is installed — it leaves the cores to the
+servers — else a Python httpx client (which itself takes a good share of the 2 cores). `--dataset synthetic100`
+serves the 100x synthetic log instead (`driftrec.eval.synthetic`: ~100k items, 1M users, 10M events; item
+vectors synthetic — a genre direction plus noise, not embedded titles: the vector source is muted by the default
+fusion weights, and embedding 100k titles would measure the embedder, not serving).
 Run: `.venv/bin/python bench/serve_load.py [--workers 1 2] [--clients 1 10 50] [--seconds 20]
-[--backends sqlite postgresql] [--json-out FILE]`.
+[--backends sqlite postgresql] [--dataset movielens|synthetic100] [--generator wrk|python] [--json-out FILE]`.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -64,6 +71,78 @@ def serving(env: dict[str, str], workers: int, log: Path) -> Iterator[str]:
             process.wait(60)
 
 
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"k": 10}'
+request = function()
+  return wrk.format(nil, "/v1/users/" .. "%(prefix)s" .. math.random(%(low)d, %(high)d) .. "/recommendations")
+end
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %%d %%d %%d %%d %%d %%d %%d\\n", summary.requests, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99), summary.duration))
+end
+"""
+
+
+def wrk_loop(base: str, clients: int, seconds: float, users: tuple[str, int, int], folder: Path) -> dict[str, float]:
+    """The same closed loop from wrk (one thread, ``clients`` connections), after a 3 s warm-up run."""
+    prefix, low, high = users
+    script = folder / "recommend.lua"
+    script.write_text(WRK_SCRIPT % {"prefix": prefix, "low": low, "high": high})
+    subprocess.run(["wrk", "-t1", f"-c{clients}", "-d3s", "-s", str(script), base], capture_output=True, check=True)
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "-s", str(script), base],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    fields = [int(x) for x in next(line for line in out.splitlines() if line.startswith("RESULT")).split()[1:]]
+    requests, status_errors, socket_errors, p50, p95, p99, duration_us = fields
+    return {
+        "clients": clients,
+        "requests": requests,
+        "req_per_s": round((requests - status_errors) / (duration_us / 1e6), 1),
+        "p50_ms": round(p50 / 1000, 1),
+        "p95_ms": round(p95 / 1000, 1),
+        "p99_ms": round(p99 / 1000, 1),
+        "errors": status_errors + socket_errors,
+    }
+
+
+def synthetic_data(data: Path, factor: float) -> tuple[str, int, int]:
+    """A data dir with the synthetic catalog (synthetic vectors) and log at ``factor`` x MovieLens; returns
+    how the load generator names users (prefix, lowest, highest)."""
+    import numpy as np
+
+    from driftrec.agent.recommender import save_catalog
+    from driftrec.config import load_settings
+    from driftrec.eval.synthetic import SyntheticLog, SyntheticSpec
+    from driftrec.retrieval.store import open_item_index
+
+    spec = SyntheticSpec.scaled(factor)
+    log = SyntheticLog(spec)
+    settings = load_settings(data_dir=data)
+    catalog = log.catalog()
+    save_catalog(settings, catalog)
+    rng = np.random.default_rng(0)
+    index = asyncio.run(open_item_index(settings))
+    dim = index.embedder.dim
+    directions = rng.normal(size=(18, dim))
+    vectors = directions[log.item_genre] + 0.5 * rng.normal(size=(len(catalog), dim))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    written = {item.id: v.astype(np.float32) for item, v in zip(catalog, vectors, strict=True)}
+    asyncio.run(index.upsert(catalog, vectors=written))
+    store = EventStore(SqliteDatabase(data / "memory.db"))
+    first = 0
+    for users, items, times in log.chunks(50_000):
+        store.append_blocking(log.interactions(users, items, times, first_id=first))
+        first += len(users)
+    return ("u", 0, spec.users - 1)
+
+
 async def closed_loop(base: str, clients: int, seconds: float, warmup: float = 3.0) -> dict[str, float]:
     latencies: list[float] = []
     errors = 0
@@ -102,8 +181,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 10, 50])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"])
+    parser.add_argument("--dataset", choices=["movielens", "synthetic100"], default="movielens")
+    parser.add_argument("--generator", choices=["wrk", "python"], default="wrk" if shutil.which("wrk") else "python")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
+    if args.dataset == "synthetic100" and args.backends != ["sqlite"]:
+        parser.error("--dataset synthetic100 serves SQLite only (this script copies events into PostgreSQL in memory)")
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="driftrec-load-") as tmp:
@@ -116,9 +199,15 @@ def main() -> None:
         }
         if "DRIFTREC_CACHE_DIR" in os.environ:
             base_env["DRIFTREC_CACHE_DIR"] = os.environ["DRIFTREC_CACHE_DIR"]
-        subprocess.run(
-            [sys.executable, "-m", "driftrec.cli", "ingest", "movielens-100k", "--events"], env=base_env, check=True
-        )
+        if args.dataset == "movielens":
+            subprocess.run(
+                [sys.executable, "-m", "driftrec.cli", "ingest", "movielens-100k", "--events"], env=base_env, check=True
+            )
+            users = ("", 1, 943)
+        else:
+            started = time.perf_counter()
+            users = synthetic_data(data, 100)
+            print(f"synthetic 100x data dir ready in {time.perf_counter() - started:.0f} s", flush=True)
         server = None
         try:
             for backend in args.backends:
@@ -134,9 +223,17 @@ def main() -> None:
                 for workers in args.workers:
                     with serving(env, workers, Path(tmp) / f"serve-{backend}-{workers}.log") as base:
                         for clients in args.clients:
-                            row = {"backend": backend, "workers": workers} | asyncio.run(
-                                closed_loop(base, clients, args.seconds)
+                            measured = (
+                                wrk_loop(base, clients, args.seconds, users, Path(tmp))
+                                if args.generator == "wrk"
+                                else asyncio.run(closed_loop(base, clients, args.seconds))
                             )
+                            row = {
+                                "dataset": args.dataset,
+                                "generator": args.generator,
+                                "backend": backend,
+                                "workers": workers,
+                            } | measured
                             print(json.dumps(row), flush=True)
                             rows.append(row)
         finally:

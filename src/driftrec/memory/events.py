@@ -54,7 +54,9 @@ class EventStore:
     def __init__(self, db: Database | Path, *, cache_users: int = 0):
         self.db = db if isinstance(db, Database) else SqliteDatabase(db)
         self.cache_users = cache_users
-        self._cache: OrderedDict[str, tuple[int, int, list[Interaction]]] = OrderedDict()  # (count, max seq, events)
+        # user -> (count, max seq, rows): plain tuples of str/float/None, which the garbage collector stops
+        # tracking, so a large cache adds nothing to its pauses (cached models would: 100+ ms full collections)
+        self._cache: OrderedDict[str, tuple[int, int, list[tuple]]] = OrderedDict()
         self._cache_lock = threading.Lock()
 
     # -- blocking core (runs in worker threads) ---------------------------------------------------
@@ -97,16 +99,15 @@ class EventStore:
             cached = self._cache.get(user)
             if cached is not None and cached[:2] == (count, top):
                 self._cache.move_to_end(user)
-                return list(cached[2])
+                return _events(cached[2])
         rows = conn.execute(_SELECT_SEQ + " WHERE user = ? ORDER BY ts, seq", (user,)).fetchall()
-        events = _events([r[1:] for r in rows])
         with self._cache_lock:
             if rows:  # (count, max) of the rows read, not of the check: a write between them reads again next time
-                self._cache[user] = (len(rows), max(r[0] for r in rows), events)
+                self._cache[user] = (len(rows), max(r[0] for r in rows), [r[1:] for r in rows])
                 self._cache.move_to_end(user)
                 while len(self._cache) > self.cache_users:
                     self._cache.popitem(last=False)
-        return list(events)
+        return _events([r[1:] for r in rows])
 
     def forget_cached(self, user: str | None = None) -> None:
         """Drop one user's cached history (forgetting), or every user's (``None``)."""
