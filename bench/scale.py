@@ -4,7 +4,8 @@ A synthetic log with drifting users (`driftrec.eval.synthetic`) at each size is 
 event store's API (`EventStore.append`, validated `Interaction` models, batches of 10,000) into SQLite and
 into PostgreSQL (a real server from the `pgserver` wheel, on this machine's disk); then, in a fresh child
 process per backend, the co-occurrence and popularity indexes are fitted from the store's streaming read
-(time, peak RSS of that process), and 10,000 further events are taken in incrementally.
+(time, peak RSS of that process), and 10,000 further events are taken in incrementally; then the indexes are
+saved as the snapshot later processes load instead of fitting, and loaded back (time, file size).
 
 Run: `.venv/bin/python bench/scale.py [--sizes 1 10] [--backends sqlite postgresql] [--json-out FILE]`;
 `--plot FILE...` draws the growth curves (docs/results/scale-growth.png).
@@ -28,6 +29,7 @@ from driftrec.eval.synthetic import SyntheticLog, SyntheticSpec
 from driftrec.memory.db import open_database_url
 from driftrec.memory.events import EventStore
 from driftrec.retrieval.log import EventColumns, UserCodes
+from driftrec.retrieval.snapshot import Snapshot, SnapshotDir, catalog_key
 from driftrec.retrieval.sources import CoOccurrenceIndex, PopularityIndex
 
 BATCH = 10_000
@@ -72,12 +74,27 @@ def fit(url: str | None, folder: Path, spec: SyntheticSpec) -> dict[str, float]:
     started = time.perf_counter()
     cooc.update(new, len(users))
     update_s = time.perf_counter() - started
+    # the saved snapshot every later process starts from instead of fitting (retrieval/snapshot.py)
+    popularity = PopularityIndex().fit_columns(columns, ids)
+    snapshots = SnapshotDir(folder / "indexes")
+    params = Snapshot.params_of(cooc, popularity)
+    snapshot = Snapshot("bench", 0, columns.last_seq, catalog_key(ids), params, cooc, popularity, users)
+    started = time.perf_counter()
+    path = snapshots.save(snapshot)
+    save_s = time.perf_counter() - started
+    started = time.perf_counter()
+    loaded = snapshots.load("bench", 0, ids, params)
+    load_s = time.perf_counter() - started
+    assert loaded is not None and loaded.cooc.base.nnz == (cooc.base + cooc.delta).nnz
     return {
         "read_s": round(read_s, 1),
         "fit_s": round(fit_s, 1),
         "peak_rss_mb": round(peak_mb),
         "cooc_nnz": int(cooc.base.nnz),
         "update_10k_s": round(update_s, 3),
+        "snapshot_save_s": round(save_s, 1),
+        "snapshot_load_s": round(load_s, 1),
+        "snapshot_mb": round(path.stat().st_size / 2**20),
     }
 
 

@@ -126,3 +126,27 @@ def test_sessions_split_on_the_gap_and_on_explicit_ids() -> None:
     assert sessions[2].session_id == "chat-1"
     assert open_session(events, timedelta(minutes=30), T0 + timedelta(minutes=100)).session_id == "chat-1"
     assert open_session(events, timedelta(minutes=30), T0 + timedelta(minutes=200)) is None
+
+
+async def test_a_cached_history_is_always_what_is_stored(tmp_path: Path, database_url: str | None) -> None:
+    """A serving process keeps users' histories in memory; what another process writes or deletes (forgets)
+    shows in its very next read, with no wait for any poll."""
+    serving = EventStore(open_database_url(database_url, tmp_path), cache_users=2)
+    other = store_at(database_url, tmp_path)  # another process on the same store
+    await other.append([ev("ada", "1", 0), ev("ada", "2", 5), ev("bob", "3", 1)])
+    assert [e.item for e in await serving.history("ada")] == ["1", "2"]
+    assert [e.item for e in await serving.history("ada")] == ["1", "2"]  # from the cache, checked
+
+    await other.append([ev("ada", "9", 2)])  # written elsewhere, and earlier in time than the last one
+    assert [e.item for e in await serving.history("ada")] == ["1", "9", "2"]
+
+    await asyncio.to_thread(other.db.delete_user_blocking, "ada")  # forgotten through the other process
+    assert await serving.history("ada") == []
+    await other.append([ev("ada", "4", 30)])  # the same id back, with one new event: never the old ones
+    assert [e.item for e in await serving.history("ada")] == ["4"]
+
+    for user in ("bob", "cy", "dee"):  # at most two users cached: the least recently read leave
+        await other.append([ev(user, "5", 40)])
+        await serving.history(user)
+    assert len(serving._cache) == 2 and "ada" not in serving._cache
+    assert [e.item for e in await serving.history("ada")] == ["4"]

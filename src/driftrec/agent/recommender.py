@@ -248,6 +248,7 @@ class Recommender:
         memory = self.memory
         assert memory is not None and self.index is not None
         async with self._index_lock:
+            started = time.perf_counter()
             positions = {item: i for i, item in enumerate(self.catalog)}
             position, generation = await asyncio.to_thread(memory.events.state_blocking)  # before any read
             cooc, popularity = empty_indexes(self.settings)
@@ -273,11 +274,11 @@ class Recommender:
                 self._saved_position = snapshot.position
             else:
                 users = UserCodes()
-                log = await asyncio.to_thread(memory.events.columns_blocking, positions, users)
+                columns = await asyncio.to_thread(memory.events.columns_blocking, positions, users)
                 generator = await asyncio.to_thread(
-                    CandidateGenerator.build_from_columns, self.settings, self.index, self.catalog, log, len(users)
+                    CandidateGenerator.build_from_columns, self.settings, self.index, self.catalog, columns, len(users)
                 )
-                fitted, origin = log.last_seq, "fit"
+                fitted, origin = columns.last_seq, "fit"
             if self.learned is not None:
                 events = await asyncio.to_thread(memory.events.all_blocking)
                 self.features = await asyncio.to_thread(FeatureBuilder().fit, events, self.catalog)
@@ -285,6 +286,14 @@ class Recommender:
             self.generator, self._users, self._positions = generator, users, positions
             self._fitted_position, self._generation, self.index_origin = fitted, generation, origin
             self._polled_at = time.monotonic()
+            log.info(
+                "candidate indexes %s in %.1f s (log position %d, generation %d, %d users)",
+                "loaded from a snapshot and caught up" if origin == "snapshot" else "fitted on the whole log",
+                time.perf_counter() - started,
+                fitted,
+                generation,
+                len(users),
+            )
             if origin == "fit":
                 await self._save_snapshot()
 
@@ -305,6 +314,7 @@ class Recommender:
             popularity=self.generator.popularity,
             users=self._users,
         )
+        started = time.perf_counter()
         try:
             path = await asyncio.to_thread(self.snapshots.save, snapshot)
             _, generation = await asyncio.to_thread(memory.events.state_blocking)
@@ -315,6 +325,7 @@ class Recommender:
             path.unlink(missing_ok=True)
         else:
             self._saved_position = self._fitted_position
+            log.info("candidate indexes saved to %s in %.1f s", path, time.perf_counter() - started)
 
     async def _catch_up(self) -> None:
         """Take events written since the last fit or update into the candidate indexes (incrementally: the
