@@ -124,6 +124,11 @@ class Settings(BaseSettings):
     chroma_port: int = Field(default=8000, ge=1, le=65535, description="http mode: server port.")
     chroma_path: Path | None = Field(default=None, description="embedded mode: folder (unset: data_dir/chroma).")
     chroma_ssl: bool = Field(default=False, description="http mode: connect over TLS (https).")
+    chroma_ssl_ca: Path | None = Field(
+        default=None,
+        description="http mode with TLS: the CA bundle (PEM) that signed the server's certificate, when it is not "
+        "one the system trusts (a private CA); unset: the system's trust store.",
+    )
     chroma_auth_token: SecretStr | None = Field(
         default=None, description="http mode: token sent as `Authorization: Bearer <token>` (Chroma's token auth)."
     )

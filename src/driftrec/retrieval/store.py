@@ -28,6 +28,8 @@ def chroma_client(settings: Settings) -> ClientAPI:
     """An embedded PersistentClient in the data dir, or an HttpClient to a `chroma run` server."""
     chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
     if settings.chroma_mode == "http":
+        if settings.chroma_ssl_ca is not None:
+            chroma_settings.chroma_server_ssl_verify = str(settings.chroma_ssl_ca)
         headers = dict(settings.chroma_headers)
         if settings.chroma_auth_token is not None:
             headers["Authorization"] = f"Bearer {settings.chroma_auth_token.get_secret_value()}"
