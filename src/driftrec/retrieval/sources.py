@@ -168,7 +168,8 @@ class CoOccurrenceIndex:
         self.position: dict[str, int] = {}
         self.base = sparse.csr_matrix((0, 0), dtype=np.float32)
         self.delta = sparse.csr_matrix((0, 0), dtype=np.float32)
-        self.totals = np.zeros(0, np.float64)  # each item's count of pairs it takes part in
+        self.totals = np.zeros(0, np.float64)  # each item's count of pairs it takes part in (swapped, never edited)
+        self._norms: tuple[np.ndarray, np.ndarray] | None = None  # (the totals they were made from, 1/sqrt)
         self.tails = np.zeros((0, window), np.int64)  # each user's last ``window`` items (-1: none)
 
     def fit(self, sequences: Iterable[Sequence[Interaction]], catalog: Iterable[str]) -> CoOccurrenceIndex:
@@ -247,6 +248,14 @@ class CoOccurrenceIndex:
             row[: len(last)] = last
             self.tails[user] = row
 
+    def _inverse_norms(self) -> np.ndarray:
+        """1 / sqrt(totals), made again only when the totals change (an update swaps the array)."""
+        totals = self.totals
+        known = self._norms
+        if known is None or known[0] is not totals:
+            known = self._norms = (totals, 1.0 / np.sqrt(np.maximum(totals, 1.0)))
+        return known[1]
+
     def scores(self, recent_items: Sequence[str]) -> np.ndarray:
         seeds = [self.position[i] for i in reversed(recent_items) if i in self.position][: self.recent]
         if not seeds:
@@ -255,7 +264,7 @@ class CoOccurrenceIndex:
         for rank, pos in enumerate(seeds):
             weights[pos] = weights.get(pos, 0.0) + self.decay**rank
         rows = np.fromiter(weights, np.int64, len(weights))
-        inv = 1.0 / np.sqrt(np.maximum(self.totals, 1.0))
+        inv = self._inverse_norms()
         seed_weights = np.fromiter(weights.values(), np.float64, len(weights)) * inv[rows]
         # symmetric counts: score_j = inv_j * sum_s counts[s, j] * inv_s * w_s, read from the seeds' rows only
         pulled = _pull(self.base, rows, seed_weights) + _pull(self.delta, rows, seed_weights)
