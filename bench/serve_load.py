@@ -9,12 +9,14 @@ warm-up. The load generator shares the 2 cores. Reported: requests per second, p
 Issue 16's target: at 50 clients, >= 1,000 req/s with p95 <= 50 ms and p99 <= 100 ms, two processes.
 
 The load generator is `wrk` (C; `apt-get install wrk`) when it is installed — it leaves the cores to the
-servers — else a Python httpx client (which itself takes a good share of the 2 cores). `--dataset synthetic100`
-serves the 100x synthetic log instead (`driftrec.eval.synthetic`: ~100k items, 1M users, 10M events; item
-vectors synthetic — a genre direction plus noise, not embedded titles: the vector source is muted by the default
-fusion weights, and embedding 100k titles would measure the embedder, not serving).
+servers — else a Python httpx client (which itself takes a good share of the 2 cores).
+`--dataset synthetic100` (or `synthetic10`) serves the 100x (10x) synthetic log instead
+(`driftrec.eval.synthetic`: ~100k items, 1M users, 10M events at 100x; item vectors synthetic — a genre
+direction plus noise, not embedded titles: the vector source is muted by the default fusion weights, and
+embedding 100k titles would measure the embedder, not serving).
 Run: `.venv/bin/python bench/serve_load.py [--workers 1 2] [--clients 1 10 50] [--seconds 20]
-[--backends sqlite postgresql] [--dataset movielens|synthetic100] [--generator wrk|python] [--json-out FILE]`.
+[--backends sqlite postgresql] [--dataset movielens|synthetic10|synthetic100] [--generator wrk|python]
+[--json-out FILE]`.
 """
 
 from __future__ import annotations
@@ -181,12 +183,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 10, 50])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"])
-    parser.add_argument("--dataset", choices=["movielens", "synthetic100"], default="movielens")
+    parser.add_argument("--dataset", choices=["movielens", "synthetic10", "synthetic100"], default="movielens")
     parser.add_argument("--generator", choices=["wrk", "python"], default="wrk" if shutil.which("wrk") else "python")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
-    if args.dataset == "synthetic100" and args.backends != ["sqlite"]:
-        parser.error("--dataset synthetic100 serves SQLite only (this script copies events into PostgreSQL in memory)")
+    if args.dataset.startswith("synthetic") and args.backends != ["sqlite"]:
+        parser.error("--dataset synthetic* serves SQLite only (this script copies events into PostgreSQL in memory)")
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="driftrec-load-") as tmp:
@@ -206,8 +208,8 @@ def main() -> None:
             users = ("", 1, 943)
         else:
             started = time.perf_counter()
-            users = synthetic_data(data, 100)
-            print(f"synthetic 100x data dir ready in {time.perf_counter() - started:.0f} s", flush=True)
+            users = synthetic_data(data, float(args.dataset.removeprefix("synthetic")))
+            print(f"{args.dataset} data dir ready in {time.perf_counter() - started:.0f} s", flush=True)
         server = None
         try:
             for backend in args.backends:
