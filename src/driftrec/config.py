@@ -263,6 +263,13 @@ class Settings(BaseSettings):
     )
     api_rate_burst: int = Field(default=60, ge=1, description="Requests per key allowed at once above the rate.")
     api_docs: bool = Field(default=True, description="Serve the OpenAPI schema and /docs; off for an exposed service.")
+    api_gc_threshold: int = Field(
+        default=20_000,
+        ge=0,
+        description="Allocations between young-generation garbage collections in `driftrec serve` (Python's "
+        "default is 700, which under concurrent requests promotes their short-lived objects and doubles the "
+        "CPU per request; 0: leave Python's setting).",
+    )
     events_max_future_s: float = Field(
         default=86400.0, ge=0, description="Events dated further ahead than this are refused (clock skew allowance)."
     )

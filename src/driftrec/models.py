@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
@@ -49,6 +49,32 @@ Weight = Annotated[float, Field(ge=0.0, le=1.0)]
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+_set_attribute = object.__setattr__
+M = TypeVar("M", bound=BaseModel)
+
+
+def trusted(cls: type[M], values: dict[str, Any]) -> M:
+    """An instance of ``cls`` from values already validated (rows this process stored, objects it built),
+    without validating again: what ``model_construct`` does, minus its per-field alias and default
+    lookups, which cost more than the rest of a recommendation's bookkeeping (hot paths build hundreds of
+    these per request). ``values`` must give every field; ``tests/test_models.py`` checks the result is
+    equal to a validated instance. Models with aliases, private attributes or post-init hooks are refused."""
+    if cls not in _TRUSTABLE:
+        aliased = any(f.alias or f.validation_alias for f in cls.__pydantic_fields__.values())
+        if cls.__pydantic_post_init__ or cls.__private_attributes__ or aliased:
+            raise TypeError(f"{cls.__name__} cannot be built without validation")
+        _TRUSTABLE.add(cls)
+    model = cls.__new__(cls)
+    _set_attribute(model, "__dict__", values)
+    _set_attribute(model, "__pydantic_fields_set__", set(values))
+    _set_attribute(model, "__pydantic_extra__", None)
+    _set_attribute(model, "__pydantic_private__", None)
+    return model
+
+
+_TRUSTABLE: set[type] = set()
 
 
 class _Frozen(BaseModel):

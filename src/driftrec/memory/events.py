@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from driftrec.memory.db import GENERATION, Database, SqliteDatabase
-from driftrec.models import Action, Interaction
+from driftrec.models import Action, Interaction, trusted
 from driftrec.retrieval.log import EventColumns, UserCodes
 
 
@@ -184,16 +184,23 @@ _SELECT_SEQ = "SELECT seq, event_id, user, item, action, ts, rating, text, sessi
 def _events(rows: list[tuple]) -> list[Interaction]:
     """Stored rows as events, without validating again: every row was validated when it was written (this
     runs for each recommendation, over the user's whole history)."""
+    action, moment = _ACTIONS.__getitem__, datetime.fromtimestamp
     return [
-        Interaction.model_construct(
-            event_id=r[0],
-            user=r[1],
-            item=r[2],
-            action=Action(r[3]),
-            timestamp=datetime.fromtimestamp(r[4], UTC),
-            rating=r[5],
-            text=r[6],
-            session_id=r[7],
+        trusted(
+            Interaction,
+            {
+                "user": r[1],
+                "item": r[2],
+                "action": action(r[3]),
+                "timestamp": moment(r[4], UTC),
+                "rating": r[5],
+                "text": r[6],
+                "session_id": r[7],
+                "event_id": r[0],
+            },
         )
         for r in rows
     ]
+
+
+_ACTIONS = {a.value: a for a in Action}

@@ -57,6 +57,12 @@ def sessionize(events: Sequence[Interaction], gap: timedelta, *, now: datetime |
 
 
 def open_session(events: Sequence[Interaction], gap: timedelta, now: datetime) -> Session | None:
-    """The session still in progress at ``now``, if any."""
-    sessions = sessionize(events, gap, now=now)
+    """The session still in progress at ``now``, if any. Only the tail since the last gap longer than
+    ``gap`` is split (a gap always starts a session, so what came before cannot change the last one)."""
+    if not events or now - events[-1].timestamp > gap:
+        return None
+    start = len(events) - 1
+    while start > 0 and events[start].timestamp - events[start - 1].timestamp <= gap:
+        start -= 1
+    sessions = sessionize(events[start:], gap, now=now)
     return sessions[-1] if sessions and not sessions[-1].closed else None

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterable, Mapping
 
 from driftrec.config import Settings
-from driftrec.models import Candidate, Interaction, Item, Provenance
+from driftrec.models import Candidate, Interaction, Item, Provenance, trusted
 from driftrec.retrieval.fusion import rrf
 from driftrec.retrieval.log import EventColumns, UserCodes
 from driftrec.retrieval.sources import CoOccurrenceIndex, PopularityIndex, RetrievalRequest, Scored, VectorSource
@@ -171,8 +171,13 @@ class CandidateGenerator:
         for source, hits in lists.items():
             for rank, (item, score) in enumerate(hits, start=1):
                 if item in kept:  # built for the items kept only
-                    provenance.setdefault(item, []).append(Provenance(source=source, score=score, rank=rank))
-        return [Candidate(item=self.catalog[item], score=score, provenance=provenance[item]) for item, score in fused]
+                    provenance.setdefault(item, []).append(
+                        trusted(Provenance, {"source": source, "score": score, "rank": rank})
+                    )
+        return [
+            trusted(Candidate, {"item": self.catalog[item], "score": score, "provenance": provenance[item]})
+            for item, score in fused
+        ]
 
     async def generate(
         self, request: RetrievalRequest, n: int = 50, *, per_source: int | None = None

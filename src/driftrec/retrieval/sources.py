@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 
 import numpy as np
 from scipy import sparse
@@ -37,8 +38,9 @@ class RetrievalRequest:
     exclude: frozenset[str] = field(default_factory=frozenset)  # on top of the history
     failed: dict[str, str] = field(default_factory=dict)  # sources that could not answer it, and why
 
-    @property
+    @cached_property
     def seen(self) -> frozenset[str]:
+        """Items the user consumed, plus ``exclude`` (made once per request; every source asks)."""
         return frozenset(e.item for e in self.history) | self.exclude
 
 
@@ -376,11 +378,14 @@ def _top(ids: list[str], scores: np.ndarray, n: int, request: RetrievalRequest, 
         order = head[np.argsort(-scores[head], kind="stable")]
     else:
         order = np.argsort(-scores, kind="stable")
+    order = order[scores[order] > 0]
     out: Scored = []
-    for pos in order:
-        if scores[pos] <= 0 or len(out) >= n:
-            break
+    filters = request.filters
+    for pos, score in zip(order.tolist(), scores[order].tolist(), strict=True):  # plain ints and floats
         item = ids[pos]
-        if item not in seen and _allowed(item, catalog, request.filters):
-            out.append((item, float(scores[pos])))
+        if item in seen or (filters is not None and not _allowed(item, catalog, filters)) or item not in catalog:
+            continue
+        out.append((item, score))
+        if len(out) >= n:
+            break
     return out

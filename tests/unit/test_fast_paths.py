@@ -1,0 +1,102 @@
+"""The serving hot paths take shortcuts (no re-validation, only the history's tail, lists instead of numpy
+scalars); each must give exactly what the plain definition gives."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from pydantic import BaseModel, Field, ValidationError
+
+from driftrec.memory.sessions import open_session, sessionize
+from driftrec.models import Action, Candidate, Filters, Interaction, Item, Provenance, trusted
+from driftrec.retrieval.sources import RetrievalRequest, _top
+
+START = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def test_a_trusted_event_is_the_validated_event() -> None:
+    values = {
+        "user": "ada",
+        "item": "42",
+        "action": Action.RATE,
+        "timestamp": START,
+        "rating": 4.0,
+        "text": None,
+        "session_id": "s1",
+        "event_id": "e1",
+    }
+    built, validated = trusted(Interaction, dict(values)), Interaction.model_validate(values)
+    assert built == validated
+    assert built.model_dump() == validated.model_dump()
+    assert built.model_dump_json() == validated.model_dump_json()
+    assert built.model_fields_set == validated.model_fields_set
+    with pytest.raises(ValidationError):  # still frozen
+        built.item = "43"
+
+
+def test_trusted_candidates_serialize_like_validated_ones() -> None:
+    item = Item(id="1", title="Toy Story (1995)", genres=["Animation"], year=1995)
+    provenance = [trusted(Provenance, {"source": "cooc", "score": 0.5, "rank": 1})]
+    built = trusted(Candidate, {"item": item, "score": 0.25, "provenance": provenance})
+    validated = Candidate(item=item, score=0.25, provenance=[Provenance(source="cooc", score=0.5, rank=1)])
+    assert built == validated and built.model_dump_json() == validated.model_dump_json()
+
+
+def test_a_model_with_aliases_is_never_built_without_validation() -> None:
+    class Aliased(BaseModel):
+        name: str = Field(alias="n")
+
+    with pytest.raises(TypeError, match="cannot be built without validation"):
+        trusted(Aliased, {"name": "x"})
+
+
+def _history(rng: random.Random, n: int) -> list[Interaction]:
+    at, events = START, []
+    for i in range(n):
+        at += timedelta(minutes=rng.choice([1, 5, 20, 29, 31, 90, 600]))
+        session = rng.choice([None, None, None, "a", "b"])
+        events.append(Interaction(user="u", item=str(i), timestamp=at, session_id=session))
+    return events
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_the_open_session_from_the_tail_is_the_open_session_of_the_whole_history(seed: int) -> None:
+    rng = random.Random(seed)
+    events, gap = _history(rng, rng.randint(0, 60)), timedelta(minutes=30)
+    for after in (timedelta(0), timedelta(minutes=10), timedelta(minutes=31)):
+        now = (events[-1].timestamp if events else START) + after
+        whole = sessionize(events, gap, now=now)
+        expected = whole[-1] if whole and not whole[-1].closed else None
+        assert open_session(events, gap, now) == expected
+
+
+def _naive_top(ids, scores, n, request, catalog):
+    """The definition: best scores first (ties: catalog order), positive, unseen, allowed, at most n."""
+    out = []
+    for pos in np.argsort(-scores, kind="stable"):
+        item = ids[pos]
+        allowed = item in catalog and (request.filters is None or request.filters.matches(catalog[item]))
+        if scores[pos] > 0 and item not in request.seen and allowed:
+            out.append((item, float(scores[pos])))
+    return out[:n]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_top_n_is_the_definition(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    size = int(rng.integers(5, 400))
+    ids = [str(i) for i in range(size)]
+    catalog = {
+        i: Item(id=i, title=f"t{i}", genres=[["Comedy"], ["Drama"]][int(i) % 2], year=1990 + int(i) % 20)
+        for i in ids
+        if rng.random() > 0.05
+    }
+    scores = rng.integers(-2, 6, size).astype(np.float32) * rng.choice([1.0, 0.5], size).astype(np.float32)
+    seen = [Interaction(user="u", item=i, timestamp=START) for i in rng.choice(ids, int(rng.integers(0, size)))]
+    filters = [None, Filters(genres=["Comedy"]), Filters(year_min=2000)][seed % 3]
+    request = RetrievalRequest(user="u", history=seen, now=START, filters=filters)
+    n = int(rng.integers(1, 50))
+    assert _top(ids, scores, n, request, catalog) == _naive_top(ids, scores, n, request, catalog)
