@@ -59,7 +59,7 @@ def trusted(cls: type[M], values: dict[str, Any]) -> M:
     """An instance of ``cls`` from values already validated (rows this process stored, objects it built),
     without validating again: what ``model_construct`` does, minus its per-field alias and default
     lookups, which cost more than the rest of a recommendation's bookkeeping (hot paths build hundreds of
-    these per request). ``values`` must give every field; ``tests/test_models.py`` checks the result is
+    these per request). ``values`` must give every field; ``tests/unit/test_fast_paths.py`` checks the result is
     equal to a validated instance. Models with aliases, private attributes or post-init hooks are refused."""
     if cls not in _TRUSTABLE:
         aliased = any(f.alias or f.validation_alias for f in cls.__pydantic_fields__.values())

@@ -380,10 +380,9 @@ def _top(ids: list[str], scores: np.ndarray, n: int, request: RetrievalRequest, 
         order = np.argsort(-scores, kind="stable")
     order = order[scores[order] > 0]
     out: Scored = []
-    filters = request.filters
     for pos, score in zip(order.tolist(), scores[order].tolist(), strict=True):  # plain ints and floats
         item = ids[pos]
-        if item in seen or (filters is not None and not _allowed(item, catalog, filters)) or item not in catalog:
+        if item in seen or not _allowed(item, catalog, request.filters):
             continue
         out.append((item, score))
         if len(out) >= n:
