@@ -35,6 +35,7 @@ from driftrec.eval.synthetic import GENRES, SyntheticLog, SyntheticSpec
 from driftrec.memory.drift import DriftPolicy, ProfileProposal, ProposedInterest, apply_proposal
 from driftrec.memory.evidence import gather, ground
 from driftrec.models import Action, Interaction, InterestProfile, Item
+from driftrec.plots import wilson
 
 WEEK = 7 * 86400.0
 SPAN = range(-6, 17)  # updates relative to the first one after the switch
@@ -102,13 +103,10 @@ def static(genre_of: np.ndarray, first: int = 4) -> Follow:
     return follow
 
 
-def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = hits / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (round(centre - half, 4), round(centre + half, 4))
+def ci95(hits: int, n: int) -> tuple[float, float]:
+    """The 95 % Wilson interval (driftrec.plots), to four places for the JSON."""
+    low, high = wilson(hits, n)
+    return (round(low, 4), round(high, 4))
 
 
 def run(users: int, seed: int, noise: float) -> dict:
@@ -167,10 +165,10 @@ def run(users: int, seed: int, noise: float) -> dict:
         lags = np.array(lag[name])
         result["systems"][name] = {
             "after_switch": {
-                str(k): {"accuracy": round(h / m, 4) if m else None, "ci95": wilson(h, m), "users": m}
+                str(k): {"accuracy": round(h / m, 4) if m else None, "ci95": ci95(h, m), "users": m}
                 for k, (h, m) in curves[name].items()
             },
-            "stable_users_accuracy": {"accuracy": round(hits / n, 4) if n else None, "ci95": wilson(hits, n)},
+            "stable_users_accuracy": {"accuracy": round(hits / n, 4) if n else None, "ci95": ci95(hits, n)},
             "updates_to_follow": {
                 "median": float(np.median(lags)) if len(lags) else None,
                 "share_never": round(float(np.mean(lags >= 10_000)), 4) if len(lags) else None,
