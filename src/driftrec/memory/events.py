@@ -101,13 +101,14 @@ class EventStore:
                 self._cache.move_to_end(user)
                 return _events(cached[2])
         rows = conn.execute(_SELECT_SEQ + " WHERE user = ? ORDER BY ts, seq", (user,)).fetchall()
+        events = [r[1:] for r in rows]
         with self._cache_lock:
             if rows:  # (count, max) of the rows read, not of the check: a write between them reads again next time
-                self._cache[user] = (len(rows), max(r[0] for r in rows), [r[1:] for r in rows])
+                self._cache[user] = (len(rows), max(r[0] for r in rows), events)
                 self._cache.move_to_end(user)
                 while len(self._cache) > self.cache_users:
                     self._cache.popitem(last=False)
-        return _events([r[1:] for r in rows])
+        return _events(events)
 
     def forget_cached(self, user: str | None = None) -> None:
         """Drop one user's cached history (forgetting), or every user's (``None``)."""

@@ -144,9 +144,9 @@ class CandidateGenerator:
         if memory is not None:
             got = next(done)
             outcome |= {s: got if isinstance(got, BaseException) else got[i] for i, s in enumerate(local)}
-        results = [outcome[s] for s in wanted]
         lists: dict[str, Scored] = {}
-        for source, result in zip(wanted, results, strict=True):
+        for source in wanted:
+            result = outcome[source]
             if isinstance(result, VectorStoreUnavailable):
                 log.warning("candidate source %s skipped: %s", source, result)
                 request.failed[source] = "the vector store (Chroma) did not answer"

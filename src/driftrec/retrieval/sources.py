@@ -378,9 +378,10 @@ def _top(ids: list[str], scores: np.ndarray, n: int, request: RetrievalRequest, 
         order = head[np.argsort(-scores[head], kind="stable")]
     else:
         order = np.argsort(-scores, kind="stable")
-    order = order[scores[order] > 0]
+    ranked = scores[order]
+    positive = ranked > 0
     out: Scored = []
-    for pos, score in zip(order.tolist(), scores[order].tolist(), strict=True):  # plain ints and floats
+    for pos, score in zip(order[positive].tolist(), ranked[positive].tolist(), strict=True):  # plain ints, floats
         item = ids[pos]
         if item in seen or not _allowed(item, catalog, request.filters):
             continue
