@@ -28,9 +28,10 @@ from pathlib import Path
 from driftrec.eval.synthetic import SyntheticLog, SyntheticSpec
 from driftrec.memory.db import open_database_url
 from driftrec.memory.events import EventStore
+from driftrec.retrieval.candidates import Indexes
 from driftrec.retrieval.log import EventColumns, UserCodes
 from driftrec.retrieval.snapshot import Snapshot, SnapshotDir, catalog_key
-from driftrec.retrieval.sources import CoOccurrenceIndex, PopularityIndex
+from driftrec.retrieval.sources import CoOccurrenceIndex, PopularityIndex, TransitionIndex
 
 BATCH = 10_000
 UPDATE = 10_000
@@ -50,7 +51,8 @@ def ingest(url: str | None, folder: Path, log: SyntheticLog) -> dict[str, float]
 
 
 def fit(url: str | None, folder: Path, spec: SyntheticSpec) -> dict[str, float]:
-    """In this (fresh) process: read the log as columns, fit both indexes, then take in UPDATE new events."""
+    """In this (fresh) process: read the log as columns, fit the indexes (co-occurrence, transitions,
+    popularity), then take in UPDATE new events."""
     log = SyntheticLog(spec)
     ids = [item.id for item in log.catalog()]
     positions = {item: i for i, item in enumerate(ids)}
@@ -59,8 +61,8 @@ def fit(url: str | None, folder: Path, spec: SyntheticSpec) -> dict[str, float]:
     started = time.perf_counter()
     columns = store.columns_blocking(positions, users)
     read_s = time.perf_counter() - started
-    cooc = CoOccurrenceIndex().fit_columns(columns, ids, len(users))
-    PopularityIndex().fit_columns(columns, ids)
+    indexes = Indexes(CoOccurrenceIndex(), TransitionIndex(), PopularityIndex()).fit_columns(columns, ids, len(users))
+    cooc = indexes.cooc
     fit_s = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     # incremental: UPDATE events later than the whole log
@@ -72,20 +74,19 @@ def fit(url: str | None, folder: Path, spec: SyntheticSpec) -> dict[str, float]:
         users,
     )
     started = time.perf_counter()
-    cooc.update(new, len(users))
+    indexes.update(new, len(users))
     update_s = time.perf_counter() - started
     # the saved snapshot every later process starts from instead of fitting (retrieval/snapshot.py)
-    popularity = PopularityIndex().fit_columns(columns, ids)
     snapshots = SnapshotDir(folder / "indexes")
-    params = Snapshot.params_of(cooc, popularity)
-    snapshot = Snapshot("bench", 0, columns.last_seq, catalog_key(ids), params, cooc, popularity, users)
+    params = indexes.params()
+    snapshot = Snapshot("bench", 0, columns.last_seq, catalog_key(ids), params, indexes, users)
     started = time.perf_counter()
     path = snapshots.save(snapshot)
     save_s = time.perf_counter() - started
     started = time.perf_counter()
     loaded = snapshots.load("bench", 0, ids, params)
     load_s = time.perf_counter() - started
-    assert loaded is not None and loaded.cooc.base.nnz == (cooc.base + cooc.delta).nnz
+    assert loaded is not None and loaded.indexes.cooc.base.nnz == (cooc.base + cooc.delta).nnz
     return {
         "read_s": round(read_s, 1),
         "fit_s": round(fit_s, 1),

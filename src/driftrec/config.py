@@ -160,6 +160,21 @@ class Settings(BaseSettings):
     retrieval_cooc_decay: float = Field(
         default=0.9, gt=0, le=1, description="Co-occurrence: weight of the n-th latest seed item is decay^n."
     )
+    retrieval_transition_window: int = Field(
+        default=10, ge=1, description="Transitions: an item counts as following another up to this many steps later."
+    )
+    retrieval_transition_recent: int = Field(
+        default=10, ge=1, description="Transitions: how many of the user's latest items seed the scores."
+    )
+    retrieval_transition_decay: float = Field(
+        default=0.8, gt=0, le=1, description="Transitions: weight of the n-th latest seed item is decay^n."
+    )
+    retrieval_transition_step_decay: float = Field(
+        default=0.8, gt=0, le=1, description="Transitions: an item d steps later counts step_decay^(d-1)."
+    )
+    retrieval_transition_backward: float = Field(
+        default=0.3, ge=0, le=1, description="Transitions: weight of 'a came before b' as evidence for a after b."
+    )
     retrieval_popularity_days: float = Field(
         default=30.0, gt=0, description="Popularity: count interactions in this many days before now."
     )
@@ -169,8 +184,9 @@ class Settings(BaseSettings):
     )
     retrieval_rrf_k: int = Field(default=60, ge=1, description="The k of reciprocal-rank fusion, 1/(k + rank).")
     retrieval_weights: dict[str, float] = Field(
-        default_factory=lambda: {"vector": 0.0, "cooc": 1.0, "popularity": 0.1},
-        description="Per-source fusion weights; defaults chosen on the MovieLens-100K validation split "
+        default_factory=lambda: {"vector": 0.0, "cooc": 1.0, "transition": 1.0, "popularity": 0.1},
+        description="Per-source fusion weights (a source left out weighs 1); defaults chosen on the "
+        "MovieLens-100K validation split, popularity kept above 0 for users with no history "
         "(docs/results.md). A source with weight 0 is not queried.",
     )
     retrieval_query_vector_weight: float = Field(

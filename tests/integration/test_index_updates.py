@@ -19,7 +19,7 @@ from driftrec.config import Settings
 from driftrec.data import Dataset, load_movielens_100k
 from driftrec.models import Interaction
 from driftrec.retrieval.log import EventColumns, UserCodes
-from driftrec.retrieval.sources import CoOccurrenceIndex, PopularityIndex
+from driftrec.retrieval.sources import CoOccurrenceIndex, PopularityIndex, TransitionIndex
 from tests.conftest import copy_of, on_backend
 
 
@@ -47,6 +47,29 @@ def reference_counts(events: list[Interaction], ids: list[str], window: int) -> 
     return counts
 
 
+def reference_steps(
+    events: list[Interaction], ids: list[str], window: int, step_decay: float, backward: float
+) -> sparse.csr_matrix:
+    """The transitions' definition, one pair at a time: b d steps after a adds step_decay^(d-1) to (a, b)
+    and backward times that to (b, a)."""
+    position = {item: i for i, item in enumerate(ids)}
+    by_user: dict[str, list[int]] = {}
+    for e in sorted(events, key=lambda e: e.timestamp):
+        by_user.setdefault(e.user, []).append(position[e.item])
+    rows, cols, values = [], [], []
+    for sequence in by_user.values():
+        for i, a in enumerate(sequence):
+            for d, b in enumerate(sequence[i + 1 : i + 1 + window], start=1):
+                if a != b:
+                    rows += (a, b)
+                    cols += (b, a)
+                    values += (step_decay ** (d - 1), backward * step_decay ** (d - 1))
+    n = len(ids)
+    counts = sparse.coo_matrix((np.array(values, np.float64), (rows, cols)), shape=(n, n)).tocsr()
+    counts.sum_duplicates()
+    return counts
+
+
 def test_the_vectorized_fit_counts_exactly_the_defined_pairs(ml100k: Dataset) -> None:
     ids = list(ml100k.items)
     events = sorted(ml100k.interactions, key=lambda e: e.timestamp)
@@ -55,6 +78,18 @@ def test_the_vectorized_fit_counts_exactly_the_defined_pairs(ml100k: Dataset) ->
     )
     assert abs(index.base - reference_counts(events, ids, 10)).max() == 0
     assert index.base.nnz > 500_000  # a real log, not a toy
+
+
+def test_the_transition_fit_weighs_exactly_the_defined_steps(ml100k: Dataset) -> None:
+    ids = list(ml100k.items)
+    events = sorted(ml100k.interactions, key=lambda e: e.timestamp)
+    index = TransitionIndex(window=10, step_decay=0.8, backward=0.3).fit_columns(
+        EventColumns.from_interactions(events, {i: n for n, i in enumerate(ids)}, codes := UserCodes()), ids, len(codes)
+    )
+    reference = reference_steps(events, ids, 10, 0.8, 0.3)
+    assert index.base.nnz == reference.nnz > 500_000
+    assert abs(index.base - reference).max() < 1e-3  # float32 sums of up to thousands of terms
+    assert np.allclose(index.totals, np.asarray(reference.sum(axis=1)).ravel(), rtol=1e-5)
 
 
 def test_updates_in_chunks_equal_one_fit_on_everything(ml100k: Dataset) -> None:
@@ -69,11 +104,13 @@ def test_updates_in_chunks_equal_one_fit_on_everything(ml100k: Dataset) -> None:
         return EventColumns(log.seq[lo:hi], log.users[lo:hi], log.items[lo:hi], log.times[lo:hi])
 
     cooc = CoOccurrenceIndex(window=10).fit_columns(part(0, cut), ids, len(codes))
+    steps = TransitionIndex(window=10).fit_columns(part(0, cut), ids, len(codes))
     popularity = PopularityIndex(window_days=30).fit_columns(part(0, cut), ids)
     merges = 0
     for lo in range(cut, len(events), 2_000):  # ten chunks; the delta is merged into the base along the way
         before = cooc.base
         cooc.update(part(lo, lo + 2_000), len(codes))
+        steps.update(part(lo, lo + 2_000), len(codes))
         popularity.update(part(lo, lo + 2_000))
         merges += cooc.base is not before
     whole = CoOccurrenceIndex(window=10).fit_columns(log, ids, len(codes))
@@ -82,6 +119,10 @@ def test_updates_in_chunks_equal_one_fit_on_everything(ml100k: Dataset) -> None:
     assert np.array_equal(cooc.totals, whole.totals)
     history = [e.item for e in events if e.user == events[-1].user]
     assert np.allclose(cooc.scores(history), whole.scores(history))
+    whole_steps = TransitionIndex(window=10).fit_columns(log, ids, len(codes))
+    assert abs((steps.base + steps.delta) - whole_steps.base).max() < 1e-3
+    assert np.allclose(steps.totals, whole_steps.totals, rtol=1e-5)
+    assert np.allclose(steps.scores(history), whole_steps.scores(history), rtol=1e-4, atol=1e-7)
     later = events[-1].timestamp
     assert np.array_equal(popularity.counts(later), PopularityIndex(window_days=30).fit_columns(log, ids).counts(later))
 
@@ -161,6 +202,8 @@ async def test_processes_start_from_one_saved_fit_and_forgetting_deletes_it(
             assert second._users.codes == first._users.codes
             history = [e.item for e in await first.memory.events.history("1")]  # type: ignore[union-attr]
             assert np.allclose(second.generator.cooc.scores(history), first.generator.cooc.scores(history))
+            assert abs(second.generator.transition.base - first.generator.transition.base).max() == 0
+            assert np.allclose(second.generator.transition.scores(history), first.generator.transition.scores(history))
 
             await second.observe(burst, upkeep=False)
             await second.refit()

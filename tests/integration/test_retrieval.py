@@ -103,7 +103,7 @@ async def test_every_source_excludes_seen_items_and_respects_filters(
     filters = Filters(genres=["Drama", "Comedy"], year_min=1990)
     request = request_for(subset, "1", filters=filters)
     lists = await generator.per_source(request, 30)
-    assert set(lists) == {"vector", "cooc", "popularity"}
+    assert set(lists) == {"vector", "cooc", "transition", "popularity"}
     for source, hits in lists.items():
         assert hits, source
         ids = [i for i, _ in hits]
@@ -122,7 +122,7 @@ async def test_fused_candidates_carry_provenance(generator: CandidateGenerator, 
     assert not {c.item.id for c in candidates} & request.seen
     for candidate in candidates:
         assert candidate.provenance
-        assert {p.source for p in candidate.provenance} <= {"vector", "cooc", "popularity"}
+        assert {p.source for p in candidate.provenance} <= {"vector", "cooc", "transition", "popularity"}
     assert [c.score for c in candidates] == sorted((c.score for c in candidates), reverse=True)
     multi = [c for c in candidates if len(c.provenance) > 1]
     assert multi and multi[0].score > min(c.score for c in candidates)

@@ -23,4 +23,5 @@ def test_a_session_theme_is_not_called_an_interest() -> None:
 
 def test_without_a_match_the_source_that_found_it_is_the_reason() -> None:
     found = [Provenance(source="cooc", score=1.0, rank=2)]
-    assert template_reason(STAND_BY_ME, [], found, PROFILE) == "Often watched right after movies you watched recently."
+    reason = template_reason(STAND_BY_ME, [], found, PROFILE)
+    assert reason == "Often watched together with movies you watched recently."

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from driftrec.memory.sessions import open_session, sessionize
 from driftrec.models import Action, Candidate, Filters, Interaction, Item, Provenance, trusted
-from driftrec.retrieval.sources import RetrievalRequest, _top
+from driftrec.retrieval.sources import RetrievalRequest, top_scored
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -99,4 +99,4 @@ def test_top_n_is_the_definition(seed: int) -> None:
     filters = [None, Filters(genres=["Comedy"]), Filters(year_min=2000)][seed % 3]
     request = RetrievalRequest(user="u", history=seen, now=START, filters=filters)
     n = int(rng.integers(1, 50))
-    assert _top(ids, scores, n, request, catalog) == _naive_top(ids, scores, n, request, catalog)
+    assert top_scored(ids, scores, n, request, catalog) == _naive_top(ids, scores, n, request, catalog)

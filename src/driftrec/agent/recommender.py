@@ -243,15 +243,15 @@ class Recommender:
 
     async def _fit(self) -> None:
         """Load the newest saved snapshot of the candidate indexes that fits this catalog, settings and store
-        generation and take in the events after it; else fit co-occurrence and popularity on the whole log,
-        read as columns, and save a snapshot for the processes that start after. In threads."""
+        generation and take in the events after it; else fit co-occurrence, transitions and popularity on the
+        whole log, read as columns, and save a snapshot for the processes that start after. In threads."""
         memory = self.memory
         assert memory is not None and self.index is not None
         async with self._index_lock:
             started = time.perf_counter()
             positions = {item: i for i, item in enumerate(self.catalog)}
             position, generation = await asyncio.to_thread(memory.events.state_blocking)  # before any read
-            cooc, popularity = empty_indexes(self.settings)
+            params = empty_indexes(self.settings).params()
             snapshot = None
             if self.settings.index_snapshot_events:
                 store = await asyncio.to_thread(memory.db.pseudonym_key)
@@ -260,13 +260,11 @@ class Recommender:
                     store_key(store),
                     generation,
                     list(self.catalog),
-                    Snapshot.params_of(cooc, popularity),
+                    params,
                 )
             if snapshot is not None and snapshot.position <= position:
                 users = snapshot.users
-                generator = CandidateGenerator.from_indexes(
-                    self.settings, self.index, self.catalog, snapshot.cooc, snapshot.popularity
-                )
+                generator = CandidateGenerator.from_indexes(self.settings, self.index, self.catalog, snapshot.indexes)
                 new = await asyncio.to_thread(memory.events.columns_blocking, positions, users, after=snapshot.position)
                 if len(new):
                     await asyncio.to_thread(generator.update, new, len(users))
@@ -309,9 +307,8 @@ class Recommender:
             generation=self._generation,
             position=self._fitted_position,
             catalog=catalog_key(list(self.catalog)),
-            params=Snapshot.params_of(self.generator.cooc, self.generator.popularity),
-            cooc=self.generator.cooc,
-            popularity=self.generator.popularity,
+            params=self.generator.indexes.params(),
+            indexes=self.generator.indexes,
             users=self._users,
         )
         started = time.perf_counter()
@@ -390,7 +387,7 @@ class Recommender:
         assert self.generator is not None
         if self.learned is None or self.features is None:
             return await self.generator.generate(request, n), "fusion"
-        pool = await candidate_pool(self.generator, request, self.learned.card.pool)
+        pool = await candidate_pool(self.generator, request, self.learned.card.pool, self.features)
         rows = await asyncio.to_thread(self.features.features, list(request.history), request.now.timestamp(), pool)
         scores = await asyncio.to_thread(self.learned.scores, rows)
         order = np.argsort(-scores, kind="stable")

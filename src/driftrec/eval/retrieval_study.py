@@ -9,6 +9,7 @@ the top-20 and top-50 candidates of each source alone and of the fused list.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import platform
 import time
@@ -78,23 +79,23 @@ def _fused(per_user: dict[str, list[str]], rrf_k: int, weights: dict[str, float]
     return [i for i, _ in rrf({s: per_user[s] for s in SOURCE_NAMES}, k=rrf_k, weights=weights)]
 
 
-SOURCE_NAMES = ("vector", "cooc", "popularity")
+SOURCE_NAMES = ("vector", "cooc", "transition", "popularity")
 
 
 def weight_grid(
     lists: dict[str, dict[str, list[str]]], targets: dict[str, str], rrf_k: int
 ) -> list[tuple[dict[str, float], float, float]]:
-    """Every (vector, popularity) weight pair with co-occurrence fixed at 1: (weights, hit@20, hit@50)."""
+    """Every (vector, transition, popularity) weight triple with co-occurrence fixed at 1:
+    (weights, hit@20, hit@50)."""
     rows = []
-    for wv in WEIGHT_GRID:
-        for wp in WEIGHT_GRID:
-            weights = {"vector": wv, "cooc": 1.0, "popularity": wp}
-            h20 = h50 = 0
-            for user, per_user in lists.items():
-                fused = _fused(per_user, rrf_k, weights)
-                h20 += targets[user] in fused[:20]
-                h50 += targets[user] in fused[:50]
-            rows.append((weights, h20 / len(lists), h50 / len(lists)))
+    for wv, wt, wp in itertools.product(WEIGHT_GRID, repeat=3):
+        weights = {"vector": wv, "cooc": 1.0, "transition": wt, "popularity": wp}
+        h20 = h50 = 0
+        for user, per_user in lists.items():
+            fused = _fused(per_user, rrf_k, weights)
+            h20 += targets[user] in fused[:20]
+            h50 += targets[user] in fused[:50]
+        rows.append((weights, h20 / len(lists), h50 / len(lists)))
     return rows
 
 
@@ -166,6 +167,7 @@ async def run_retrieval_study(
     systems = [
         "vector",
         "cooc",
+        "transition",
         "popularity",
         "fused (equal-weight RRF)",
         "fused (weights tuned on validation)",

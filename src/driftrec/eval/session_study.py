@@ -159,7 +159,7 @@ async def _retrieval_rankings(
         case = cases[user]
         request = RetrievalRequest(user=user, history=case.history, now=case.now)
         async with semaphore:
-            lists = await generator.per_source(request, K, sources=("cooc", "popularity"))
+            lists = await generator.per_source(request, K, sources=("cooc", "transition", "popularity"))
             known = (memories or {}).get(user)
             vectors = {"history": None}
             if known is not None:
@@ -177,7 +177,12 @@ async def _retrieval_rankings(
 
 
 POOL = 100  # each source's list length that fusion draws from
-FUSION_GRID = {"vector": (0.0, 0.25), "cooc": (0.0, 0.25, 0.5, 1.0), "popularity": (0.0, 0.25, 0.5, 1.0)}
+FUSION_GRID = {
+    "vector": (0.0, 0.25),
+    "cooc": (0.0, 0.25, 0.5, 1.0),
+    "transition": (0.0, 0.25, 0.5, 1.0),
+    "popularity": (0.0, 0.25, 0.5, 1.0),
+}
 
 
 async def _tune_fusion(
@@ -198,8 +203,8 @@ async def _tune_fusion(
 
     per_user = dict(await asyncio.gather(*(pools(u) for u in cases)))
     best: tuple[float, dict[str, float]] = (-1.0, {})
-    for wv, wc, wp in itertools.product(*FUSION_GRID.values()):
-        weights = {"vector": wv, "cooc": wc, "popularity": wp}
+    for values in itertools.product(*FUSION_GRID.values()):
+        weights = dict(zip(FUSION_GRID, values, strict=True))
         if not any(weights.values()):
             continue
         ranked = {
@@ -416,7 +421,7 @@ async def run_session_study(
         study = SessionStudy(dataset.name, stage, gap_minutes, len(chosen), model, profile_sessions=profile_sessions)
         for name in baselines if stage == "test" else ():
             study.systems.append(scorer(name, "baseline", rankings[name]))
-        for name in ("cooc", "popularity", FUSED, TUNED):
+        for name in ("cooc", "transition", "popularity", FUSED, TUNED):
             study.systems.append(scorer(name, "retrieval", rankings[name]))
         for source in LONG_TERM:
             names = {a: f"vector α={a:g} (u_l: {source})" for a in alphas}

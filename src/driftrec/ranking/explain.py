@@ -37,7 +37,10 @@ def matched_interests(item: Item, profile: InterestProfile | None, themes: Seque
 
 
 SOURCE_REASONS = {
-    "cooc": "Often watched right after movies you watched recently.",
+    "cooc": "Often watched together with movies you watched recently.",
+    "transition": "Often watched next after movies you watched recently.",
+    "knn": "Often watched by the people who watched what you watched.",
+    "als": "Fits the pattern of everything you have watched.",
     "vector": "Similar to what you have been watching.",
     "popularity": "Popular with other viewers right now.",
 }

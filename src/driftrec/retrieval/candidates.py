@@ -5,31 +5,82 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from driftrec.config import Settings
 from driftrec.models import Candidate, Interaction, Item, Provenance, trusted
 from driftrec.retrieval.fusion import rrf
 from driftrec.retrieval.log import EventColumns, UserCodes
-from driftrec.retrieval.sources import CoOccurrenceIndex, PopularityIndex, RetrievalRequest, Scored, VectorSource
+from driftrec.retrieval.sources import (
+    CoOccurrenceIndex,
+    PopularityIndex,
+    RetrievalRequest,
+    Scored,
+    TransitionIndex,
+    VectorSource,
+)
 from driftrec.retrieval.store import ItemIndex, VectorStoreUnavailable
 
-SOURCES = ("vector", "cooc", "popularity")
+SOURCES = ("vector", "cooc", "transition", "popularity")
 
 log = logging.getLogger(__name__)
 
 
-def empty_indexes(settings: Settings) -> tuple[CoOccurrenceIndex, PopularityIndex]:
-    """Unfitted co-occurrence and popularity indexes with this configuration."""
+@dataclass
+class Indexes:
+    """The candidate indexes fitted on the event log (the vector source reads Chroma instead)."""
+
+    cooc: CoOccurrenceIndex
+    transition: TransitionIndex
+    popularity: PopularityIndex
+
+    def fit_columns(self, log: EventColumns, catalog_ids: list[str], n_users: int) -> Indexes:
+        self.cooc.fit_columns(log, catalog_ids, n_users)
+        self.transition.fit_columns(log, catalog_ids, n_users)
+        self.popularity.fit_columns(log, catalog_ids)
+        return self
+
+    def update(self, new: EventColumns, n_users: int) -> None:
+        """Take in events recorded after the fit (blocking; cost in proportion to the new events)."""
+        self.cooc.update(new, n_users)
+        self.transition.update(new, n_users)
+        self.popularity.update(new)
+
+    def params(self) -> dict[str, float]:
+        """The settings a saved state depends on (retrieval/snapshot.py refuses a state made with others)."""
+        return {
+            "window": self.cooc.window,
+            "recent": self.cooc.recent,
+            "decay": self.cooc.decay,
+            "transition_window": self.transition.window,
+            "transition_recent": self.transition.recent,
+            "transition_decay": self.transition.decay,
+            "transition_step_decay": self.transition.step_decay,
+            "transition_backward": self.transition.backward,
+            "popularity_days": self.popularity.window.total_seconds() / 86400,
+        }
+
+
+def empty_indexes(settings: Settings) -> Indexes:
+    """Unfitted co-occurrence, transition and popularity indexes with this configuration."""
     cooc = CoOccurrenceIndex(
         window=settings.retrieval_cooc_window,
         recent=settings.retrieval_cooc_recent,
         decay=settings.retrieval_cooc_decay,
     )
-    return cooc, PopularityIndex(window_days=settings.retrieval_popularity_days)
+    transition = TransitionIndex(
+        window=settings.retrieval_transition_window,
+        recent=settings.retrieval_transition_recent,
+        decay=settings.retrieval_transition_decay,
+        step_decay=settings.retrieval_transition_step_decay,
+        backward=settings.retrieval_transition_backward,
+    )
+    return Indexes(cooc, transition, PopularityIndex(window_days=settings.retrieval_popularity_days))
 
 
 class CandidateGenerator:
-    """Vector + co-occurrence + popularity candidates, fused, with each item's per-source rank and score."""
+    """Vector + co-occurrence + transition + popularity candidates, fused, with each item's per-source rank
+    and score."""
 
     def __init__(
         self,
@@ -37,8 +88,7 @@ class CandidateGenerator:
         catalog: Mapping[str, Item],
         *,
         vector: VectorSource,
-        cooc: CoOccurrenceIndex,
-        popularity: PopularityIndex,
+        indexes: Indexes,
         fusion: str = "rrf",
         rrf_k: int = 60,
         weights: Mapping[str, float] | None = None,
@@ -47,8 +97,7 @@ class CandidateGenerator:
         self.index = index
         self.catalog = catalog
         self.vector = vector
-        self.cooc = cooc
-        self.popularity = popularity
+        self.indexes = indexes
         self.fusion = fusion
         self.rrf_k = rrf_k
         self.weights = dict(weights or {})
@@ -73,11 +122,8 @@ class CandidateGenerator:
         cls, settings: Settings, index: ItemIndex, catalog: Mapping[str, Item], log: EventColumns, n_users: int
     ) -> CandidateGenerator:
         """Fit on the log as columns (the event store's streaming read; items are positions in ``catalog``)."""
-        ids = list(catalog)
-        cooc, popularity = empty_indexes(settings)
-        return cls.from_indexes(
-            settings, index, catalog, cooc.fit_columns(log, ids, n_users), popularity.fit_columns(log, ids)
-        )
+        indexes = empty_indexes(settings).fit_columns(log, list(catalog), n_users)
+        return cls.from_indexes(settings, index, catalog, indexes)
 
     @classmethod
     def from_indexes(
@@ -85,10 +131,9 @@ class CandidateGenerator:
         settings: Settings,
         index: ItemIndex,
         catalog: Mapping[str, Item],
-        cooc: CoOccurrenceIndex,
-        popularity: PopularityIndex,
+        indexes: Indexes,
     ) -> CandidateGenerator:
-        """Wire fitted (or loaded: retrieval/snapshot.py) co-occurrence and popularity indexes."""
+        """Wire fitted (or loaded: retrieval/snapshot.py) indexes."""
         vector = VectorSource(
             index,
             alpha=settings.retrieval_alpha,
@@ -99,18 +144,28 @@ class CandidateGenerator:
             index,
             catalog,
             vector=vector,
-            cooc=cooc,
-            popularity=popularity,
+            indexes=indexes,
             fusion=settings.retrieval_fusion,
             rrf_k=settings.retrieval_rrf_k,
             weights=settings.retrieval_weights,
             query_vector_weight=settings.retrieval_query_vector_weight,
         )
 
+    @property
+    def cooc(self) -> CoOccurrenceIndex:
+        return self.indexes.cooc
+
+    @property
+    def transition(self) -> TransitionIndex:
+        return self.indexes.transition
+
+    @property
+    def popularity(self) -> PopularityIndex:
+        return self.indexes.popularity
+
     def update(self, new: EventColumns, n_users: int) -> None:
         """Take in events recorded after the fit (blocking; cost in proportion to the new events)."""
-        self.cooc.update(new, n_users)
-        self.popularity.update(new)
+        self.indexes.update(new, n_users)
 
     def weights_for(self, request: RetrievalRequest) -> dict[str, float] | None:
         """The fusion weights for this request (None: plain RRF). Free text gives the vector source a voice."""
@@ -132,7 +187,7 @@ class CandidateGenerator:
         local = [s for s in wanted if s != "vector"]
 
         def in_memory() -> list[Scored]:
-            index = {"cooc": self.cooc, "popularity": self.popularity}
+            index = {"cooc": self.cooc, "transition": self.transition, "popularity": self.popularity}
             return [index[s].candidates_blocking(request, n, self.catalog) for s in local]
 
         vector = self.vector.candidates(request, n, alpha) if "vector" in wanted else None

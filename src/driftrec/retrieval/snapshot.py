@@ -1,6 +1,6 @@
 """Saved candidate indexes: fitted once, loaded by every process that starts after.
 
-A snapshot is the co-occurrence and popularity state after the event log up to one position, plus the user
+A snapshot is the co-occurrence, transition and popularity state after the event log up to one position, plus the user
 codes it was built with. A process loads the newest snapshot that matches its catalog, its index settings and
 the store's *generation* (a counter the store bumps whenever it deletes events, i.e. forgets a user), then
 takes in only the events after the snapshot's position. A snapshot of an older generation may hold a
@@ -27,12 +27,13 @@ from pathlib import Path
 import numpy as np
 from scipy import sparse
 
+from driftrec.retrieval.candidates import Indexes
 from driftrec.retrieval.log import UserCodes
-from driftrec.retrieval.sources import CoOccurrenceIndex, PopularityIndex
+from driftrec.retrieval.sources import CoOccurrenceIndex, PopularityIndex, TransitionIndex
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: the transition index joined (a format-1 file is fitted over, never misread)
 KEEP = 2  # snapshots kept per directory (the newest); an older one is only a slower start
 _NAME = re.compile(r"^candidates-g(\d+)-p(\d+)\.npz$")
 
@@ -56,18 +57,8 @@ class Snapshot:
     position: int
     catalog: str  # catalog_key of the item ids the positions index
     params: dict[str, float]
-    cooc: CoOccurrenceIndex
-    popularity: PopularityIndex
+    indexes: Indexes
     users: UserCodes
-
-    @staticmethod
-    def params_of(cooc: CoOccurrenceIndex, popularity: PopularityIndex) -> dict[str, float]:
-        return {
-            "window": cooc.window,
-            "recent": cooc.recent,
-            "decay": cooc.decay,
-            "popularity_days": popularity.window.total_seconds() / 86400,
-        }
 
 
 class SnapshotDir:
@@ -86,8 +77,8 @@ class SnapshotDir:
     def save(self, snapshot: Snapshot) -> Path:
         """Write atomically; keep the newest ``KEEP`` of this generation, delete every older generation."""
         self.path.mkdir(parents=True, exist_ok=True)
-        cooc, popularity = snapshot.cooc, snapshot.popularity
-        counts = (cooc.base + cooc.delta).tocsr() if cooc.delta.nnz else cooc.base
+        cooc, transition, popularity = snapshot.indexes.cooc, snapshot.indexes.transition, snapshot.indexes.popularity
+        counts, steps = _merged(cooc), _merged(transition)
         header = {
             "format": FORMAT,
             "store": snapshot.store,
@@ -109,6 +100,11 @@ class SnapshotDir:
                     indptr=counts.indptr,
                     totals=cooc.totals,
                     tails=cooc.tails,
+                    t_data=steps.data,
+                    t_indices=steps.indices,
+                    t_indptr=steps.indptr,
+                    t_totals=transition.totals,
+                    t_tails=transition.tails,
                     times=popularity.times,
                     items=popularity.items,
                     users=np.array(list(snapshot.users.codes), dtype=np.str_),
@@ -158,6 +154,10 @@ class SnapshotDir:
         return None
 
 
+def _merged(index: CoOccurrenceIndex) -> sparse.csr_matrix:
+    return (index.base + index.delta).tocsr() if index.delta.nnz else index.base
+
+
 def _read(path: Path, catalog_ids: Sequence[str]) -> Snapshot:
     with np.load(path, allow_pickle=False) as arrays:
         header = json.loads(arrays["header"].tobytes())
@@ -171,6 +171,14 @@ def _read(path: Path, catalog_ids: Sequence[str]) -> Snapshot:
         cooc = CoOccurrenceIndex(
             window=int(params["window"]), recent=int(params["recent"]), decay=params["decay"]
         ).restore(catalog_ids, counts, arrays["totals"], arrays["tails"])
+        steps = sparse.csr_matrix((arrays["t_data"], arrays["t_indices"], arrays["t_indptr"]), shape=(n, n))
+        transition = TransitionIndex(
+            window=int(params["transition_window"]),
+            recent=int(params["transition_recent"]),
+            decay=params["transition_decay"],
+            step_decay=params["transition_step_decay"],
+            backward=params["transition_backward"],
+        ).restore(catalog_ids, steps, arrays["t_totals"], arrays["t_tails"])
         popularity = PopularityIndex(window_days=params["popularity_days"]).restore(
             catalog_ids, arrays["times"], arrays["items"]
         )
@@ -182,7 +190,6 @@ def _read(path: Path, catalog_ids: Sequence[str]) -> Snapshot:
         position=int(header["position"]),
         catalog=header["catalog"],
         params=params,
-        cooc=cooc,
-        popularity=popularity,
+        indexes=Indexes(cooc, transition, popularity),
         users=users,
     )

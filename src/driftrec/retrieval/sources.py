@@ -1,4 +1,4 @@
-"""Candidate sources: vector search, item-to-item co-occurrence, recent popularity.
+"""Candidate sources: vector search, item-to-item co-occurrence, sequential transitions, recent popularity.
 
 Each source returns items with scores, best first, never an item the user already consumed, and only
 items that pass the filters. Sources are fitted on an interaction log (production: the event store;
@@ -8,7 +8,7 @@ evaluation: the training split), so what they know is exactly what they were sho
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
@@ -114,18 +114,26 @@ def fuse_user_vector(u_s: np.ndarray | None, u_l: np.ndarray | None, alpha: floa
     return normalize(alpha * normalize(u_s) + (1 - alpha) * normalize(u_l))
 
 
+def _steps_apart(
+    users: np.ndarray, items: np.ndarray, window: int, later_new: np.ndarray | None
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Per distance d = 1..window: the items a and b of every two events of one user d steps apart, b
+    later, a != b (``users``/``items`` sorted by user, then time; ``later_new``: only where b is new)."""
+    for d in range(1, window + 1):
+        if d >= len(users):
+            return
+        keep = (users[d:] == users[:-d]) & (items[d:] != items[:-d])
+        if later_new is not None:
+            keep &= later_new[d:]
+        yield d, items[:-d][keep].astype(np.int32), items[d:][keep].astype(np.int32)  # int32: half the memory
+
+
 def _pairs(users: np.ndarray, items: np.ndarray, window: int, later_new: np.ndarray | None = None) -> np.ndarray:
     """Co-occurring (a, b) item pairs, both directions: events at most ``window`` apart in one user's sequence
     (``users``/``items`` sorted by user, then time). ``later_new``: count only pairs whose later event is new."""
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []
-    for d in range(1, window + 1):
-        if d >= len(users):
-            break
-        keep = (users[d:] == users[:-d]) & (items[d:] != items[:-d])
-        if later_new is not None:
-            keep &= later_new[d:]
-        a, b = items[:-d][keep].astype(np.int32), items[d:][keep].astype(np.int32)  # int32: half the memory
+    for _, a, b in _steps_apart(users, items, window, later_new):
         rows += (a, b)
         cols += (b, a)
     if not rows:
@@ -146,10 +154,40 @@ def _pull(matrix: sparse.csr_matrix, rows: np.ndarray, weights: np.ndarray) -> n
     return np.bincount(columns, weights=values * np.repeat(weights, lengths), minlength=n)
 
 
-def _counts(pairs: np.ndarray, n: int) -> sparse.csr_matrix:
-    counts = sparse.coo_matrix((np.ones(pairs.shape[1], np.float32), (pairs[0], pairs[1])), shape=(n, n)).tocsr()
+def _counts(pairs: np.ndarray, n: int, weights: np.ndarray | None = None) -> sparse.csr_matrix:
+    values = np.ones(pairs.shape[1], np.float32) if weights is None else weights
+    counts = sparse.coo_matrix((values, (pairs[0], pairs[1])), shape=(n, n)).tocsr()
     counts.sum_duplicates()
     return counts
+
+
+def _step_counts(
+    users: np.ndarray,
+    items: np.ndarray,
+    n: int,
+    window: int,
+    step_decay: float,
+    backward: float,
+    later_new: np.ndarray | None = None,
+) -> tuple[sparse.csr_matrix, int]:
+    """Directed counts: (a, b) when b came ``d <= window`` events after a in one user's sequence, weighted
+    ``step_decay^(d-1)``, plus (b, a) weighted ``backward`` times that (what came before b is weaker evidence
+    of what follows it). Same input and ``later_new`` as ``_pairs``; summed one distance at a time, so the
+    pairs of only one distance are held at once. Returns the counts and how many pairs went in."""
+    counts = sparse.csr_matrix((n, n), dtype=np.float32)
+    total = 0
+    for d, a, b in _steps_apart(users, items, window, later_new):
+        if not len(a):
+            continue
+        weight = np.float32(step_decay ** (d - 1))
+        if backward > 0:
+            pairs = np.vstack([np.concatenate([a, b]), np.concatenate([b, a])])
+            weights = np.concatenate([np.full(len(a), weight), np.full(len(a), weight * np.float32(backward))])
+        else:
+            pairs, weights = np.vstack([a, b]), np.full(len(a), weight)
+        counts = counts + _counts(pairs, n, weights)
+        total += pairs.shape[1]
+    return counts.tocsr(), total
 
 
 class CoOccurrenceIndex:
@@ -189,7 +227,7 @@ class CoOccurrenceIndex:
         self.position = {item: i for i, item in enumerate(self.ids)}
         n = len(self.ids)
         ordered = log.known().by_user_in_time()
-        counts = _counts(_pairs(ordered.users, ordered.items, self.window), n)
+        counts, _ = self._count(ordered.users, ordered.items, None)
         self.base, self.delta = counts, sparse.csr_matrix((n, n), dtype=np.float32)
         self.totals = np.asarray(counts.sum(axis=1), np.float64).ravel()
         self.tails = np.full((n_users, self.window), -1, np.int64)
@@ -225,9 +263,8 @@ class CoOccurrenceIndex:
         is_new = np.concatenate([np.zeros(int(has.sum()), bool), np.ones(len(new), bool)])
         order = np.argsort(users, kind="stable")  # tails (oldest first) stay before the new events
         users, items, is_new = users[order], items[order], is_new[order]
-        pairs = _pairs(users, items, self.window, later_new=is_new)
+        added, pairs = self._count(users, items, is_new)
         n = len(self.ids)
-        added = _counts(pairs, n)
         delta = self.delta + added
         totals = self.totals + np.asarray(added.sum(axis=1), np.float64).ravel()
         if delta.nnz > self.MERGE_FRACTION * max(self.base.nnz, 1):
@@ -236,7 +273,14 @@ class CoOccurrenceIndex:
             self.delta = delta.tocsr()
         self.totals = totals
         self._remember_tails(users, items)
-        return pairs.shape[1]
+        return pairs
+
+    def _count(
+        self, users: np.ndarray, items: np.ndarray, later_new: np.ndarray | None
+    ) -> tuple[sparse.csr_matrix, int]:
+        """The pair counts of a stretch of the log (sorted by user, then time), and how many pairs."""
+        pairs = _pairs(users, items, self.window, later_new=later_new)
+        return _counts(pairs, len(self.ids)), pairs.shape[1]
 
     def _remember_tails(self, users: np.ndarray, items: np.ndarray) -> None:
         """Keep each user's last ``window`` items (``users``/``items`` sorted by user, then time)."""
@@ -258,19 +302,26 @@ class CoOccurrenceIndex:
             known = self._norms = (totals, 1.0 / np.sqrt(np.maximum(totals, 1.0)))
         return known[1]
 
-    def scores(self, recent_items: Sequence[str]) -> np.ndarray:
+    def _seeds(self, recent_items: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The latest ``recent`` known items as count rows, the n-th latest weighted decay^n (an item seen
+        twice adds up); empty arrays when none is known."""
         seeds = [self.position[i] for i in reversed(recent_items) if i in self.position][: self.recent]
-        if not seeds:
-            return np.zeros(len(self.ids), np.float32)
         weights: dict[int, float] = {}
         for rank, pos in enumerate(seeds):
             weights[pos] = weights.get(pos, 0.0) + self.decay**rank
-        rows = np.fromiter(weights, np.int64, len(weights))
+        return np.fromiter(weights, np.int64, len(weights)), np.fromiter(weights.values(), np.float64, len(weights))
+
+    def _pulled(self, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """sum_s weights[s] * counts[rows[s], :], base and delta alike."""
+        return _pull(self.base, rows, weights) + _pull(self.delta, rows, weights)
+
+    def scores(self, recent_items: Sequence[str]) -> np.ndarray:
+        rows, weights = self._seeds(recent_items)
+        if not len(rows):
+            return np.zeros(len(self.ids), np.float32)
         inv = self._inverse_norms()
-        seed_weights = np.fromiter(weights.values(), np.float64, len(weights)) * inv[rows]
         # symmetric counts: score_j = inv_j * sum_s counts[s, j] * inv_s * w_s, read from the seeds' rows only
-        pulled = _pull(self.base, rows, seed_weights) + _pull(self.delta, rows, seed_weights)
-        return (inv * pulled).astype(np.float32)
+        return (inv * self._pulled(rows, weights * inv[rows])).astype(np.float32)
 
     async def candidates(self, request: RetrievalRequest, n: int, catalog: Mapping[str, Item]) -> Scored:
         return await asyncio.to_thread(self.candidates_blocking, request, n, catalog)
@@ -279,7 +330,38 @@ class CoOccurrenceIndex:
         seeds = [e.item for e in (list(request.history) + list(request.session))]
         if not seeds or not self.ids:
             return []
-        return _top(self.ids, self.scores(seeds), n, request, catalog)
+        return top_scored(self.ids, self.scores(seeds), n, request, catalog)
+
+
+class TransitionIndex(CoOccurrenceIndex):
+    """What users went on to consume after the items this user consumed last: directed, decayed by distance.
+
+    Counts b following a within ``window`` events (weight ``step_decay^(d-1)``, and ``backward`` of it for a
+    following b), normalized by each seed's total so a seed's row reads as "what comes next"; seeded by the
+    user's ``recent`` latest items, the n-th latest weighted ``decay^n``. The co-occurrence index's machinery
+    (base + delta counts, per-user tails for incremental updates, snapshots) carries it; only the pairs and
+    the scoring differ. Defaults chosen on the MovieLens-100K validation stage (docs/results.md)."""
+
+    name = "transition"
+
+    def __init__(
+        self, *, window: int = 10, recent: int = 10, decay: float = 0.8, step_decay: float = 0.8, backward: float = 0.3
+    ):
+        super().__init__(window=window, recent=recent, decay=decay)
+        self.step_decay = step_decay
+        self.backward = backward
+
+    def _count(
+        self, users: np.ndarray, items: np.ndarray, later_new: np.ndarray | None
+    ) -> tuple[sparse.csr_matrix, int]:
+        return _step_counts(users, items, len(self.ids), self.window, self.step_decay, self.backward, later_new)
+
+    def scores(self, recent_items: Sequence[str]) -> np.ndarray:
+        rows, weights = self._seeds(recent_items)
+        if not len(rows):
+            return np.zeros(len(self.ids), np.float32)
+        # score_j = sum_s w_s * counts[s, j] / out_s: each seed's row as a distribution of what follows it
+        return self._pulled(rows, weights / np.maximum(self.totals[rows], 1.0)).astype(np.float32)
 
 
 class PopularityIndex:
@@ -361,10 +443,12 @@ class PopularityIndex:
         if not counts.any():  # a quiet window: fall back to all-time counts before now
             hi = np.searchsorted(self.times, request.now.timestamp(), side="left")
             counts = self._between(0, int(hi))
-        return _top(self.ids, counts, n, request, catalog)
+        return top_scored(self.ids, counts, n, request, catalog)
 
 
-def _top(ids: list[str], scores: np.ndarray, n: int, request: RetrievalRequest, catalog: Mapping[str, Item]) -> Scored:
+def top_scored(
+    ids: list[str], scores: np.ndarray, n: int, request: RetrievalRequest, catalog: Mapping[str, Item]
+) -> Scored:
     """The ``n`` best positive scores, skipping seen and filtered-out items (ties: catalog order).
 
     Without filters at most ``n + len(seen)`` items can be needed: only the items scoring at least the
