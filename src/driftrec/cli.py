@@ -685,7 +685,10 @@ def profile_timeline(
 @eval_app.command("offline")
 def eval_offline(
     systems: Annotated[
-        str, typer.Option(help="Comma-separated: random, most-popular, item-knn, bpr, sasrec, driftrec-retrieval.")
+        str,
+        typer.Option(
+            help="Comma-separated: random, most-popular, item-knn, bpr, sasrec, sasrec-ce, driftrec-retrieval."
+        ),
     ] = "random,most-popular,item-knn,bpr,sasrec,driftrec-retrieval",
     stage: Annotated[str, typer.Option(help="valid or test.")] = "test",
     users: Annotated[int | None, typer.Option(help="Evaluate only the first N users (default: all).")] = None,
@@ -730,6 +733,9 @@ def eval_ranker(
     pool: Annotated[int, typer.Option(help="Each source's top-n in the candidate pool.")] = 100,
     stages: Annotated[int, typer.Option(help="Training cut points per user (validation and before).")] = 5,
     ablate: Annotated[bool, typer.Option(help="Retrain without each feature group.")] = True,
+    baselines: Annotated[
+        str, typer.Option(help="Comma-separated baselines (sasrec-ce: SASRec with early stopping, ~5 min).")
+    ] = "most-popular,item-knn,bpr,sasrec-ce",
     out: Annotated[str, typer.Option(help="Folder for ranker.json and ranker.md.")] = "runs/ranker",
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
 ) -> None:
@@ -745,7 +751,14 @@ def eval_ranker(
     with console.status("evaluating…") as status:
         study, _ = _run_or_exit(
             run_ranker_study(
-                settings, dataset, users=users, pool=pool, stages=stages, ablate=ablate, progress=status.update
+                settings,
+                dataset,
+                users=users,
+                pool=pool,
+                stages=stages,
+                ablate=ablate,
+                baselines=[b.strip() for b in baselines.split(",") if b.strip()],
+                progress=status.update,
             )
         )
     path = write_report(study, Path(out))

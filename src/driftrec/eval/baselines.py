@@ -1,49 +1,20 @@
 """Baselines: the bar driftrec has to clear, trained on exactly the split driftrec sees.
 
-Random and most-popular are written here (a line each); item-KNN, BPR and SASRec are Cornac's
-implementations (a maintained comparative framework), fitted on each stage's training log. Every ranker
-scores the whole catalog for a user; the harness removes seen items and keeps the top k.
+Random and most-popular are written here (a line each); BPR and SASRec are Cornac's implementations (a
+maintained comparative framework); item-KNN is ours (Cornac's predicts ratings); ``sasrec-ce`` is SASRec
+trained with full cross-entropy and early stopping (driftrec.eval.sasrec). All are fitted on each stage's
+training log (``Ranker``, driftrec.eval.ranker_base); every one scores the whole catalog for a user, and
+the harness removes seen items and keeps the top k.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from driftrec.models import Interaction
-
-
-@dataclass
-class TrainData:
-    """What a ranker may learn from: the catalog and every user's time-ordered interactions."""
-
-    catalog: list[str]
-    sequences: Mapping[str, Sequence[Interaction]]
-
-
-class Ranker(ABC):
-    name: str
-
-    @abstractmethod
-    def fit(self, data: TrainData) -> Ranker: ...
-
-    @abstractmethod
-    def score(self, user: str, history: Sequence[str]) -> np.ndarray:
-        """A score per catalog item (``data.catalog`` order); higher is better."""
-
-    def recommend(self, user: str, history: Sequence[str], k: int, catalog: list[str]) -> list[str]:
-        scores = np.asarray(self.score(user, history), dtype=float).copy()
-        if getattr(self, "_positions_for", None) is not catalog:
-            self._positions_for, self._positions = catalog, {item: i for i, item in enumerate(catalog)}
-        index = self._positions
-        for item in history:
-            if item in index:
-                scores[index[item]] = -np.inf
-        order = np.argsort(-scores, kind="stable")[:k]
-        return [catalog[i] for i in order if np.isfinite(scores[i])]
+from driftrec.eval.ranker_base import Ranker, TrainData
+from driftrec.eval.sasrec import SASRecCE
 
 
 class RandomRanker(Ranker):
@@ -200,4 +171,11 @@ class SASRec(_Cornac):
         return self._expand(self.model.score(uid, known))
 
 
-BASELINES = {"random": RandomRanker, "most-popular": MostPopular, "item-knn": ItemKNN, "bpr": BPR, "sasrec": SASRec}
+BASELINES = {
+    "random": RandomRanker,
+    "most-popular": MostPopular,
+    "item-knn": ItemKNN,
+    "bpr": BPR,
+    "sasrec": SASRec,
+    "sasrec-ce": SASRecCE,
+}

@@ -129,12 +129,6 @@ def rank_with(ranker: Ranker, data: TrainData, splits: dict, users: Sequence[str
     return {u: ranker.recommend(u, [e.item for e in splits[u].seen_before(stage)], K, data.catalog) for u in users}
 
 
-def rank_baseline(name: str, dataset: Dataset, splits: dict, users: Sequence[str], stage: str) -> dict[str, list[str]]:
-    """A baseline fitted on ``stage``'s training log, ranking the full catalog minus each user's seen items."""
-    data = train_data(dataset, splits, stage)
-    return rank_with(BASELINES[name]().fit(data), data, splits, users, stage)
-
-
 async def run_offline(
     settings: Settings,
     dataset: Dataset,
