@@ -14,8 +14,11 @@ import pytest
 
 from driftrec.agent import Recommender
 from driftrec.config import Settings
-from driftrec.ranking.features import FEATURES
+from driftrec.models import Filters
+from driftrec.ranking.features import FEATURES, SOURCES
 from driftrec.ranking.learned import LearnedRanker, RankerFileError, catalog_fingerprint
+from driftrec.ranking.training import candidate_pool
+from driftrec.retrieval import RetrievalRequest
 from tests.conftest import SEED_USERS, copy_of
 
 
@@ -43,6 +46,26 @@ async def test_a_ranker_trained_on_the_store_is_saved_and_orders_recommendations
         ids = [r.item.id for r in answer.items]
         assert answer.order == "learned" and not answer.degraded
         assert len(ids) == 10 and len(set(ids)) == 10 and not set(ids) & seen
+
+
+async def test_the_pool_holds_every_sources_picks_under_the_same_rules(trained: Recommender) -> None:
+    """ALS and item-KNN join retrieval's sources in the ranker's pool: each list named in the provenance,
+    never a consumed item, every filter honoured."""
+    assert trained.memory is not None and trained.generator is not None and trained.features is not None
+    user = SEED_USERS[1]
+    history = await trained.memory.events.history(user)
+    filters = Filters(genres=["Drama", "Comedy"], exclude_genres=["Horror"])
+    request = RetrievalRequest(user=user, history=history, now=history[-1].timestamp, filters=filters)
+    pool = await candidate_pool(trained.generator, request, 30, trained.features)
+    found = {p.source for c in pool for p in c.provenance}
+    assert found == set(SOURCES) - {"vector"} or found == set(SOURCES)  # vector may have nothing after filters
+    assert {"transition", "als", "knn"} <= found
+    ids = [c.item.id for c in pool]
+    assert len(ids) == len(set(ids)) and not set(ids) & {e.item for e in history}
+    assert all(filters.matches(c.item) for c in pool)
+    for source in ("als", "knn"):
+        ranks = sorted(p.rank for c in pool for p in c.provenance if p.source == source)
+        assert ranks == list(range(1, 31))  # a whole top 30 each
 
 
 async def test_the_saved_ranker_is_loaded_at_start(trained: Recommender) -> None:

@@ -15,24 +15,25 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from driftrec.config import Settings
 from driftrec.data.dataset import Dataset
+from driftrec.eval.baselines import BASELINES
 from driftrec.eval.metrics import DEFAULT_METRICS, accuracy, bootstrap_ci, per_user, significance
 from driftrec.eval.protocols import first_users, leave_one_out, training_log
 from driftrec.eval.retrieval_study import ingest
-from driftrec.eval.runner import K, rank_baseline
+from driftrec.eval.runner import K, rank_with, train_data
 from driftrec.ranking.features import FEATURES, SOURCES
 from driftrec.ranking.learned import LearnedRanker, catalog_fingerprint
 from driftrec.ranking.training import Pool, build_pool, training_groups
 
 ABLATIONS: dict[str, tuple[str, ...]] = {
     "profile": ("genre_match_long", "genre_match_recent"),
-    **{f"source {s}": (f"{s}_score", f"{s}_rrank") for s in SOURCES},
+    **{f"source {s}": tuple(f for f in (f"{s}_score", f"{s}_rrank") if f in FEATURES) for s in SOURCES},
     "popularity windows": tuple(f for f in FEATURES if f.startswith("pop_")),
     "fusion": ("fused_score", "fused_rrank", "sources"),
 }
@@ -56,6 +57,7 @@ class RankerStudy:
     card: dict[str, object]
     ablations: dict[str, dict[str, float]]  # without <group>: test ndcg@10 and its drop
     seconds: dict[str, float]
+    baseline_training: dict[str, dict[str, object]] = field(default_factory=dict)  # e.g. SASRec's epochs
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -80,6 +82,12 @@ class RankerStudy:
         lines += ["", "| without | NDCG@10 | change |", "|---|---|---|"]
         for group, a in self.ablations.items():
             lines.append(f"| {group} | {a['ndcg@10']:.4f} | {a['change']:+.4f} |")
+        for name, report in self.baseline_training.items():
+            lines += [
+                "",
+                f"{name}: best validation NDCG@10 {report['best_valid_ndcg10']} at epoch {report['best_epoch']} "
+                f"of {report['epochs_run']} (early stopping), seed {report['seed']}, {report['seconds']} s",
+            ]
         top = sorted(self.card["importance"].items(), key=lambda kv: -kv[1])[:8]  # type: ignore[union-attr]
         lines += ["", "Importance (gain share): " + ", ".join(f"{k} {v:.2f}" for k, v in top)]
         return "\n".join(lines)
@@ -100,12 +108,15 @@ async def run_ranker_study(
     *,
     users: int | None = None,
     pool: int = 100,
-    baselines: Sequence[str] = ("most-popular", "item-knn", "bpr"),
+    baselines: Sequence[str] = ("most-popular", "item-knn", "bpr", "sasrec-ce"),
     ablate: bool = True,
     stages: int = 5,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[RankerStudy, LearnedRanker]:
     say = progress or (lambda _: None)
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise ValueError(f"unknown baseline {', '.join(unknown)}; known: {', '.join(BASELINES)}")
     splits = leave_one_out(dataset)
     chosen = first_users(splits, users)
     index = await ingest(settings, dataset)
@@ -113,21 +124,32 @@ async def run_ranker_study(
     # Training sees each user's history and validation item (never a test item): cut points from there.
     sequences = {u: [*splits[u].history, splits[u].valid] for u in chosen}
     started = time.perf_counter()
-    groups = await training_groups(settings, index, dataset.items, sequences, stages=stages, pool=pool, progress=say)
+    examples = await training_groups(settings, index, dataset.items, sequences, stages=stages, pool=pool, progress=say)
     pools_seconds = time.perf_counter() - started
     say("candidates and features, test stage")
     test_cases = {u: (splits[u].seen_before("test"), splits[u].target("test")) for u in chosen}
     test = await build_pool(settings, index, dataset.items, training_log(splits, "test"), test_cases, pool)
-    say(f"training LambdaMART on {len(groups)} examples")
-    model = await asyncio.to_thread(LearnedRanker.train, groups, catalog, pool=pool, stages=stages)
+    say(f"training LambdaMART on {len(examples)} examples")
+
+    def train(features: Sequence[str] = FEATURES) -> LearnedRanker:
+        return LearnedRanker.train(
+            examples.older, catalog, stop_groups=examples.latest, features=features, pool=pool, stages=stages
+        )
+
+    model = await asyncio.to_thread(train)
     targets = {u: test.targets[u] for u in chosen}
     rankings: dict[str, dict[str, list[str]]] = {
         "driftrec-learned": _ranked(model, test),
         "driftrec-fusion (same pool)": {u: ids[:K] for u, ids in test.ids.items()},
     }
+    baseline_training: dict[str, dict[str, object]] = {}
+    data = train_data(dataset, splits, "test")
     for name in baselines:
         say(f"baseline {name}")
-        rankings[name] = await asyncio.to_thread(rank_baseline, name, dataset, splits, chosen, "test")
+        fitted = await asyncio.to_thread(BASELINES[name]().fit, data)
+        rankings[name] = await asyncio.to_thread(rank_with, fitted, data, splits, chosen, "test")
+        if (report := getattr(fitted, "report", None)) is not None:  # epochs, early stopping, seed
+            baseline_training[name] = asdict(report)
     systems = []
     for name, ranked in rankings.items():
         metrics = accuracy(targets, ranked, DEFAULT_METRICS)
@@ -145,9 +167,7 @@ async def run_ranker_study(
         for group, dropped in ABLATIONS.items():
             say(f"ablation: without {group}")
             kept = [f for f in FEATURES if f not in dropped]
-            reduced = await asyncio.to_thread(
-                LearnedRanker.train, groups, catalog, features=kept, pool=pool, stages=stages
-            )
+            reduced = await asyncio.to_thread(train, kept)
             score = accuracy(targets, _ranked(reduced, test), ["ndcg@10"])["ndcg@10"]
             ablations[group] = {"ndcg@10": score, "change": round(score - ndcg["driftrec-learned"], 4)}
     recall = {"union": test.recall()} | {s: test.source_hits[s] / max(1, len(chosen)) for s in SOURCES}
@@ -160,6 +180,7 @@ async def run_ranker_study(
         tests=tests,
         card=asdict(model.card),
         ablations=ablations,
+        baseline_training=baseline_training,
         seconds={
             "train_pools": round(pools_seconds, 1),
             "test_pool": round(test.seconds, 1),

@@ -15,15 +15,19 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 
 from driftrec.models import Candidate, Interaction, Item
+from driftrec.retrieval.candidates import SOURCES as RETRIEVAL_SOURCES
+from driftrec.retrieval.sources import RetrievalRequest, Scored, top_scored
 
-SOURCES = ("vector", "cooc", "popularity")
+MODEL_SOURCES = ("als", "knn")  # candidate sources the feature builder's models add to the ranker's pool
+SOURCES = (*RETRIEVAL_SOURCES, *MODEL_SOURCES)
 POPULARITY_DAYS = (7, 30, 180)
 RECENT_ITEMS = 10
 DAY = 86400.0
 
 FEATURES: tuple[str, ...] = (
-    *(f"{s}_{kind}" for s in SOURCES for kind in ("score", "rrank")),
-    "sources",  # how many sources proposed it
+    *(f"{s}_{kind}" for s in RETRIEVAL_SOURCES for kind in ("score", "rrank")),
+    *(f"{s}_rrank" for s in MODEL_SOURCES),  # their scores are features of every candidate (below)
+    "sources",  # how many sources proposed it (retrieval's and the models')
     "fused_score",
     "fused_rrank",
     "pop_all",
@@ -121,6 +125,23 @@ class FeatureBuilder:
         )
         return np.asarray(self.als.recalculate_user(0, row), np.float32).ravel()
 
+    def source_lists(self, request: RetrievalRequest, n: int, catalog: Mapping[str, Item]) -> dict[str, Scored]:
+        """ALS and item-KNN as candidate sources for the ranker's pool: each one's top ``n`` for this user,
+        never a consumed or filtered-out item (the same rules as retrieval's sources). Blocking."""
+        consumed = np.unique(
+            np.array([self.position[e.item] for e in request.history if e.item in self.position], np.int64)
+        )
+        if not len(consumed) or not self.ids:
+            return {s: [] for s in MODEL_SOURCES}
+        als = np.asarray(self.als.item_factors, np.float32) @ self._user_factors(consumed)
+        knn = self.similarity[:, consumed].sum(axis=1)
+        # top_scored keeps positive scores only: shift ALS (a dot product, any sign) above zero
+        als = als - als.min() + 1e-6
+        return {
+            "als": top_scored(self.ids, als, n, request, catalog),
+            "knn": top_scored(self.ids, knn, n, request, catalog),
+        }
+
     def _taste(self, events: Sequence[Interaction]) -> np.ndarray:
         vector = np.zeros(self.genres.shape[1], np.float32)
         for event in events:
@@ -155,7 +176,8 @@ class FeatureBuilder:
             by_source = {p.source: p for p in candidate.provenance}
             for source in SOURCES:
                 hit = by_source.get(source)
-                rows[r, col[f"{source}_score"]] = hit.score if hit else np.nan
+                if source in RETRIEVAL_SOURCES:
+                    rows[r, col[f"{source}_score"]] = hit.score if hit else np.nan
                 rows[r, col[f"{source}_rrank"]] = 1.0 / hit.rank if hit else 0.0
             rows[r, col["sources"]] = sum(s in by_source for s in SOURCES)
             rows[r, col["fused_score"]] = candidate.score

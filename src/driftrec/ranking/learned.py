@@ -88,6 +88,7 @@ class LearnedRanker:
         catalog: str,
         *,
         features: Sequence[str] = FEATURES,
+        stop_groups: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
         stop_share: float = 0.2,
         rounds: int = 1000,
         params: dict[str, object] | None = None,
@@ -95,17 +96,28 @@ class LearnedRanker:
         stages: int = 0,
     ) -> LearnedRanker:
         """``groups``: one (rows, labels) per example, rows over ``FEATURES``; groups with no positive are
-        skipped (nothing to learn from). The last ``stop_share`` of the groups decide when to stop and
-        which of ``GRID`` (or the given ``params``) to keep: validation, never a test target."""
+        skipped (nothing to learn from). ``stop_groups`` (else the last ``stop_share`` of ``groups``) decide
+        when to stop and which of ``GRID`` (or the given ``params``) to keep: validation, never a test
+        target; they are not trained on."""
         import lightgbm as lgb
 
         started = time.perf_counter()
-        useful = [(x, y) for x, y in groups if y.any() and len(y) > 1]
-        if len(useful) < 10:
-            raise ValueError(f"only {len(useful)} users with their target among the candidates: too few to train")
+
+        def usable(part: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+            return [(x, y) for x, y in part if y.any() and len(y) > 1]
+
+        useful = usable(groups)
+        stop = usable(stop_groups or [])
+        if len(useful) + len(stop) < 10:
+            raise ValueError(
+                f"only {len(useful) + len(stop)} users with their target among the candidates: too few to train"
+            )
         columns = [FEATURES.index(name) for name in features]
-        cut = max(1, int(len(useful) * (1 - stop_share)))
-        fit, stop = useful[:cut], useful[cut:]
+        if stop:
+            fit = useful
+        else:
+            cut = max(1, int(len(useful) * (1 - stop_share)))
+            fit, stop = useful[:cut], useful[cut:]
 
         def dataset(part: list[tuple[np.ndarray, np.ndarray]], reference: object = None) -> object:
             x = np.vstack([g[0][:, columns] for g in part])
@@ -140,11 +152,13 @@ class LearnedRanker:
             catalog=catalog,
             pool=pool,
             stages=stages,
-            users=len(useful),
-            rows=int(sum(len(g[1]) for g in useful)),
+            users=len(fit) + len(stop),
+            rows=int(sum(len(g[1]) for g in (*fit, *stop))),
             best_iteration=int(booster.best_iteration or rounds),
             valid_ndcg10=round(best_ndcg, 4),
-            grid=[{"params": {k: t[1][k] for k in GRID[0]}, "valid_ndcg10": round(t[0], 4)} for t in tried],
+            grid=[
+                {"params": {k: t[1][k] for k in GRID[0] if k in t[1]}, "valid_ndcg10": round(t[0], 4)} for t in tried
+            ],
             seconds=round(time.perf_counter() - started, 2),
             params={k: v for k, v in settings.items() if k != "eval_at"},
             importance={name: round(float(g) / total, 4) for name, g in zip(features, gain, strict=True)},

@@ -24,14 +24,23 @@ from driftrec.retrieval import CandidateGenerator, RetrievalRequest
 from driftrec.retrieval.store import ItemIndex
 
 Cases = dict[str, tuple[list[Interaction], Interaction]]
+Group = tuple[np.ndarray, np.ndarray]  # one example: feature rows of its candidates, 1 for the target
 
 
-async def candidate_pool(generator: CandidateGenerator, request: RetrievalRequest, pool: int) -> list[Candidate]:
+async def candidate_pool(
+    generator: CandidateGenerator, request: RetrievalRequest, pool: int, models: FeatureBuilder | None = None
+) -> list[Candidate]:
     """Every source's top ``pool`` for the learned ranker: serving's fusion order first (its weights),
-    then what only a zero-weight source found, so the ranker sees every source's picks."""
+    then what only a zero-weight source or one of the feature builder's models (ALS, item-KNN) found, so
+    the ranker sees every source's picks; each candidate's provenance names every list that had it."""
     lists = await generator.per_source(request, pool)
+    weights = generator.weights_for(request) or dict.fromkeys(lists, 1.0)
+    if models is not None:
+        extra = await asyncio.to_thread(models.source_lists, request, pool, generator.catalog)
+        lists |= extra
+        weights = weights | dict.fromkeys(extra, 0.0)  # serving's fusion order stays retrieval's alone
     total = sum(len(v) for v in lists.values())
-    ordered = generator.fuse(lists, total, generator.weights_for(request))
+    ordered = generator.fuse(lists, total, weights)
     have = {c.item.id for c in ordered}
     return ordered + [c for c in generator.fuse(lists, total) if c.item.id not in have]
 
@@ -59,7 +68,7 @@ class Pool:
     source_hits: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
-    def groups(self) -> list[tuple[np.ndarray, np.ndarray]]:
+    def groups(self) -> list[Group]:
         return [
             (self.rows[u], np.array([i == self.targets[u] for i in ids], dtype=np.float32))
             for u, ids in self.ids.items()
@@ -87,7 +96,7 @@ async def build_pool(
     async def one(user: str, history: Sequence[Interaction], target: Interaction) -> None:
         request = RetrievalRequest(user=user, history=history, now=target.timestamp)
         async with semaphore:
-            candidates = await candidate_pool(generator, request, pool)
+            candidates = await candidate_pool(generator, request, pool, builder)
         out.ids[user] = [c.item.id for c in candidates]
         out.rows[user] = await asyncio.to_thread(builder.features, history, target.timestamp.timestamp(), candidates)
         out.targets[user] = target.item
@@ -96,8 +105,24 @@ async def build_pool(
             out.source_hits[source] += 1
 
     await asyncio.gather(*(one(u, h, t) for u, (h, t) in cases.items()))
+    # the order the requests finished in is the threads' business: examples go in the cases' order, so the
+    # ranker's early-stopping split, and so the trained model, are the same on every run
+    out.ids = {u: out.ids[u] for u in cases}
+    out.rows = {u: out.rows[u] for u in cases}
     out.seconds = time.perf_counter() - started
     return out
+
+
+@dataclass
+class Examples:
+    """Training examples: ``older`` cut points to learn from, the ``latest`` (each user's last event) to
+    decide when to stop and which setting to keep — the latest is the closest to what serving predicts."""
+
+    older: list[Group]
+    latest: list[Group]
+
+    def __len__(self) -> int:
+        return len(self.older) + len(self.latest)
 
 
 async def training_groups(
@@ -109,15 +134,19 @@ async def training_groups(
     stages: int = 5,
     pool: int = 100,
     progress: Callable[[str], None] | None = None,
-) -> list[tuple[np.ndarray, np.ndarray]]:
+) -> Examples:
     """The examples of ``stages`` cut points (each user's last event, the one before, ...)."""
-    groups: list[tuple[np.ndarray, np.ndarray]] = []
+    examples = Examples([], [])
     for back in range(stages):
         if progress:
             progress(f"training examples: cut point {back + 1} of {stages}")
         cases, log = cut_points(sequences, back)
-        groups += (await build_pool(settings, index, catalog, log, cases, pool)).groups()
-    return groups
+        groups = (await build_pool(settings, index, catalog, log, cases, pool)).groups()
+        if back == 0 and stages > 1:
+            examples.latest = groups
+        else:
+            examples.older += groups
+    return examples
 
 
 async def train_ranker(
@@ -132,9 +161,15 @@ async def train_ranker(
     progress: Callable[[str], None] | None = None,
 ) -> LearnedRanker:
     """A ranker trained on ``sequences`` (user -> events, oldest first)."""
-    groups = await training_groups(settings, index, catalog, sequences, stages=stages, pool=pool, progress=progress)
+    examples = await training_groups(settings, index, catalog, sequences, stages=stages, pool=pool, progress=progress)
     if progress:
-        progress(f"training LambdaMART on {len(groups)} examples")
+        progress(f"training LambdaMART on {len(examples)} examples")
     return await asyncio.to_thread(
-        LearnedRanker.train, groups, catalog_fingerprint(catalog), features=features, pool=pool, stages=stages
+        LearnedRanker.train,
+        examples.older,
+        catalog_fingerprint(catalog),
+        stop_groups=examples.latest or None,
+        features=features,
+        pool=pool,
+        stages=stages,
     )
