@@ -88,7 +88,7 @@ def test_chroma_down_degrades_recommendations_and_the_service_recovers_when_it_r
             assert body["degraded"] and "Chroma" in body["error"] and "vector" in body["error"]
             ids = [r["item"]["id"] for r in body["items"]]
             assert len(ids) == 10 == len(set(ids)) and not {"50", "172", "181"} & set(ids)
-            assert "vector" not in sources(body) and sources(body) <= {"cooc", "popularity"}
+            assert "vector" not in sources(body) and sources(body) <= {"cooc", "transition", "popularity"}
             assert http.get("/v1/users/vera/profile", headers=AUTH).status_code == 200
             edit = {"edits": [{"name": "Sci-Fi", "kind": "interest", "action": "add"}]}
             for method, path, payload in [
