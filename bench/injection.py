@@ -30,7 +30,7 @@ async def main(users: int) -> dict[str, object]:
     data = load_movielens_100k(settings.cache_dir)
     splits = leave_one_out(data)
     index = await ingest(settings, data)
-    generator = CandidateGenerator.build(settings, index, data.items, training_log(splits, "valid"))
+    generator = CandidateGenerator.build(settings.retrieval, index, data.items, training_log(splits, "valid"))
     contexts = []
     for user in first_users(splits, users):
         history = splits[user].seen_before("valid")

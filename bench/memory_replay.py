@@ -32,7 +32,7 @@ async def main(users: int, sessions: int) -> dict[str, object]:
         chosen = [
             u
             for u in sorted(by_user, key=int)
-            if len(sessionize(by_user[u], timedelta(minutes=settings.memory_session_gap_minutes))) >= sessions
+            if len(sessionize(by_user[u], timedelta(minutes=settings.memory.session_gap_minutes))) >= sessions
         ]
         chosen = chosen[:users]
         llm = await open_llm(settings)

@@ -37,7 +37,7 @@ async def main(users: int) -> dict[str, object]:
         dataset = load_movielens_100k(settings.cache_dir)
         splits = leave_one_out(dataset)
         index = await ingest(settings, dataset)
-        generator = CandidateGenerator.build(settings, index, dataset.items, training_log(splits, "test"))
+        generator = CandidateGenerator.build(settings.retrieval, index, dataset.items, training_log(splits, "test"))
         contexts = []  # the first half is ranked one at a time, the second (other users) all at once,
         # so the concurrent figure is not flattered by prompts already in vLLM's prefix cache
         for user in first_users(splits, 2 * users):

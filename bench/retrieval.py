@@ -110,7 +110,7 @@ async def main(synthetic: int, queries: int) -> dict:
                 mode_settings = settings.model_copy(
                     update={"chroma_mode": mode, "chroma_path": Path(tmp) / "embedded", "chroma_port": port}
                 )
-                client = chroma_client(mode_settings)
+                client = chroma_client(mode_settings.chroma)
                 for name, items, vectors in (
                     ("movielens", ml_items, ml_vectors),
                     ("synthetic", syn_items, syn_vectors),

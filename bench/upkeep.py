@@ -26,7 +26,7 @@ async def main(users: int, sessions: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(data_dir=Path(tmp), memory_upkeep=True, memory_upkeep_interval_s=0.5)
         dataset = load_movielens_100k(settings.cache_dir)
-        gap = timedelta(minutes=settings.memory_session_gap_minutes)
+        gap = timedelta(minutes=settings.memory.session_gap_minutes)
         by_user = dataset.by_user()
         chosen = [u for u in sorted(by_user, key=int) if len(sessionize(by_user[u], gap)) >= sessions][:users]
         events = [e for u in chosen for s in sessionize(by_user[u], gap)[-sessions:] for e in s.interactions]
@@ -39,7 +39,7 @@ async def main(users: int, sessions: int) -> dict[str, object]:
             pending = "SELECT COUNT(*) FROM upkeep WHERE attempts <= ?"  # retries left: still the worker's
 
             def left() -> int:
-                return memory.db.connection().execute(pending, (settings.memory_upkeep_retries,)).fetchone()[0]
+                return memory.db.connection().execute(pending, (settings.memory.upkeep_retries,)).fetchone()[0]
 
             while await asyncio.to_thread(left):  # noqa: ASYNC110 - polling the durable queue is the point
                 await asyncio.sleep(0.5)

@@ -174,7 +174,7 @@ def serve(
     if workers == 1:
         uvicorn.run(create_app(), host=host, port=port, log_level="info")
         return
-    if settings.embedded and settings.llm_enabled:
+    if settings.embedded and settings.llm.enabled:
         err.print(
             "[red]--workers > 1 would start one embedded vLLM per process: set DRIFTREC_LLM_BASE_URL to a "
             "served model, or DRIFTREC_LLM_ENABLED=false[/red]"
@@ -687,7 +687,8 @@ def eval_offline(
     systems: Annotated[
         str,
         typer.Option(
-            help="Comma-separated: random, most-popular, item-knn, bpr, sasrec, sasrec-ce, driftrec-retrieval."
+            help="Comma-separated systems (driftrec.eval.systems): random, most-popular, item-knn, bpr, sasrec, "
+            "sasrec-ce, driftrec-retrieval, driftrec-learned."
         ),
     ] = "random,most-popular,item-knn,bpr,sasrec,driftrec-retrieval",
     stage: Annotated[str, typer.Option(help="valid or test.")] = "test",
@@ -733,8 +734,9 @@ def eval_ranker(
     pool: Annotated[int, typer.Option(help="Each source's top-n in the candidate pool.")] = 100,
     stages: Annotated[int, typer.Option(help="Training cut points per user (validation and before).")] = 5,
     ablate: Annotated[bool, typer.Option(help="Retrain without each feature group.")] = True,
+    sampled: Annotated[bool, typer.Option(help="Also order 1+19 sampled candidates (the LLM study's).")] = True,
     baselines: Annotated[
-        str, typer.Option(help="Comma-separated baselines (sasrec-ce: SASRec with early stopping, ~5 min).")
+        str, typer.Option(help="Comma-separated baselines (sasrec-ce: SASRec with early stopping, ~12 min).")
     ] = "most-popular,item-knn,bpr,sasrec-ce",
     out: Annotated[str, typer.Option(help="Folder for ranker.json and ranker.md.")] = "runs/ranker",
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
@@ -757,6 +759,7 @@ def eval_ranker(
                 pool=pool,
                 stages=stages,
                 ablate=ablate,
+                sampled=sampled,
                 baselines=[b.strip() for b in baselines.split(",") if b.strip()],
                 progress=status.update,
             )
@@ -865,7 +868,7 @@ def eval_llm(
 
 def _with_cache(settings: Settings) -> Settings:
     """Evaluation runs cache every LLM response on disk unless a cache path is configured."""
-    if settings.llm_cache_path is None:
+    if settings.llm.cache_path is None:
         return settings.model_copy(update={"llm_cache_path": settings.data_dir / "llm-cache.db"})
     return settings
 
@@ -878,10 +881,11 @@ def eval_sessions(
     gap_minutes: Annotated[float, typer.Option(help="Inactivity that starts a new session.")] = 1440.0,
     llm: Annotated[bool, typer.Option(help="Replay memory through the LLM and run the LLM rankers.")] = True,
     profile_sessions: Annotated[int, typer.Option(help="Sessions replayed through memory before each target.")] = 2,
-    baselines: Annotated[str, typer.Option(help="Comma-separated baselines (add sasrec for ~20 min more).")] = (
-        "random,most-popular,item-knn,bpr"
-    ),
+    baselines: Annotated[
+        str, typer.Option(help="Comma-separated baselines (add sasrec-ce for ~12 min more, sasrec for ~20).")
+    ] = "random,most-popular,item-knn,bpr",
     listwise: Annotated[bool, typer.Option(help="Also run the listwise ranker (full context).")] = True,
+    learned: Annotated[bool, typer.Option(help="Train and rank with the learned stage (about a minute).")] = True,
     out: Annotated[str, typer.Option(help="Run folder: per-user JSONL, report JSON/Markdown, plots.")] = (
         "runs/sessions"
     ),
@@ -909,6 +913,7 @@ def eval_sessions(
                 baselines=names,
                 profile_sessions=profile_sessions,
                 listwise=listwise,
+                learned=learned,
                 out_dir=Path(out),
                 resume=resume,
                 progress=lambda step: status.update(step),

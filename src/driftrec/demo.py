@@ -66,7 +66,7 @@ def demo_settings(settings: Settings) -> Settings:
             "data_dir": settings.data_dir / "demo",
             "chroma_path": settings.data_dir / "demo" / "chroma",
             "memory_session_gap_minutes": 1440.0,  # MovieLens ratings come in bursts: a day is a session
-            "llm_cache_path": settings.llm_cache_path or settings.data_dir / "llm-cache.db",
+            "llm_cache_path": settings.llm.cache_path or settings.data_dir / "llm-cache.db",
             "memory_upkeep": False,  # profiles are built below, on purpose, in the order shown
         }
     )
@@ -126,9 +126,9 @@ async def run_demo(
     dataset = load_movielens_100k(settings.cache_dir)
     splits = leave_one_out(dataset)
     by_user = dataset.by_user()
-    gap = timedelta(minutes=settings.memory_session_gap_minutes)
+    gap = timedelta(minutes=settings.memory.session_gap_minutes)
     picked = [u for u in sorted(by_user, key=int) if 2 <= len(sessionize(by_user[u], gap)) <= 4][:3]
-    model = settings.model if settings.embedded else str(settings.llm_base_url)
+    model = settings.model if settings.embedded else str(settings.llm.base_url)
     result = DemoResult(model=model)
     runs = settings.data_dir / "runs"
 

@@ -74,7 +74,7 @@ def test_the_client_sends_the_configured_headers_and_token(settings: Settings) -
             }
         )
         with contextlib.suppress(Exception):  # the listener is not Chroma: the client gives up after asking
-            chroma_client(own)
+            chroma_client(own.chroma)
     finally:
         server.shutdown()
     assert seen, "the client sent nothing"

@@ -170,7 +170,7 @@ def test_the_service_collects_young_garbage_less_often_while_it_serves(
     with TestClient(create_app(Recommender(own_settings, llm=None))) as client:
         answer = client.post("/v1/users/1/recommendations", json={"k": 2}, headers=bearer(keys["admin"]))
         assert answer.status_code == 200 and len(answer.json()["items"]) == 2
-        assert gc.get_threshold()[0] == own_settings.api_gc_threshold == 20_000
+        assert gc.get_threshold()[0] == own_settings.api.gc_threshold == 20_000
     assert gc.get_threshold() == before
     untouched = own_settings.model_copy(update={"api_gc_threshold": 0})
     with TestClient(create_app(Recommender(untouched, llm=None))):

@@ -58,7 +58,7 @@ async def qwen(qwen_settings: Settings) -> AsyncIterator[LLM]:
 async def contexts(settings: Settings, ml100k: Dataset) -> list[RankContext]:
     splits = leave_one_out(ml100k)
     index = await ingest(settings, ml100k)
-    generator = CandidateGenerator.build(settings, index, ml100k.items, training_log(splits, "valid"))
+    generator = CandidateGenerator.build(settings.retrieval, index, ml100k.items, training_log(splits, "valid"))
     out = []
     for user in first_users(splits, 3):
         history = splits[user].seen_before("valid")

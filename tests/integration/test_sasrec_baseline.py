@@ -10,19 +10,19 @@ import pytest
 from driftrec.config import Settings
 from driftrec.data import load_movielens_100k
 from driftrec.eval.baselines import BASELINES, MostPopular, TrainData
-from driftrec.eval.protocols import first_users, leave_one_out
-from driftrec.eval.runner import rank_with, train_data
+from driftrec.eval.protocols import leave_one_out
+from driftrec.eval.runner import leave_one_out_stage
 from driftrec.eval.sasrec import SASRecCE
+from driftrec.eval.systems import StageData, top_unseen
 
 
 @pytest.fixture(scope="module")
-def fitted(settings: Settings) -> tuple[SASRecCE, TrainData, dict, list[str]]:
+def fitted(settings: Settings) -> tuple[SASRecCE, TrainData, dict, StageData]:
     dataset = load_movielens_100k(settings.cache_dir)
-    splits = leave_one_out(dataset)
-    users = first_users(splits, None)
-    data = train_data(dataset, splits, "test")
+    stage = leave_one_out_stage(settings, dataset, "test")  # every user
+    data = stage.train_data()
     quick = SASRecCE(max_len=50, dropout=0.2, max_epochs=30, patience=3, seed=1)  # the fastest to learn
-    return quick.fit(data), data, splits, users
+    return quick.fit(data), data, leave_one_out(dataset), stage
 
 
 def test_training_stops_early_and_keeps_the_best_epoch(fitted) -> None:
@@ -42,14 +42,15 @@ def test_training_stops_early_and_keeps_the_best_epoch(fitted) -> None:
 
 
 def test_it_learns_more_than_popularity_on_the_test_stage(fitted) -> None:
-    model, data, splits, users = fitted
+    model, data, splits, stage = fitted
+    users = list(stage.cases)
     targets = {u: splits[u].test.item for u in users}
 
     def hits(ranked: dict[str, list[str]]) -> int:
         return sum(targets[u] in ranked[u] for u in users)
 
-    ours = rank_with(model, data, splits, users, "test")
+    ours = top_unseen(model, stage, 20)
     assert all(not set(ranked) & {e.item for e in splits[u].seen_before("test")} for u, ranked in ours.items())
-    popular = rank_with(MostPopular().fit(data), data, splits, users, "test")
+    popular = top_unseen(MostPopular().fit(data), stage, 20)
     assert hits(ours) > hits(popular)
     assert "sasrec-ce" in BASELINES

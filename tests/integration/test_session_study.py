@@ -24,7 +24,8 @@ USERS = 3
 async def test_session_replay_study_with_memory_and_llm(settings: Settings, llm: LLM, tmp_path: Path) -> None:
     dataset = load_movielens_100k(settings.cache_dir)
     own = settings.model_copy(update={"data_dir": tmp_path / "data", "chroma_path": tmp_path / "data" / "chroma"})
-    run = dict(users=USERS, profile_sessions=2, contexts=("full", "raw-history"), listwise=False, out_dir=tmp_path)
+    run = dict(users=USERS, profile_sessions=2, contexts=("full", "raw-history"), listwise=False, learned=False)
+    run |= dict(out_dir=tmp_path)  # the learned stage has its own test (test_session_learned.py)
     studies = await run_session_study(own, dataset, llm, **run)
     valid, test = studies["valid"], studies["test"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from driftrec.config import ConfigError, Settings, load_settings
+from driftrec.config import ConfigError, RankingSettings, RetrievalSettings, load_settings, setting_fields
 
 DOCS = Path(__file__).parents[2] / "docs" / "configuration.md"
 
@@ -15,8 +15,8 @@ DOCS = Path(__file__).parents[2] / "docs" / "configuration.md"
 def test_defaults_select_the_embedded_model(no_config_file: Path) -> None:
     settings = load_settings()
     assert settings.embedded
-    assert settings.llm_base_url is None
-    assert settings.vllm_dtype == "float32"
+    assert settings.llm.base_url is None
+    assert settings.vllm.dtype == "float32"
 
 
 def test_environment_selects_a_remote_endpoint(no_config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -24,8 +24,8 @@ def test_environment_selects_a_remote_endpoint(no_config_file: Path, monkeypatch
     monkeypatch.setenv("DRIFTREC_LLM_MODEL", "Qwen/Qwen2.5-7B-Instruct")
     settings = load_settings()
     assert not settings.embedded
-    assert settings.llm_base_url == "http://gpu-box:8000/v1"
-    assert settings.llm_model == "Qwen/Qwen2.5-7B-Instruct"
+    assert settings.llm.base_url == "http://gpu-box:8000/v1"
+    assert settings.llm.model == "Qwen/Qwen2.5-7B-Instruct"
 
 
 def test_toml_tables_prefix_their_keys_and_env_wins(no_config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -34,9 +34,9 @@ def test_toml_tables_prefix_their_keys_and_env_wins(no_config_file: Path, monkey
     )
     monkeypatch.setenv("DRIFTREC_LLM_MAX_CONCURRENCY", "4")
     settings = load_settings()
-    assert settings.llm_timeout_s == 5.5
-    assert settings.llm_max_concurrency == 4
-    assert settings.vllm_extra_args == ["--seed", "1"]
+    assert settings.llm.timeout_s == 5.5
+    assert settings.llm.max_concurrency == 4
+    assert settings.vllm.extra_args == ["--seed", "1"]
 
 
 def test_invalid_environment_value_names_the_variable(no_config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,6 +61,33 @@ def test_missing_explicit_config_file_is_an_error(no_config_file: Path, monkeypa
 
 def test_every_setting_is_documented() -> None:
     documented = set(re.findall(r"`DRIFTREC_([A-Z0-9_]+)`", DOCS.read_text()))
-    fields = {name.upper() for name in Settings.model_fields}
+    fields = {name.upper() for name in setting_fields()}
     assert fields - documented == set(), "settings missing from docs/configuration.md"
     assert documented - fields - {"CONFIG"} == set(), "docs/configuration.md lists settings that do not exist"
+
+
+def test_settings_come_in_groups_under_their_flat_names(no_config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRIFTREC_RETRIEVAL_WEIGHTS", '{"cooc": 2, "popularity": 0.5}')  # dicts and lists as JSON
+    settings = load_settings(ranking_llm_weight=0.25, memory={"alpha": 0.3})
+    assert settings.retrieval.weights == {"cooc": 2.0, "popularity": 0.5}
+    assert isinstance(settings.retrieval, RetrievalSettings)  # a component is handed its group alone
+    assert settings.ranking.llm_weight == 0.25 and settings.memory.alpha == 0.3
+    assert settings.chroma.path == settings.data_dir / "chroma"
+    with pytest.raises(ValueError, match="frozen"):
+        settings.retrieval.rrf_k = 5  # type: ignore[misc]  # groups are values: change them by copying
+
+
+def test_a_copy_changes_one_setting_by_its_flat_name(no_config_file: Path) -> None:
+    settings = load_settings()
+    changed = settings.model_copy(update={"llm_cache_path": Path("/tmp/c.db"), "data_dir": Path("/tmp/d")})
+    assert changed.llm.cache_path == Path("/tmp/c.db") and changed.data_dir == Path("/tmp/d")
+    assert changed.llm.timeout_s == settings.llm.timeout_s  # the rest of the group is kept
+    assert settings.llm.cache_path is None  # the original is untouched
+
+
+def test_the_reranker_is_handed_the_ranking_group_with_its_one_set_of_defaults(no_config_file: Path) -> None:
+    from driftrec.ranking import RankingPolicy, Reranker
+
+    assert RankingPolicy is RankingSettings  # no second list of defaults to disagree with (llm_weight was 0.5)
+    reranker = Reranker(None, load_settings().ranking)
+    assert reranker.policy.llm_weight == Reranker(None).policy.llm_weight == 0.0

@@ -51,7 +51,7 @@ from driftrec.models import (
     StatedPreference,
 )
 from driftrec.privacy import acting_for
-from driftrec.ranking import RankingPolicy, Reranker, build_context
+from driftrec.ranking import Reranker, build_context
 from driftrec.ranking.features import FeatureBuilder
 from driftrec.ranking.learned import LearnedRanker, RankerFileError, catalog_fingerprint
 from driftrec.ranking.training import candidate_pool, train_ranker
@@ -142,7 +142,7 @@ class Recommender:
         self._fitted_position = 0  # the event log position the candidate indexes have taken in
         self._generation = 0  # the store's generation they were built at (it moves when users are forgotten)
         self._saved_position = 0  # the position of the last snapshot this process saved or loaded
-        self.snapshots = SnapshotDir(settings.index_dir or settings.data_dir / "indexes")
+        self.snapshots = SnapshotDir(settings.index.dir or settings.data_dir / "indexes")
         self.index_origin = ""  # "snapshot" (loaded, then caught up) or "fit" (from the whole log)
         self._features_position = 0  # ... and the learned ranker's features
         self._polled_at = 0.0  # when the log position was last looked at (time.monotonic)
@@ -182,7 +182,7 @@ class Recommender:
             years = [item.year for item in self.catalog.values() if item.year]
             self.latest_year = max(years) if years else None  # what "recent" means, found once
             self.index = await open_item_index(self.settings)
-            if self._llm_option == "auto" and not self.settings.llm_enabled:
+            if self._llm_option == "auto" and not self.settings.llm.enabled:
                 self.llm = None  # configured off: retrieval and stored profiles only
             elif self._llm_option == "auto":
                 self.llm = await open_llm(self.settings)
@@ -193,13 +193,13 @@ class Recommender:
             await ensure_items(self.index, self.catalog, Counter())
             self._load_ranker()
             await self._fit()
-            self.reranker = Reranker(self.llm, RankingPolicy.from_settings(self.settings))
-            if self.llm is not None and self.settings.memory_upkeep:
+            self.reranker = Reranker(self.llm, self.settings.ranking)
+            if self.llm is not None and self.settings.memory.upkeep:
                 self.upkeep = Upkeep(
                     self.memory,
-                    interval_s=self.settings.memory_upkeep_interval_s,
-                    retries=self.settings.memory_upkeep_retries,
-                    max_sessions=self.settings.memory_refresh_max_sessions,
+                    interval_s=self.settings.memory.upkeep_interval_s,
+                    retries=self.settings.memory.upkeep_retries,
+                    max_sessions=self.settings.memory.refresh_max_sessions,
                 )
                 self.upkeep.start()
             self._started = True
@@ -251,9 +251,9 @@ class Recommender:
             started = time.perf_counter()
             positions = {item: i for i, item in enumerate(self.catalog)}
             position, generation = await asyncio.to_thread(memory.events.state_blocking)  # before any read
-            params = empty_indexes(self.settings).params()
+            params = empty_indexes(self.settings.retrieval).params()
             snapshot = None
-            if self.settings.index_snapshot_events:
+            if self.settings.index.snapshot_events:
                 store = await asyncio.to_thread(memory.db.pseudonym_key)
                 snapshot = await asyncio.to_thread(
                     self.snapshots.load,
@@ -264,7 +264,9 @@ class Recommender:
                 )
             if snapshot is not None and snapshot.position <= position:
                 users = snapshot.users
-                generator = CandidateGenerator.from_indexes(self.settings, self.index, self.catalog, snapshot.indexes)
+                generator = CandidateGenerator.from_indexes(
+                    self.settings.retrieval, self.index, self.catalog, snapshot.indexes
+                )
                 new = await asyncio.to_thread(memory.events.columns_blocking, positions, users, after=snapshot.position)
                 if len(new):
                     await asyncio.to_thread(generator.update, new, len(users))
@@ -274,7 +276,12 @@ class Recommender:
                 users = UserCodes()
                 columns = await asyncio.to_thread(memory.events.columns_blocking, positions, users)
                 generator = await asyncio.to_thread(
-                    CandidateGenerator.build_from_columns, self.settings, self.index, self.catalog, columns, len(users)
+                    CandidateGenerator.build_from_columns,
+                    self.settings.retrieval,
+                    self.index,
+                    self.catalog,
+                    columns,
+                    len(users),
                 )
                 fitted, origin = columns.last_seq, "fit"
             if self.learned is not None:
@@ -300,7 +307,7 @@ class Recommender:
         either this check sees the new generation, or the forgetting process's prune sees this file."""
         memory = self.memory
         assert memory is not None and self.generator is not None
-        if not self.settings.index_snapshot_events:
+        if not self.settings.index.snapshot_events:
             return
         snapshot = Snapshot(
             store=store_key(await asyncio.to_thread(memory.db.pseudonym_key)),
@@ -337,7 +344,7 @@ class Recommender:
             if len(new):
                 await asyncio.to_thread(self.generator.update, new, len(self._users))
                 self._fitted_position = new.last_seq
-                every = self.settings.index_snapshot_events
+                every = self.settings.index.snapshot_events
                 if every and self._fitted_position - self._saved_position >= every:
                     await self._save_snapshot()
             if (
@@ -355,7 +362,7 @@ class Recommender:
         """The saved learned ranker, checked against this catalog and these features; a file that does not
         fit is reported (every answer says why it fell back to fusion), never used misaligned."""
         self.learned, self.learned_error = None, None
-        if not self.settings.ranking_learned or not self.ranker_dir().exists():
+        if not self.settings.ranking.learned or not self.ranker_dir().exists():
             return
         try:
             self.learned = LearnedRanker.load(self.ranker_dir(), catalog_fingerprint(self.catalog))
@@ -374,7 +381,7 @@ class Recommender:
         for event in sorted(await asyncio.to_thread(memory.events.all_blocking), key=lambda e: e.timestamp):
             sequences.setdefault(event.user, []).append(event)
         model = await train_ranker(
-            self.settings, self.index, self.catalog, sequences, stages=stages, pool=pool, progress=progress
+            self.settings.retrieval, self.index, self.catalog, sequences, stages=stages, pool=pool, progress=progress
         )
         await asyncio.to_thread(model.save, self.ranker_dir())
         self._load_ranker()
@@ -410,7 +417,7 @@ class Recommender:
         if self._refit is not None and not self._refit.done():
             return
         if not wrote:
-            if time.monotonic() - self._polled_at < self.settings.index_poll_s:
+            if time.monotonic() - self._polled_at < self.settings.index.poll_s:
                 return
             self._polled_at = time.monotonic()
             position, generation = await asyncio.to_thread(memory.events.state_blocking)
@@ -456,7 +463,7 @@ class Recommender:
                     f"(1970 to now + {self.settings.events_max_future_s:g} s, DRIFTREC_EVENTS_MAX_FUTURE_S)",
                     ["body", "events", n, "timestamp"],
                 )
-        upkeep = self.settings.memory_upkeep if upkeep is None else upkeep
+        upkeep = self.settings.memory.upkeep if upkeep is None else upkeep
         written = await memory.observe(events, upkeep=upkeep and self.llm is not None)
         await self._maybe_refit(wrote=written > 0)
         return written
@@ -502,7 +509,7 @@ class Recommender:
         if query and understand:
             filters, query = self.understand(query, filters)
         started = time.perf_counter()
-        deadline = time.monotonic() + self.settings.ranking_timeout_s  # from arrival: retrieval counts too
+        deadline = time.monotonic() + self.settings.ranking.timeout_s  # from arrival: retrieval counts too
         now = now or _now()
         await self._maybe_refit()
         read = await asyncio.to_thread(memory.ranking_inputs_blocking, user, now)  # one hop, one connection
@@ -522,7 +529,7 @@ class Recommender:
             exclude=frozenset(exclude),
         )
         assert self.generator is not None and self.reranker is not None
-        n = max(self.settings.retrieval_candidates, self.settings.ranking_candidates, k)
+        n = max(self.settings.retrieval.candidates, self.settings.ranking.candidates, k)
         ordered, stage = await self._candidates(request, n)
         candidates = _distinct_titles(ordered, history, self._title_keys)
         candidates = _demote(candidates, demoted, filters)
@@ -536,7 +543,7 @@ class Recommender:
             profile_text=profile_document(profile) if profile.version else "",
             summaries=summaries,
             summary_texts=[summary_document(s, memory.titles) for s in summaries] + [_stated_text(s) for s in stated],
-            recent_items=self.settings.ranking_recent_items,
+            recent_items=self.settings.ranking.recent_items,
             query=query,
             exclude=exclude,
         )
@@ -682,7 +689,7 @@ class Recommender:
         """Chat mode ``auto``: native tool calls when the served model has them (an embedded model with a
         tool parser, or any remote endpoint: a failed call degrades to plan mode), else plan-first."""
         s = self.settings
-        mode = s.chat_mode
+        mode = s.chat.mode
         if mode == "auto":
             tool_calls = (
                 s.model_gguf_path is None and embedded_model(s.model).tool_parser is not None if s.embedded else True
@@ -691,10 +698,10 @@ class Recommender:
         memory = self._require()
         return ChatOptions(
             mode=mode,
-            tool_choice=s.chat_tool_choice,
+            tool_choice=s.chat.tool_choice,
             vocabulary=tuple(memory.vocabulary) if memory.vocabulary else ChatOptions().vocabulary,
-            statement_hours=s.memory_statement_hours,
-            history_tokens=s.chat_history_tokens,
+            statement_hours=s.memory.statement_hours,
+            history_tokens=s.chat.history_tokens,
             latest_year=self.latest_year,
         )
 

@@ -32,7 +32,6 @@ import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +39,7 @@ import numpy as np
 from driftrec.config import Settings
 from driftrec.data.dataset import Dataset
 from driftrec.eval.metrics import accuracy, bootstrap_ci, per_user, significance
-from driftrec.eval.protocols import first_users, leave_one_out, training_log
+from driftrec.eval.protocols import Case, first_users, leave_one_out, leave_one_out_cases
 from driftrec.eval.retrieval_study import ingest
 from driftrec.llm import LLM
 from driftrec.memory.profiles import profile_document, summary_document
@@ -56,24 +55,6 @@ WEIGHTS = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
 METRICS = ("ndcg@10", "hit_rate@10", "mrr@10", "hit_rate@1", "ndcg@5", "hit_rate@20")
 CONTEXTS = ("full", "no-profile", "no-session", "static-profile", "raw-history")
 RAW_HISTORY_ITEMS = 50  # LLMRank's raw-history prompt: the last 50 items as titles
-
-
-@dataclass
-class Case:
-    """One prediction: what the user had done (oldest first), what they did next, and when."""
-
-    history: list[Interaction]
-    targets: list[str]
-    now: datetime
-
-
-def leave_one_out_cases(dataset: Dataset, stage: str) -> tuple[dict[str, Case], list[Interaction]]:
-    """Leave-one-out cases for ``stage`` and the training log the candidate sources may be fitted on."""
-    splits = leave_one_out(dataset)
-    cases = {
-        u: Case(s.seen_before(stage), [s.target(stage).item], s.target(stage).timestamp) for u, s in splits.items()
-    }
-    return cases, training_log(splits, stage)
 
 
 @dataclass
@@ -247,7 +228,7 @@ async def collect(
     todo = [u for u in users if u not in done]
     if setting == "retrieved" and todo and generator is None:
         index = await ingest(settings, dataset)
-        generator = await asyncio.to_thread(CandidateGenerator.build, settings, index, dataset.items, log)
+        generator = await asyncio.to_thread(CandidateGenerator.build, settings.retrieval, index, dataset.items, log)
     reranker = Reranker(
         llm,
         RankingPolicy(  # type: ignore[arg-type]
@@ -257,12 +238,12 @@ async def collect(
             candidates=candidates,
             window=20,
             # Every user is queued at once; the time-out must cover the wait, not only the call.
-            timeout_s=max(settings.ranking_timeout_s, settings.llm_timeout_s, 600.0),
+            timeout_s=max(settings.ranking.timeout_s, settings.llm.timeout_s, 600.0),
         ),
     )
     titles = {i: item.title for i, item in dataset.items.items()}
     lock = asyncio.Lock()
-    semaphore = asyncio.Semaphore(settings.llm_max_concurrency)
+    semaphore = asyncio.Semaphore(settings.llm.max_concurrency)
 
     async def one(user: str) -> Record:
         case = cases[user]
@@ -273,7 +254,7 @@ async def collect(
             found = await generator.generate(request, candidates)
         else:
             found = sampled_candidates(
-                dataset, {e.item for e in history}, case.targets[0], f"{settings.llm_seed}:{user}"
+                dataset, {e.item for e in history}, case.targets[0], f"{settings.llm.seed}:{user}"
             )
         known = (memories or {}).get(user)
         profile = None
@@ -282,7 +263,7 @@ async def collect(
             profile = known.static if context == "static-profile" else known.evolving
         if known is not None and context not in ("no-session", "raw-history"):
             summaries = known.summaries
-        recent = {"no-session": 0, "raw-history": RAW_HISTORY_ITEMS}.get(context, settings.ranking_recent_items)
+        recent = {"no-session": 0, "raw-history": RAW_HISTORY_ITEMS}.get(context, settings.ranking.recent_items)
         ctx = build_context(
             user,
             found,

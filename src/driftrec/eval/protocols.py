@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from driftrec.data.dataset import Dataset
 from driftrec.memory.sessions import sessionize
@@ -42,6 +42,15 @@ def leave_one_out(dataset: Dataset, *, min_history: int = 1) -> dict[str, UserSp
             continue
         splits[user] = UserSplit(user, events[:-2], events[-2], events[-1])
     return splits
+
+
+@dataclass
+class Case:
+    """One prediction: what the user had done (oldest first), what they did next, and when."""
+
+    history: list[Interaction]
+    targets: list[str]
+    now: datetime
 
 
 def first_users(splits: Mapping[str, object], n: int | None) -> list[str]:
@@ -114,3 +123,12 @@ def session_training_log(dataset: Dataset, splits: Mapping[str, SessionSplit], s
     log = [event for split in splits.values() for event in split.seen_before(stage)]
     log += [e for e in dataset.interactions if e.user not in splits]
     return log
+
+
+def leave_one_out_cases(dataset: Dataset, stage: str) -> tuple[dict[str, Case], list[Interaction]]:
+    """Leave-one-out cases for ``stage`` (every user) and the training log every system may learn from."""
+    splits = leave_one_out(dataset)
+    cases = {
+        u: Case(s.seen_before(stage), [s.target(stage).item], s.target(stage).timestamp) for u, s in splits.items()
+    }
+    return cases, training_log(splits, stage)

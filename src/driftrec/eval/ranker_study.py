@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,14 +23,16 @@ import numpy as np
 
 from driftrec.config import Settings
 from driftrec.data.dataset import Dataset
-from driftrec.eval.baselines import BASELINES
+from driftrec.eval.llm_study import sampled_candidates
 from driftrec.eval.metrics import DEFAULT_METRICS, accuracy, bootstrap_ci, per_user, significance
-from driftrec.eval.protocols import first_users, leave_one_out, training_log
+from driftrec.eval.protocols import UserSplit, first_users, leave_one_out, training_log
 from driftrec.eval.retrieval_study import ingest
-from driftrec.eval.runner import K, rank_with, train_data
+from driftrec.eval.runner import K, leave_one_out_stage
+from driftrec.eval.systems import SYSTEMS, make_system
 from driftrec.ranking.features import FEATURES, SOURCES
 from driftrec.ranking.learned import LearnedRanker, catalog_fingerprint
-from driftrec.ranking.training import Pool, build_pool, training_groups
+from driftrec.ranking.training import Pool, Target, build_pool, training_groups
+from driftrec.retrieval.store import ItemIndex
 
 ABLATIONS: dict[str, tuple[str, ...]] = {
     "profile": ("genre_match_long", "genre_match_recent"),
@@ -58,6 +61,8 @@ class RankerStudy:
     ablations: dict[str, dict[str, float]]  # without <group>: test ndcg@10 and its drop
     seconds: dict[str, float]
     baseline_training: dict[str, dict[str, object]] = field(default_factory=dict)  # e.g. SASRec's epochs
+    sampled: list[SystemRow] = field(default_factory=list)  # 1+19: the target and 19 seeded unseen items
+    sampled_first: dict[str, dict[str, float]] = field(default_factory=dict)  # the same, the first N users
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -79,7 +84,7 @@ class RankerStudy:
         lines += ["", "| learned vs | NDCG@10 difference | p (paired t) |", "|---|---|---|"]
         for other, t in self.tests.items():
             lines.append(f"| {other} | {t['difference']:+.4f} | {t['p_value']:.2g} |")
-        lines += ["", "| without | NDCG@10 | change |", "|---|---|---|"]
+        lines += ["", "| without | NDCG@10 | change |", "|---|---|---|"] if self.ablations else []
         for group, a in self.ablations.items():
             lines.append(f"| {group} | {a['ndcg@10']:.4f} | {a['change']:+.4f} |")
         for name, report in self.baseline_training.items():
@@ -88,9 +93,65 @@ class RankerStudy:
                 f"{name}: best validation NDCG@10 {report['best_valid_ndcg10']} at epoch {report['best_epoch']} "
                 f"of {report['epochs_run']} (early stopping), seed {report['seed']}, {report['seconds']} s",
             ]
+        if self.sampled:
+            lines += [
+                "",
+                f"1+19 sampled (the test item and 19 seeded random unseen items, {self.users} users):",
+                "",
+                "| order of the 20 | NDCG@10 [95% CI] | HR@10 |",
+                "|---|---|---|",
+            ]
+            for s in self.sampled:
+                n, hit = s.ci95["ndcg@10"], s.metrics["hit_rate@10"]
+                lines.append(f"| {s.name} | {s.metrics['ndcg@10']:.4f} [{n[0]:.3f}, {n[1]:.3f}] | {hit:.4f} |")
+            for first, row in self.sampled_first.items():
+                lines.append(f"\n{first}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()))
         top = sorted(self.card["importance"].items(), key=lambda kv: -kv[1])[:8]  # type: ignore[union-attr]
         lines += ["", "Importance (gain share): " + ", ".join(f"{k} {v:.2f}" for k, v in top)]
         return "\n".join(lines)
+
+
+SAMPLED_FIRST = 150  # the model ladder's users (`driftrec eval llm --setting sampled --users 150`)
+
+
+async def _sampled_orders(
+    settings: Settings,
+    index: ItemIndex,
+    dataset: Dataset,
+    splits: Mapping[str, UserSplit],
+    chosen: Sequence[str],
+    model: LearnedRanker,
+) -> dict[str, dict[str, list[str]]]:
+    """Each system's order of the same 20 candidates per user: the test item and 19 unseen items drawn
+    exactly as the LLM study draws them (same seed per user), so the rows sit beside the model ladder's."""
+    log = training_log(splits, "test")
+    given = {
+        u: [
+            c.item.id
+            for c in sampled_candidates(
+                dataset,
+                {e.item for e in splits[u].seen_before("test")},
+                splits[u].target("test").item,
+                f"{settings.llm.seed}:{u}",
+            )
+        ]
+        for u in chosen
+    }
+    cases = {u: (splits[u].seen_before("test"), Target.next_event(splits[u].target("test"))) for u in chosen}
+    pool = await build_pool(settings.retrieval, index, dataset.items, log, cases, model.card.pool, include=given)
+    counts = Counter(e.item for e in log)
+    learned, fusion = {}, {}
+    for user, ids in given.items():
+        position = {item: n for n, item in enumerate(pool.ids[user])}
+        scores = model.scores(pool.rows[user])
+        learned[user] = sorted(ids, key=lambda i: -scores[position[i]])
+        fusion[user] = sorted(ids, key=lambda i: position[i])  # what no source proposed comes last, as given
+    return {
+        "random order (as given)": given,
+        "popularity (training log)": {u: sorted(ids, key=lambda i: -counts[i]) for u, ids in given.items()},
+        "driftrec-fusion (pool order)": fusion,
+        "driftrec-learned": learned,
+    }
 
 
 def _ranked(model: LearnedRanker, test: Pool) -> dict[str, list[str]]:
@@ -110,13 +171,14 @@ async def run_ranker_study(
     pool: int = 100,
     baselines: Sequence[str] = ("most-popular", "item-knn", "bpr", "sasrec-ce"),
     ablate: bool = True,
+    sampled: bool = True,
     stages: int = 5,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[RankerStudy, LearnedRanker]:
     say = progress or (lambda _: None)
-    unknown = [b for b in baselines if b not in BASELINES]
+    unknown = [b for b in baselines if b not in SYSTEMS]
     if unknown:
-        raise ValueError(f"unknown baseline {', '.join(unknown)}; known: {', '.join(BASELINES)}")
+        raise ValueError(f"unknown system {', '.join(unknown)}; known: {', '.join(SYSTEMS)}")
     splits = leave_one_out(dataset)
     chosen = first_users(splits, users)
     index = await ingest(settings, dataset)
@@ -124,11 +186,13 @@ async def run_ranker_study(
     # Training sees each user's history and validation item (never a test item): cut points from there.
     sequences = {u: [*splits[u].history, splits[u].valid] for u in chosen}
     started = time.perf_counter()
-    examples = await training_groups(settings, index, dataset.items, sequences, stages=stages, pool=pool, progress=say)
+    examples = await training_groups(
+        settings.retrieval, index, dataset.items, sequences, stages=stages, pool=pool, progress=say
+    )
     pools_seconds = time.perf_counter() - started
     say("candidates and features, test stage")
-    test_cases = {u: (splits[u].seen_before("test"), splits[u].target("test")) for u in chosen}
-    test = await build_pool(settings, index, dataset.items, training_log(splits, "test"), test_cases, pool)
+    test_cases = {u: (splits[u].seen_before("test"), Target.next_event(splits[u].target("test"))) for u in chosen}
+    test = await build_pool(settings.retrieval, index, dataset.items, training_log(splits, "test"), test_cases, pool)
     say(f"training LambdaMART on {len(examples)} examples")
 
     def train(features: Sequence[str] = FEATURES) -> LearnedRanker:
@@ -143,13 +207,15 @@ async def run_ranker_study(
         "driftrec-fusion (same pool)": {u: ids[:K] for u, ids in test.ids.items()},
     }
     baseline_training: dict[str, dict[str, object]] = {}
-    data = train_data(dataset, splits, "test")
+    stage = leave_one_out_stage(settings, dataset, "test", users)
+    stage.index = index
     for name in baselines:
         say(f"baseline {name}")
-        fitted = await asyncio.to_thread(BASELINES[name]().fit, data)
-        rankings[name] = await asyncio.to_thread(rank_with, fitted, data, splits, chosen, "test")
-        if (report := getattr(fitted, "report", None)) is not None:  # epochs, early stopping, seed
-            baseline_training[name] = asdict(report)
+        system = make_system(name)
+        await system.fit(stage)
+        rankings[name] = await system.rank(stage, K)
+        if (report := system.report()) is not None:  # epochs, early stopping, seed
+            baseline_training[name] = report
     systems = []
     for name, ranked in rankings.items():
         metrics = accuracy(targets, ranked, DEFAULT_METRICS)
@@ -170,6 +236,25 @@ async def run_ranker_study(
             reduced = await asyncio.to_thread(train, kept)
             score = accuracy(targets, _ranked(reduced, test), ["ndcg@10"])["ndcg@10"]
             ablations[group] = {"ndcg@10": score, "change": round(score - ndcg["driftrec-learned"], 4)}
+    sampled_rows: list[SystemRow] = []
+    sampled_first: dict[str, dict[str, float]] = {}
+    if sampled:
+        say("1+19 sampled candidates")
+        orders = await _sampled_orders(settings, index, dataset, splits, chosen, model)
+        first = chosen[:SAMPLED_FIRST]
+        for name, ranked in orders.items():
+            metrics = accuracy(targets, ranked, DEFAULT_METRICS)
+            ci = {m: bootstrap_ci(per_user(targets, ranked, m)) for m in ("ndcg@10", "hit_rate@10")}
+            sampled_rows.append(SystemRow(name, metrics, ci))
+        # the model ladder's users: these rows sit beside its LLM orders (docs/results.md)
+        first_targets = {u: targets[u] for u in first}
+        first_orders = {name: {u: ranked[u] for u in first} for name, ranked in orders.items()}
+        sampled_first[f"first {len(first)} users, NDCG@10"] = {
+            name: accuracy(first_targets, ranked, ["ndcg@10"])["ndcg@10"] for name, ranked in first_orders.items()
+        }
+        pair = {k: first_orders[k] for k in ("driftrec-learned", "popularity (training log)")}
+        p = significance(first_targets, pair, "ndcg@10")["driftrec-learned"]["popularity (training log)"]
+        sampled_first[f"first {len(first)} users, learned vs popularity"] = {"p (paired t)": p}
     recall = {"union": test.recall()} | {s: test.source_hits[s] / max(1, len(chosen)) for s in SOURCES}
     study = RankerStudy(
         dataset=dataset.name,
@@ -181,6 +266,8 @@ async def run_ranker_study(
         card=asdict(model.card),
         ablations=ablations,
         baseline_training=baseline_training,
+        sampled=sampled_rows,
+        sampled_first=sampled_first,
         seconds={
             "train_pools": round(pools_seconds, 1),
             "test_pool": round(test.seconds, 1),

@@ -116,7 +116,7 @@ async def _stage_lists(
 ) -> tuple[dict[str, dict[str, list[str]]], CandidateGenerator]:
     """Every user's per-source top-POOL for one stage, with sources fitted on that stage's training log."""
     log = training_log(splits, stage)
-    generator = await asyncio.to_thread(CandidateGenerator.build, settings, index, dataset.items, log)
+    generator = await asyncio.to_thread(CandidateGenerator.build, settings.retrieval, index, dataset.items, log)
     semaphore = asyncio.Semaphore(8)
     out: dict[str, dict[str, list[str]]] = {}
 
@@ -151,7 +151,7 @@ async def run_retrieval_study(
     chosen = first_users(splits, users)
 
     valid_lists, _ = await _stage_lists(settings, dataset, index, splits, chosen, "valid", (), progress)
-    grid = weight_grid(valid_lists, {u: splits[u].valid.item for u in chosen}, settings.retrieval_rrf_k)
+    grid = weight_grid(valid_lists, {u: splits[u].valid.item for u in chosen}, settings.retrieval.rrf_k)
     weights = tune_weights(grid)
     test_lists, generator = await _stage_lists(settings, dataset, index, splits, chosen, "test", alphas, progress)
     targets = {u: splits[u].test.item for u in chosen}
@@ -180,11 +180,11 @@ async def run_retrieval_study(
         len(chosen),
         {s: {k: _hits(test_lists, targets, s, k) for k in CUTOFFS} for s in systems},
         settings={
-            "alpha": settings.retrieval_alpha,
-            "rrf_k": settings.retrieval_rrf_k,
+            "alpha": settings.retrieval.alpha,
+            "rrf_k": settings.retrieval.rrf_k,
             "pool": POOL,
-            "cooc_window": settings.retrieval_cooc_window,
-            "popularity_days": settings.retrieval_popularity_days,
+            "cooc_window": settings.retrieval.cooc_window,
+            "popularity_days": settings.retrieval.popularity_days,
             "tuned_weights": weights,
             "validation_grid": [{"weights": w, "hit@20": round(a, 4), "hit@50": round(b, 4)} for w, a, b in grid],
         },

@@ -1,14 +1,15 @@
 """Run rankers on one protocol stage and report metrics: the harness's core loop.
 
-Every system sees the same split: it is fitted on the stage's training log and ranks the full catalog
-minus the user's seen items (the "full ranking" candidate setting); driftrec's retrieval ranker ranks its
-fused candidate list. Results: ranx accuracy metrics, 95 % bootstrap intervals, coverage, intra-list
-diversity, popularity bias, and a paired t-test of the best system against the best baseline.
+Every system (``eval.systems``: the baselines and driftrec's variants, each one registered class) sees
+the same split: it is fitted on the stage's training log and ranks the full catalog minus the user's
+seen items (the "full ranking" candidate setting); driftrec's retrieval ranks its fused candidate list,
+its learned stage the union of every source's candidates. Results: ranx accuracy metrics, 95 %
+bootstrap intervals, coverage, intra-list diversity, popularity bias, and a paired t-test of the best
+driftrec system against the best baseline.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import platform
 import time
@@ -19,7 +20,6 @@ from pathlib import Path
 
 from driftrec.config import Settings
 from driftrec.data.dataset import Dataset
-from driftrec.eval.baselines import BASELINES, Ranker, TrainData
 from driftrec.eval.metrics import (
     CUTOFFS,
     DEFAULT_METRICS,
@@ -31,13 +31,11 @@ from driftrec.eval.metrics import (
     popularity_bias,
     significance,
 )
-from driftrec.eval.protocols import first_users, leave_one_out, training_log
-from driftrec.eval.retrieval_study import ingest
-from driftrec.retrieval import CandidateGenerator, RetrievalRequest
+from driftrec.eval.protocols import first_users, leave_one_out_cases
+from driftrec.eval.systems import SYSTEMS, StageData, make_system
 
 K = max(CUTOFFS)
 HEADLINE = ("ndcg@10", "hit_rate@10", "hit_rate@20", "mrr@10")
-DRIFTREC_SYSTEMS = ("driftrec-retrieval",)
 
 
 @dataclass
@@ -48,6 +46,7 @@ class SystemResult:
     beyond: dict[str, float]
     fit_seconds: float
     rank_seconds: float
+    training: dict[str, object] | None = None  # what the system's training decided (epochs, a ranker's card)
 
 
 @dataclass
@@ -96,37 +95,11 @@ class Report:
         return "\n".join(lines)
 
 
-async def _driftrec_retrieval(
-    settings: Settings, dataset: Dataset, log: list, splits: dict, users: list[str], stage: str
-) -> tuple[dict[str, list[str]], float]:
-    """driftrec with no LLM: the fused candidate list, in fusion order."""
-    started = time.perf_counter()
-    index = await ingest(settings, dataset)
-    generator = await asyncio.to_thread(CandidateGenerator.build, settings, index, dataset.items, log)
-    fit_seconds = time.perf_counter() - started
-    semaphore = asyncio.Semaphore(8)
-
-    async def one(user: str) -> tuple[str, list[str]]:
-        split = splits[user]
-        request = RetrievalRequest(user=user, history=split.seen_before(stage), now=split.target(stage).timestamp)
-        async with semaphore:
-            candidates = await generator.generate(request, K)
-        return user, [c.item.id for c in candidates]
-
-    return dict(await asyncio.gather(*(one(u) for u in users))), fit_seconds
-
-
-def train_data(dataset: Dataset, splits: dict, stage: str) -> TrainData:
-    """What a baseline is fitted on: ``stage``'s training log, per user in time order."""
-    sequences: dict[str, list] = {}
-    for event in training_log(splits, stage):
-        sequences.setdefault(event.user, []).append(event)
-    return TrainData(list(dataset.items), sequences)
-
-
-def rank_with(ranker: Ranker, data: TrainData, splits: dict, users: Sequence[str], stage: str) -> dict[str, list[str]]:
-    """A fitted baseline ranking the full catalog minus each user's seen items."""
-    return {u: ranker.recommend(u, [e.item for e in splits[u].seen_before(stage)], K, data.catalog) for u in users}
+def leave_one_out_stage(settings: Settings, dataset: Dataset, stage: str, users: int | None = None) -> StageData:
+    """Leave-one-out ``stage`` for the first ``users`` users (all when None): what every system ranks."""
+    cases, log = leave_one_out_cases(dataset, stage)
+    chosen = first_users(cases, users)
+    return StageData(settings, dataset, log, {u: cases[u] for u in chosen})
 
 
 async def run_offline(
@@ -138,31 +111,29 @@ async def run_offline(
     users: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Report:
+    """Every named system (``eval.systems``) fitted on the stage's training log, ranking the same users."""
     started = time.perf_counter()
-    splits = leave_one_out(dataset)
-    chosen = first_users(splits, users)
-    log = training_log(splits, stage)
-    data = train_data(dataset, splits, stage)
-    targets = {u: splits[u].target(stage).item for u in chosen}
-    popularity = Counter(e.item for e in log)
+    unknown = [name for name in systems if name not in SYSTEMS]
+    if unknown:
+        raise ValueError(f"unknown system {', '.join(map(repr, unknown))}; known: {', '.join(SYSTEMS)}")
+    data = leave_one_out_stage(settings, dataset, stage, users)
+    targets = {u: c.targets for u, c in data.cases.items()}
+    popularity = Counter(e.item for e in data.log)
     genres = {i: item.genres for i, item in dataset.items.items()}
 
-    report = Report(dataset.name, stage, len(chosen))
+    report = Report(dataset.name, stage, len(data.cases))
     rankings: dict[str, dict[str, list[str]]] = {}
+    groups: dict[str, str] = {}
     for name in systems:
         if progress:
             progress(name)
+        system = make_system(name)
         t0 = time.perf_counter()
-        if name in DRIFTREC_SYSTEMS:
-            ranked, fit_seconds = await _driftrec_retrieval(settings, dataset, log, splits, chosen, stage)
-        elif name in BASELINES:
-            ranker = await asyncio.to_thread(BASELINES[name]().fit, data)
-            fit_seconds = time.perf_counter() - t0
-            ranked = await asyncio.to_thread(rank_with, ranker, data, splits, chosen, stage)
-        else:
-            raise ValueError(f"unknown system {name!r}; known: {[*BASELINES, *DRIFTREC_SYSTEMS]}")
+        await system.fit(data)
+        fit_seconds = time.perf_counter() - t0
+        ranked = await system.rank(data, K)
         rank_seconds = time.perf_counter() - t0 - fit_seconds
-        rankings[name] = ranked
+        rankings[name], groups[name] = ranked, system.group
         metrics = accuracy(targets, ranked, DEFAULT_METRICS)
         intervals = {m: bootstrap_ci(per_user(targets, ranked, m)) for m in ("ndcg@10", "hit_rate@10")}
         beyond = {
@@ -170,10 +141,12 @@ async def run_offline(
             "ild@10": intra_list_diversity(ranked, genres),
             "popularity_bias@10": popularity_bias(ranked, popularity),
         }
-        report.systems.append(SystemResult(name, metrics, intervals, beyond, fit_seconds, rank_seconds))
+        report.systems.append(
+            SystemResult(name, metrics, intervals, beyond, fit_seconds, rank_seconds, training=system.report())
+        )
 
-    baselines = [s for s in report.systems if s.name in BASELINES and s.name != "random"]
-    ours = [s for s in report.systems if s.name in DRIFTREC_SYSTEMS]
+    baselines = [s for s in report.systems if groups[s.name] == "baseline" and s.name != "random"]
+    ours = [s for s in report.systems if groups[s.name] == "driftrec"]
     if baselines and ours:
         best_baseline = max(baselines, key=lambda s: s.metrics["ndcg@10"])
         best_ours = max(ours, key=lambda s: s.metrics["ndcg@10"])

@@ -10,7 +10,9 @@ is scored against the target session's new items (ranx; several relevant items p
 Rankers in one run, on the same users:
 - baselines: random, most-popular, item-KNN, BPR (SASRec on request; it trains for ~20 min), test
   stage only, with their own hyper-parameters (validation chooses driftrec's knobs, not theirs);
-- driftrec without an LLM: co-occurrence, popularity, vector retrieval, fused retrieval;
+- driftrec without an LLM: co-occurrence, transitions, popularity, vector retrieval, fused retrieval, and
+  the learned ranking stage (LambdaMART over the candidate pool, trained on earlier sessions: each
+  training example is a session's new items given everything before it);
 - the alpha sweep, u_f = alpha * u_s + (1 - alpha) * u_l, with u_l from the history (no LLM), from the
   evolving LLM profile, or from the static one (its first version, never updated); alpha is chosen on
   validation per u_l;
@@ -31,14 +33,15 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
+
+import numpy as np
 
 from driftrec.config import Settings
 from driftrec.data.dataset import Dataset
-from driftrec.eval.baselines import BASELINES, TrainData
 from driftrec.eval.llm_study import (
     WEIGHTS,
-    Case,
     Record,
     UserMemory,
     build_profiles,
@@ -56,16 +59,23 @@ from driftrec.eval.metrics import (
     popularity_bias,
     significance,
 )
-from driftrec.eval.protocols import SessionSplit, first_users, session_replay, session_training_log
+from driftrec.eval.protocols import Case, SessionSplit, first_users, session_replay, session_training_log
 from driftrec.eval.retrieval_study import ingest
+from driftrec.eval.systems import StageData, make_system
 from driftrec.llm import LLM
+from driftrec.memory.sessions import sessionize
+from driftrec.models import Interaction
 from driftrec.ranking import RankErrors
+from driftrec.ranking.learned import LearnedRanker, catalog_fingerprint
+from driftrec.ranking.training import Cases, Target, build_pool, examples_at
 from driftrec.retrieval import CandidateGenerator, ItemIndex, RetrievalRequest
 from driftrec.retrieval.fusion import rrf
 
 K = 20
 FUSED = "fused retrieval (configured weights)"
 TUNED = "fused retrieval (weights tuned on validation)"
+LEARNED = "driftrec-learned (LambdaMART over the pool)"
+LEARNED_CUTS = 4  # session cut points per training user: the latest decides early stopping
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 BASELINE_SYSTEMS = ("random", "most-popular", "item-knn", "bpr")
 LLM_CONTEXTS = ("full", "no-profile", "no-session", "static-profile", "raw-history")
@@ -76,7 +86,7 @@ COLUMNS = ("ndcg@10", "recall@10", "recall@20", "hit_rate@10", "mrr@10", "precis
 @dataclass
 class SystemScore:
     name: str
-    group: str  # baseline | retrieval | alpha | llm
+    group: str  # baseline | retrieval | ranking | alpha | llm
     metrics: dict[str, float]
     ci: tuple[float, float]  # 95 % bootstrap interval of NDCG@10
     beyond: dict[str, float] = field(default_factory=dict)  # coverage, diversity, popularity bias at 10
@@ -95,6 +105,7 @@ class SessionStudy:
     significance: list[dict[str, object]] = field(default_factory=list)
     cost: dict[str, dict[str, float]] = field(default_factory=dict)  # llm ranker -> tokens, latency
     errors: dict[str, float] = field(default_factory=dict)
+    learned: dict[str, object] = field(default_factory=dict)  # the learned stage's training, when run
     profile_sessions: int = 0
     seconds: float = 0.0
 
@@ -124,6 +135,8 @@ class SessionStudy:
             lines += ["| u_l from | " + " | ".join(f"α={a}" for a in alphas) + " |", "|---|" + "---|" * len(alphas)]
             for source, row in self.alpha_sweep.items():
                 lines.append(f"| {source} | " + " | ".join(f"{row[a]:.4f}" for a in alphas) + " |")
+        if self.learned:
+            lines += ["", "Learned stage: " + ", ".join(f"{k} {v}" for k, v in self.learned.items())]
         if self.cost:
             lines += [
                 "",
@@ -216,17 +229,96 @@ async def _tune_fusion(
     return best[1]
 
 
-def _baseline_rankings(
-    dataset: Dataset, log: Sequence, cases: Mapping[str, Case], names: Sequence[str]
+def _sessions_known(
+    dataset: Dataset, splits: Mapping[str, SessionSplit], stage: str, gap_minutes: float
+) -> tuple[dict[str, list[list[Interaction]]], list[Interaction]]:
+    """What the learned ranker may train on when predicting ``stage``: per user the sessions before the
+    stage's target (every session for users who are not evaluated), and the events of users with a
+    single session (no example, always in the log)."""
+    sessions: dict[str, list[list[Interaction]]] = {}
+    single: list[Interaction] = []
+    for user, events in dataset.by_user().items():
+        if user in splits:
+            known = splits[user].sessions[: -2 if stage == "valid" else -1]
+        else:
+            known = [s.interactions for s in sessionize(events, timedelta(minutes=gap_minutes))]
+        if len(known) >= 2:
+            sessions[user] = known
+        else:
+            single += [e for s in known for e in s]
+    return sessions, single
+
+
+def _session_cut(
+    sessions: Mapping[str, list[list[Interaction]]], single: Sequence[Interaction], back: int
+) -> tuple[Cases, list[Interaction]]:
+    """The examples ``back`` sessions before each user's latest known one (its new items given everything
+    before it), and the log of every user's events before their own cut."""
+    cases: Cases = {}
+    log = list(single)
+    for user, known in sessions.items():
+        at = len(known) - 1 - back
+        before = [e for s in known[: max(at, 0)] for e in s]
+        log += before
+        if at >= 1:
+            seen = {e.item for e in before}
+            new = [e.item for e in known[at] if e.item not in seen]
+            if new:
+                cases[user] = (before, Target.session(known[at][0].timestamp, new))
+    return cases, log
+
+
+async def _learned_rankings(
+    settings: Settings,
+    dataset: Dataset,
+    index: ItemIndex,
+    splits: Mapping[str, SessionSplit],
+    cases: Mapping[str, Case],
+    log: Sequence[Interaction],
+    stage: str,
+    gap_minutes: float,
+) -> tuple[dict[str, list[str]], dict[str, object]]:
+    """The learned stage trained on sessions before ``stage``'s target, ranking each user's pool."""
+    started = time.perf_counter()
+    sessions, single = _sessions_known(dataset, splits, stage, gap_minutes)
+    cuts = (_session_cut(sessions, single, back) for back in range(LEARNED_CUTS))
+    examples = await examples_at(settings.retrieval, index, dataset.items, cuts, stages=LEARNED_CUTS, pool=POOL)
+    catalog = catalog_fingerprint(dataset.items)
+    model = await asyncio.to_thread(
+        LearnedRanker.train, examples.older, catalog, stop_groups=examples.latest, pool=POOL, stages=LEARNED_CUTS
+    )
+    targets = {u: (c.history, Target.session(c.now, c.targets)) for u, c in cases.items()}
+    pool = await build_pool(settings.retrieval, index, dataset.items, log, targets, POOL)
+    ranked = {}
+    for user, ids in pool.ids.items():
+        order = np.argsort(-model.scores(pool.rows[user]), kind="stable")
+        ranked[user] = [ids[n] for n in order[:K]]
+    card = model.card
+    info = {
+        "examples": len(examples),
+        "pool_recall@100": round(pool.recall(), 4),
+        "valid_ndcg@10 (stopping set)": card.valid_ndcg10,
+        "params": card.params,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    return ranked, info
+
+
+async def _baseline_rankings(
+    settings: Settings,
+    dataset: Dataset,
+    index: ItemIndex,
+    log: Sequence,
+    cases: Mapping[str, Case],
+    names: Sequence[str],
 ) -> dict[str, dict[str, list[str]]]:
-    sequences: dict[str, list] = {}
-    for event in sorted(log, key=lambda e: e.timestamp):
-        sequences.setdefault(event.user, []).append(event)
-    data = TrainData(list(dataset.items), sequences)
+    """Each named system (``eval.systems``) fitted on the stage's log, ranking these users."""
+    stage = StageData(settings, dataset, log, cases, index=index)
     out = {}
     for name in names:
-        ranker = BASELINES[name]().fit(data)
-        out[name] = {u: ranker.recommend(u, [e.item for e in c.history], K, data.catalog) for u, c in cases.items()}
+        system = make_system(name)
+        await system.fit(stage)
+        out[name] = await system.rank(stage, K)
     return out
 
 
@@ -256,6 +348,7 @@ async def _stage(
     contexts: Sequence[str],
     listwise: bool,
     fusion: dict[str, float] | None,
+    learned: dict[str, object] | None,
     out_dir: Path,
     resume: bool,
     progress: Callable[[str], None] | None,
@@ -264,6 +357,7 @@ async def _stage(
 
     ``fusion``: retrieval weights chosen on validation; None (the validation stage) tunes them here.
     The LLM ranks the candidates of the tuned fusion, i.e. the best retrieval the protocol allows.
+    ``learned``: when given, the learned stage is trained for this stage and its training noted there.
     """
     cases = {u: _case(splits[u], stage) for u in users}
     targets = {u: c.targets for u, c in cases.items()}
@@ -272,8 +366,8 @@ async def _stage(
     if stage == "test":  # baselines keep their own hyper-parameters: validation has nothing to choose for them
         if progress:
             progress(f"{stage}: baselines")
-        rankings = await asyncio.to_thread(_baseline_rankings, dataset, log, cases, baselines)
-    generator = await asyncio.to_thread(CandidateGenerator.build, settings, index, dataset.items, log)
+        rankings = await _baseline_rankings(settings, dataset, index, log, cases, baselines)
+    generator = await asyncio.to_thread(CandidateGenerator.build, settings.retrieval, index, dataset.items, log)
     memories = None
     if llm is not None and profile_sessions:
         if progress:
@@ -297,6 +391,13 @@ async def _stage(
         fusion = await _tune_fusion(generator, cases, targets)
     generator.fusion, generator.weights = "weighted", dict(fusion)
     rankings[TUNED] = await _fused(generator, cases)
+    if learned is not None:
+        if progress:
+            progress(f"{stage}: learned ranking stage (training on earlier sessions)")
+        rankings[LEARNED], info = await _learned_rankings(
+            settings, dataset, index, splits, cases, log, stage, gap_minutes
+        )
+        learned |= info
     records: dict[str, list[Record]] = {}
     if llm is not None:
         runs = [("verbalizer", c) for c in contexts] + ([("listwise", "full")] if listwise else [])
@@ -384,6 +485,7 @@ async def run_session_study(
     profile_sessions: int = 2,
     contexts: Sequence[str] = LLM_CONTEXTS,
     listwise: bool = True,
+    learned: bool = True,
     out_dir: Path,
     resume: bool = True,
     progress: Callable[[str], None] | None = None,
@@ -398,6 +500,7 @@ async def run_session_study(
     fusion: dict[str, float] | None = None
     index = await ingest(settings, dataset)  # once: both stages rank the same catalog
     for stage in ("valid", "test"):
+        training: dict[str, object] | None = {} if learned else None
         rankings, records, scorer, fusion = await _stage(
             settings,
             dataset,
@@ -413,16 +516,27 @@ async def run_session_study(
             contexts=contexts,
             listwise=listwise,
             fusion=fusion,
+            learned=training,
             out_dir=out_dir,
             resume=resume,
             progress=progress,
         )
         targets = scorer.targets
-        study = SessionStudy(dataset.name, stage, gap_minutes, len(chosen), model, profile_sessions=profile_sessions)
+        study = SessionStudy(
+            dataset.name,
+            stage,
+            gap_minutes,
+            len(chosen),
+            model,
+            learned=training or {},
+            profile_sessions=profile_sessions,
+        )
         for name in baselines if stage == "test" else ():
             study.systems.append(scorer(name, "baseline", rankings[name]))
         for name in ("cooc", "transition", "popularity", FUSED, TUNED):
             study.systems.append(scorer(name, "retrieval", rankings[name]))
+        if LEARNED in rankings:
+            study.systems.append(scorer(LEARNED, "ranking", rankings[LEARNED]))
         for source in LONG_TERM:
             names = {a: f"vector α={a:g} (u_l: {source})" for a in alphas}
             if not all(n in rankings for n in names.values()):

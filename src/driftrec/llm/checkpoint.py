@@ -189,7 +189,7 @@ def _convert(settings: Settings, gguf: Path, digest: str, final: Path, python: s
     tmp = Path(tempfile.mkdtemp(dir=models, prefix=f".{final.name}.tmp"))
     try:
         cmd = [
-            python or str(settings.vllm_python or sys.executable),
+            python or str(settings.vllm.python or sys.executable),
             "-m",
             "driftrec.llm.convert",
             str(gguf),

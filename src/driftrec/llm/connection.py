@@ -47,8 +47,8 @@ async def warm_up(client: LLMClient) -> None:
 
 
 async def _context_window(client: LLMClient, settings: Settings) -> int:
-    if settings.llm_context_window:
-        return settings.llm_context_window
+    if settings.llm.context_window:
+        return settings.llm.context_window
     with contextlib.suppress(LLMError):
         for model in await client.list_models():
             if model.get("id") == client.model and model.get("max_model_len"):
@@ -69,15 +69,15 @@ def _client(settings: Settings, base_url: str, model: str) -> LLMClient:
     return LLMClient(
         base_url,
         model,
-        api_key=settings.llm_api_key.get_secret_value(),
-        timeout_s=settings.llm_timeout_s,
-        max_retries=settings.llm_max_retries,
-        backoff_s=settings.llm_backoff_s,
-        max_concurrency=settings.llm_max_concurrency,
-        temperature=settings.llm_temperature,
-        seed=settings.llm_seed,
-        log_path=settings.llm_log_path,
-        cache_path=settings.llm_cache_path,
+        api_key=settings.llm.api_key.get_secret_value(),
+        timeout_s=settings.llm.timeout_s,
+        max_retries=settings.llm.max_retries,
+        backoff_s=settings.llm.backoff_s,
+        max_concurrency=settings.llm.max_concurrency,
+        temperature=settings.llm.temperature,
+        seed=settings.llm.seed,
+        log_path=settings.llm.log_path,
+        cache_path=settings.llm.cache_path,
     )
 
 
@@ -90,13 +90,13 @@ async def open_llm(settings: Settings, *, warm: bool = True) -> LLM:
             served_name=served_name(settings),
             tool_parser=None if settings.model_gguf_path else embedded_model(settings.model).tool_parser,
             log_path=settings.cache_dir / "logs" / f"vllm-{served_name(settings)}.log",
-            port=settings.vllm_port,
-            dtype=settings.vllm_dtype,
-            max_model_len=settings.vllm_max_model_len,
-            kvcache_gb=settings.vllm_kvcache_gb,
-            extra_args=settings.vllm_extra_args,
-            python=str(settings.vllm_python) if settings.vllm_python else None,
-            startup_timeout_s=settings.vllm_startup_timeout_s,
+            port=settings.vllm.port,
+            dtype=settings.vllm.dtype,
+            max_model_len=settings.vllm.max_model_len,
+            kvcache_gb=settings.vllm.kvcache_gb,
+            extra_args=settings.vllm.extra_args,
+            python=str(settings.vllm.python) if settings.vllm.python else None,
+            startup_timeout_s=settings.vllm.startup_timeout_s,
         )
         await server.start()
         client = _client(settings, server.base_url, served_name(settings))
@@ -108,19 +108,19 @@ async def open_llm(settings: Settings, *, warm: bool = True) -> LLM:
             await client.aclose()
             await server.stop()
             raise
-        window = settings.llm_context_window or settings.vllm_max_model_len
+        window = settings.llm.context_window or settings.vllm.max_model_len
         return LLM(client, tokens, window, server)
 
-    assert settings.llm_base_url is not None
-    model = settings.llm_model
-    probe = _client(settings, settings.llm_base_url, model or "?")
+    assert settings.llm.base_url is not None
+    model = settings.llm.model
+    probe = _client(settings, settings.llm.base_url, model or "?")
     if model is None:
         models = await probe.list_models()
         if not models:
-            raise LLMError(f"{settings.llm_base_url} serves no model; set DRIFTREC_LLM_MODEL")
+            raise LLMError(f"{settings.llm.base_url} serves no model; set DRIFTREC_LLM_MODEL")
         model = str(models[0]["id"])
         probe.model = model
-    await detect(probe, need_logprobs=settings.ranking_mode == "verbalizer")
+    await detect(probe, need_logprobs=settings.ranking.mode == "verbalizer")
     return LLM(probe, await remote_token_counter(settings, probe), await _context_window(probe, settings))
 
 
@@ -138,9 +138,9 @@ async def remote_token_counter(settings: Settings, client: LLMClient) -> TokenCo
     Exact with the model's tokenizer.json (DRIFTREC_LLM_TOKENIZER_PATH). Otherwise an estimate: bytes
     scaled by the server's own tokens-per-byte on driftrec-like text (vLLM's /tokenize), plus a margin;
     a server without /tokenize gets one token per byte, an upper bound for byte-level BPE models."""
-    if settings.llm_tokenizer_path:
+    if settings.llm.tokenizer_path:
         return await asyncio.to_thread(
-            lambda: TokenCounter(encoding_from_tokenizer_json(settings.llm_tokenizer_path))  # type: ignore[arg-type]
+            lambda: TokenCounter(encoding_from_tokenizer_json(settings.llm.tokenizer_path))  # type: ignore[arg-type]
         )
     measured = await client.tokenize(CALIBRATION_TEXT)
     per_byte = measured / len(CALIBRATION_TEXT.encode()) * ESTIMATE_MARGIN if measured else 1.0

@@ -16,10 +16,11 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 
-from driftrec.config import Settings
+from driftrec.config import MemorySettings, Settings
 from driftrec.llm import LLM, LLMError
 from driftrec.llm.cache import ResponseCache
 from driftrec.llm.client import JsonlLog
@@ -112,19 +113,23 @@ class InvalidEdit(ValueError):
 class Memory:
     def __init__(
         self,
-        settings: Settings,
+        config: MemorySettings,
         db: Database,
         events: EventStore,
         profiles: ProfileStore,
         summaries: SummaryStore,
         catalog: Mapping[str, Item],
         llm: LLM | None,
+        *,
+        llm_files: tuple[Path | None, Path | None] = (None, None),
     ):
+        """``llm_files``: the LLM's response cache and prompt log, forgotten with a user when no client runs."""
         self.statements = StatementStore(db)
         self.edits = EditStore(db)
         self.keys = KeyStore(db)
         self.conversations = ConversationStore(db)
-        self.settings = settings
+        self.config = config
+        self.llm_files = llm_files
         self.db = db
         self.events = events
         self.profiles = profiles
@@ -132,15 +137,15 @@ class Memory:
         self.catalog = catalog
         self.titles = {i: item.title for i, item in catalog.items()}  # for summary documents
         self.llm = llm
-        self.gap = timedelta(minutes=settings.memory_session_gap_minutes)
+        self.gap = timedelta(minutes=config.session_gap_minutes)
         self.policy = DriftPolicy(
-            alpha=settings.memory_alpha,
-            half_life=timedelta(days=settings.memory_half_life_days),
-            min_weight=settings.memory_min_weight,
-            max_interests=settings.memory_max_interests,
+            alpha=config.alpha,
+            half_life=timedelta(days=config.half_life_days),
+            min_weight=config.min_weight,
+            max_interests=config.max_interests,
         )
         genres = sorted({g for item in catalog.values() for g in item.genres if g.lower() != "unknown"})
-        self.vocabulary = genres if settings.memory_vocabulary == "genres" and genres else None
+        self.vocabulary = genres if config.vocabulary == "genres" and genres else None
         self._locks: dict[str, asyncio.Lock] = {}
 
     @classmethod
@@ -152,18 +157,19 @@ class Memory:
         def tag(user: str) -> str:
             return pseudonym(user, key)
 
-        client = chroma_client(settings)
-        embedder = make_embedder(settings.embedding_backend, settings.embedding_model, settings.embedding_base_url)
+        client = chroma_client(settings.chroma)
+        embedder = make_embedder(settings.embedding.backend, settings.embedding.model, settings.embedding.base_url)
         memory = cls(
-            settings,
+            settings.memory,
             db,
-            EventStore(db, cache_users=settings.memory_history_cache_users),
-            ProfileStore(db, client, embedder, collection_name(settings, "profiles", embedder), tag),
-            SummaryStore(db, client, embedder, collection_name(settings, "sessions", embedder), tag),
+            EventStore(db, cache_users=settings.memory.history_cache_users),
+            ProfileStore(db, client, embedder, collection_name(settings.chroma, "profiles", embedder), tag),
+            SummaryStore(db, client, embedder, collection_name(settings.chroma, "sessions", embedder), tag),
             catalog,
             llm,
+            llm_files=(settings.llm.cache_path, settings.llm.log_path),
         )
-        marker = f"chroma-v2:{settings.chroma_prefix}:{embedder.name}"  # per collection pair
+        marker = f"chroma-v2:{settings.chroma.prefix}:{embedder.name}"  # per collection pair
         if not db.flag(marker):  # driftrec 0.1's Chroma records: re-keyed once
             memory.profiles.migrate_legacy_blocking()
             memory.summaries.migrate_legacy_blocking(memory.titles)
@@ -223,8 +229,8 @@ class Memory:
             profile=profile,
             vector=vector,
             vector_error=vector_error,
-            summaries=self.summaries.recent_blocking(user, self.settings.memory_recent_summaries),
-            stated=self.statements.active_blocking(user, now, self.settings.memory_statement_hours),
+            summaries=self.summaries.recent_blocking(user, self.config.recent_summaries),
+            stated=self.statements.active_blocking(user, now, self.config.statement_hours),
             edits=self.edits.latest_blocking(user),
         )
 
@@ -292,7 +298,7 @@ class Memory:
                     self.catalog,
                     profile,  # type: ignore[arg-type]
                     vocabulary=self.vocabulary,
-                    max_items=self.settings.memory_max_session_items,
+                    max_items=self.config.max_session_items,
                 )
             except LLMError as exc:
                 log.warning("a session summary of user %s failed, will retry: %s", self.tag(user), exc)
@@ -354,7 +360,7 @@ class Memory:
         sessions = {s.session_id: s for s in await self.sessions(user, now)}
         stated = await self.statements.between(user, current.updated_at, now)
         running, claims, rejected, prompts = current, 0, [], []
-        batch = max(1, self.settings.memory_fold_batch)
+        batch = max(1, self.config.fold_batch)
         start = 0
         while start < len(pending):
             chunk = pending[start : start + batch]
@@ -460,7 +466,7 @@ class Memory:
         configured files (forgetting works with no LLM running)."""
         if self.llm is not None:
             return await self.llm.client.forget(tag)
-        cache, log_path = self.settings.llm_cache_path, self.settings.llm_log_path
+        cache, log_path = self.llm_files
         return {
             "cache": await ResponseCache(cache).forget(tag) if cache is not None and cache.exists() else 0,
             "log": await JsonlLog(log_path).forget(tag) if log_path is not None else 0,

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
-from driftrec.config import Settings
+from driftrec.config import RankingSettings
 from driftrec.llm import LLM, LLMError, Usage
 from driftrec.models import Candidate, Recommendation
 from driftrec.prompts import PromptError
@@ -30,39 +30,10 @@ log = logging.getLogger(__name__)
 Mode = Literal["verbalizer", "listwise", "off"]
 
 
-@dataclass
-class RankingPolicy:
-    mode: Mode = "verbalizer"
-    candidates: int = 20  # how many of the retrieved candidates the LLM sees
-    window: int = 20  # verbalizer labels per call (<= 26); more candidates play a tournament
-    shuffles: int = 1  # rounds over permuted candidate lists, aggregated by Borda count
-    llm_weight: float = 0.5  # fusion weight of the LLM order against the retrieval order
-    rrf_k: int = 60
-    reasons: bool = False  # listwise: one-line reason per item in the same reply
-    explain: bool = False  # LLM-written reasons for the top recommendations (one extra call)
-    explain_max: int = 10  # how many of them get an LLM reason; the rest get the template's
-    explain_tokens: int = 600  # reply budget of that call
-    presence_penalty: float = 1.0  # listwise: discourages repeating a label
-    max_tokens: int = 256
-    timeout_s: float = 60.0  # the deadline of all LLM work of one request, waiting for a slot included
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RankingPolicy:
-        return cls(
-            mode=settings.ranking_mode,
-            candidates=settings.ranking_candidates,
-            window=settings.ranking_window,
-            shuffles=settings.ranking_shuffles,
-            llm_weight=settings.ranking_llm_weight,
-            rrf_k=settings.ranking_rrf_k,
-            reasons=settings.ranking_reasons,
-            explain=settings.ranking_explain,
-            explain_max=settings.ranking_explain_max,
-            explain_tokens=settings.ranking_explain_tokens,
-            presence_penalty=settings.ranking_presence_penalty,
-            max_tokens=settings.ranking_max_tokens,
-            timeout_s=settings.ranking_timeout_s,
-        )
+# What the re-ranker does is the ranking settings group itself: one set of defaults (config.py), and a
+# Reranker is handed that group alone. Evaluations build one with their own values, e.g.
+# RankingPolicy(mode="listwise", llm_weight=1.0).
+RankingPolicy = RankingSettings
 
 
 @dataclass

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from driftrec.config import Settings
+from driftrec.config import RetrievalSettings
 from driftrec.models import Candidate, Interaction, Item, Provenance, trusted
 from driftrec.retrieval.fusion import rrf
 from driftrec.retrieval.log import EventColumns, UserCodes
@@ -61,21 +61,21 @@ class Indexes:
         }
 
 
-def empty_indexes(settings: Settings) -> Indexes:
+def empty_indexes(retrieval: RetrievalSettings) -> Indexes:
     """Unfitted co-occurrence, transition and popularity indexes with this configuration."""
     cooc = CoOccurrenceIndex(
-        window=settings.retrieval_cooc_window,
-        recent=settings.retrieval_cooc_recent,
-        decay=settings.retrieval_cooc_decay,
+        window=retrieval.cooc_window,
+        recent=retrieval.cooc_recent,
+        decay=retrieval.cooc_decay,
     )
     transition = TransitionIndex(
-        window=settings.retrieval_transition_window,
-        recent=settings.retrieval_transition_recent,
-        decay=settings.retrieval_transition_decay,
-        step_decay=settings.retrieval_transition_step_decay,
-        backward=settings.retrieval_transition_backward,
+        window=retrieval.transition_window,
+        recent=retrieval.transition_recent,
+        decay=retrieval.transition_decay,
+        step_decay=retrieval.transition_step_decay,
+        backward=retrieval.transition_backward,
     )
-    return Indexes(cooc, transition, PopularityIndex(window_days=settings.retrieval_popularity_days))
+    return Indexes(cooc, transition, PopularityIndex(window_days=retrieval.popularity_days))
 
 
 class CandidateGenerator:
@@ -106,7 +106,7 @@ class CandidateGenerator:
     @classmethod
     def build(
         cls,
-        settings: Settings,
+        retrieval: RetrievalSettings,
         index: ItemIndex,
         catalog: Mapping[str, Item],
         interactions: Iterable[Interaction],
@@ -115,20 +115,25 @@ class CandidateGenerator:
         ids = list(catalog)
         users = UserCodes()
         log = EventColumns.from_interactions(interactions, {item: i for i, item in enumerate(ids)}, users)
-        return cls.build_from_columns(settings, index, catalog, log, len(users))
+        return cls.build_from_columns(retrieval, index, catalog, log, len(users))
 
     @classmethod
     def build_from_columns(
-        cls, settings: Settings, index: ItemIndex, catalog: Mapping[str, Item], log: EventColumns, n_users: int
+        cls,
+        retrieval: RetrievalSettings,
+        index: ItemIndex,
+        catalog: Mapping[str, Item],
+        log: EventColumns,
+        n_users: int,
     ) -> CandidateGenerator:
         """Fit on the log as columns (the event store's streaming read; items are positions in ``catalog``)."""
-        indexes = empty_indexes(settings).fit_columns(log, list(catalog), n_users)
-        return cls.from_indexes(settings, index, catalog, indexes)
+        indexes = empty_indexes(retrieval).fit_columns(log, list(catalog), n_users)
+        return cls.from_indexes(retrieval, index, catalog, indexes)
 
     @classmethod
     def from_indexes(
         cls,
-        settings: Settings,
+        retrieval: RetrievalSettings,
         index: ItemIndex,
         catalog: Mapping[str, Item],
         indexes: Indexes,
@@ -136,19 +141,19 @@ class CandidateGenerator:
         """Wire fitted (or loaded: retrieval/snapshot.py) indexes."""
         vector = VectorSource(
             index,
-            alpha=settings.retrieval_alpha,
-            session_items=settings.retrieval_session_items,
-            query_weight=settings.retrieval_query_weight,
+            alpha=retrieval.alpha,
+            session_items=retrieval.session_items,
+            query_weight=retrieval.query_weight,
         )
         return cls(
             index,
             catalog,
             vector=vector,
             indexes=indexes,
-            fusion=settings.retrieval_fusion,
-            rrf_k=settings.retrieval_rrf_k,
-            weights=settings.retrieval_weights,
-            query_vector_weight=settings.retrieval_query_vector_weight,
+            fusion=retrieval.fusion,
+            rrf_k=retrieval.rrf_k,
+            weights=retrieval.weights,
+            query_vector_weight=retrieval.query_vector_weight,
         )
 
     @property

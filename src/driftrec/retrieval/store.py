@@ -17,40 +17,40 @@ import httpx
 import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
-from chromadb.config import Settings as ChromaSettings
+from chromadb.config import Settings as ClientSettings
 
-from driftrec.config import Settings
+from driftrec.config import ChromaSettings, Settings
 from driftrec.models import Filters, Item
 from driftrec.retrieval.embeddings import DriftrecEmbeddingFunction, Embedder, make_embedder
 
 
-def chroma_client(settings: Settings) -> ClientAPI:
+def chroma_client(chroma: ChromaSettings) -> ClientAPI:
     """An embedded PersistentClient in the data dir, or an HttpClient to a `chroma run` server."""
-    chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
-    if settings.chroma_mode == "http":
-        if settings.chroma_ssl_ca is not None:
-            chroma_settings.chroma_server_ssl_verify = str(settings.chroma_ssl_ca)
-        headers = dict(settings.chroma_headers)
-        if settings.chroma_auth_token is not None:
-            headers["Authorization"] = f"Bearer {settings.chroma_auth_token.get_secret_value()}"
+    client_settings = ClientSettings(anonymized_telemetry=False, allow_reset=False)
+    if chroma.mode == "http":
+        if chroma.ssl_ca is not None:
+            client_settings.chroma_server_ssl_verify = str(chroma.ssl_ca)
+        headers = dict(chroma.headers)
+        if chroma.auth_token is not None:
+            headers["Authorization"] = f"Bearer {chroma.auth_token.get_secret_value()}"
         return chromadb.HttpClient(
-            host=settings.chroma_host,
-            port=settings.chroma_port,
-            ssl=settings.chroma_ssl,
+            host=chroma.host,
+            port=chroma.port,
+            ssl=chroma.ssl,
             headers=headers or None,
-            settings=chroma_settings,
-            tenant=settings.chroma_tenant,
-            database=settings.chroma_database,
+            settings=client_settings,
+            tenant=chroma.tenant,
+            database=chroma.database,
         )
-    assert settings.chroma_path is not None
-    settings.chroma_path.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(settings.chroma_path), settings=chroma_settings)
+    assert chroma.path is not None
+    chroma.path.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(chroma.path), settings=client_settings)
 
 
-def collection_name(settings: Settings, kind: str, embedder: Embedder) -> str:
+def collection_name(chroma: ChromaSettings, kind: str, embedder: Embedder) -> str:
     """``<prefix><kind>-<embedder>``: a collection never mixes embedders (their vectors are incomparable)."""
     slug = re.sub(r"[^a-zA-Z0-9]+", "-", f"{kind}-{embedder.name}").strip("-").lower()
-    return f"{settings.chroma_prefix}{slug}"[:63]
+    return f"{chroma.prefix}{slug}"[:63]
 
 
 class VectorStoreUnavailable(RuntimeError):
@@ -239,10 +239,10 @@ class ItemIndex:
 async def open_item_index(settings: Settings, kind: str = "items", backend: str | None = None) -> ItemIndex:
     """The configured embedder and the Chroma items collection for it (created if needed)."""
     embedder = await asyncio.to_thread(
-        make_embedder, backend or settings.embedding_backend, settings.embedding_model, settings.embedding_base_url
+        make_embedder, backend or settings.embedding.backend, settings.embedding.model, settings.embedding.base_url
     )
-    client = await asyncio.to_thread(chroma_client, settings)
-    return await asyncio.to_thread(ItemIndex, client, embedder, collection_name(settings, kind, embedder))
+    client = await asyncio.to_thread(chroma_client, settings.chroma)
+    return await asyncio.to_thread(ItemIndex, client, embedder, collection_name(settings.chroma, kind, embedder))
 
 
 async def ensure_items(index: ItemIndex, items: Mapping[str, Item], popularity: Mapping[str, int]) -> int:

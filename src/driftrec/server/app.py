@@ -196,13 +196,13 @@ def create_app(
         # pause every request in flight would wait for (docs/benchmarks.md).
         gc.collect()
         gc.freeze()
-        if rec.settings.api_gc_threshold:
+        if rec.settings.api.gc_threshold:
             # Requests in flight keep their objects alive across awaits: at Python's default (a young
             # collection every 700 allocations) they are scanned again and again and promoted to the old
             # generation, and CPU per recommendation doubles from 1 to 10 concurrent requests (1.2 -> 2.8 ms);
             # collecting young objects every 20k allocations keeps it near the one-request cost.
             _, middle, old = before = gc.get_threshold()
-            gc.set_threshold(rec.settings.api_gc_threshold, max(middle, 20), max(old, 20))
+            gc.set_threshold(rec.settings.api.gc_threshold, max(middle, 20), max(old, 20))
         redact = RedactUsers(rec._require().tag)
         access = logging.getLogger("uvicorn.access")
         access.addFilter(redact)
@@ -210,12 +210,12 @@ def create_app(
             yield
         finally:
             access.removeFilter(redact)
-            if rec.settings.api_gc_threshold:
+            if rec.settings.api.gc_threshold:
                 gc.set_threshold(*before)
             if owned:
                 await rec.aclose()
 
-    docs = settings.api_docs
+    docs = settings.api.docs
     app = FastAPI(
         title="driftrec",
         version="0.1.0",
@@ -226,8 +226,8 @@ def create_app(
         redoc_url="/redoc" if docs else None,
     )
     app.add_middleware(StrictJSON, max_body_bytes=max_body_bytes)
-    limiter = RateLimiter(settings.api_rate_per_minute, settings.api_rate_burst)
-    shared = api_key or (settings.api_key.get_secret_value() if settings.api_key is not None else None)
+    limiter = RateLimiter(settings.api.rate_per_minute, settings.api.rate_burst)
+    shared = api_key or (settings.api.key.get_secret_value() if settings.api.key is not None else None)
 
     async def authorized(request: Request, credentials: Credentials) -> Access:
         """The shared admin key (``api_key``, else ``DRIFTREC_API_KEY``) or a key from ``driftrec keys``;
@@ -361,7 +361,7 @@ def create_app(
     async def refresh(user: UserId, rec: Rec) -> RefreshOut:
         """Summarize closed sessions and update the profile; at most ``memory_refresh_max_sessions`` sessions
         per request, the rest are left to the background upkeep (``remaining``)."""
-        result = await rec.refresh_profile(user, max_sessions=rec.settings.memory_refresh_max_sessions)
+        result = await rec.refresh_profile(user, max_sessions=rec.settings.memory.refresh_max_sessions)
         return RefreshOut(
             status=result.status,
             updated=result.updated,
