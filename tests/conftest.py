@@ -18,6 +18,11 @@ from driftrec.config import Settings, load_settings
 from driftrec.llm import LLM, open_llm
 from driftrec.llm.checkpoint import PreparedModel, prepare_model
 
+# The suite's embedded model is SmolLM2-135M (the fastest on 2 cores), for the fixtures and for every
+# subprocess a test starts; the Qwen tests (markers qwen, qwen15) choose theirs explicitly. The product's
+# default (DRIFTREC_MODEL unset) is tested by the config unit tests and `driftrec llm models`.
+os.environ.setdefault("DRIFTREC_MODEL", "smollm2-135m")
+
 
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:

@@ -44,7 +44,7 @@ def _settings() -> Settings:
 @app.command()
 def demo(
     users: Annotated[int, typer.Option(help="Users in the closing evaluation.")] = 200,
-    llm_users: Annotated[int, typer.Option(help="Users in the closing LLM study (verbalizer).")] = 20,
+    llm_users: Annotated[int, typer.Option(help="Users in the closing LLM study (verbalizer).")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object at the end, nothing else.")] = False,
 ) -> None:
     """The main job on the embedded default: MovieLens-100K into memory and Chroma, LLM profiles for three

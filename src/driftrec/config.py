@@ -416,9 +416,10 @@ class Settings(BaseSettings):
         "sqlite:////abs/path. Unset: SQLite at <data_dir>/memory.db.",
     )
     model: str = Field(
-        default="smollm2-135m",
+        default="qwen2.5-coder-0.5b",
         description="The embedded model, from driftrec's registry of models shipped in PyPI packages (hashes "
-        "pinned and verified): smollm2-135m, qwen2.5-coder-0.5b, qwen2.5-coder-1.5b. `driftrec llm models` lists them.",
+        "pinned and verified): qwen2.5-coder-0.5b (the default: the most capable whose demo fits 12 minutes on 2 "
+        "cores), smollm2-135m (the fastest), qwen2.5-coder-1.5b. `driftrec llm models` lists them.",
     )
     model_gguf_path: Path | None = Field(default=None, description="A local GGUF to serve instead of the packaged one.")
     model_served_name: str | None = Field(

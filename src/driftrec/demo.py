@@ -104,7 +104,7 @@ async def run_demo(
     settings: Settings,
     *,
     users: int = 200,
-    llm_users: int = 20,
+    llm_users: int = 10,
     progress: Progress | None = None,
     on_ready: Callable[[DemoResult], None] | None = None,
     on_user: Callable[[DemoUser], None] | None = None,

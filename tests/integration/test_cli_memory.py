@@ -69,4 +69,5 @@ def test_the_model_registry_is_listed(settings: Settings) -> None:
     listed = driftrec(env, "llm", "models", "--json")
     assert listed.returncode == 0, listed.stderr
     models = {m["model"]: m for m in json.loads(listed.stdout)}
-    assert models["smollm2-135m"]["default"] and models["qwen2.5-coder-0.5b"]["tool_calls"] == "hermes"
+    assert models["qwen2.5-coder-0.5b"]["default"] and models["qwen2.5-coder-0.5b"]["tool_calls"] == "hermes"
+    assert not models["smollm2-135m"]["default"]

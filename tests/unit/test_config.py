@@ -17,6 +17,9 @@ def test_defaults_select_the_embedded_model(no_config_file: Path) -> None:
     assert settings.embedded
     assert settings.llm.base_url is None
     assert settings.vllm.dtype == "float32"
+    from driftrec.llm.registry import DEFAULT_MODEL
+
+    assert settings.model == DEFAULT_MODEL == "qwen2.5-coder-0.5b"  # one default, in the registry and here
 
 
 def test_environment_selects_a_remote_endpoint(no_config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
