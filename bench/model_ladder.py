@@ -113,10 +113,17 @@ def main() -> None:
     parser.add_argument("folders", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=Path("docs/img/model-ladder.png"))
     parser.add_argument("--json", type=Path, default=Path("bench/results/model-ladder.json"))
+    parser.add_argument(
+        "--append", action="store_true", help="Keep the rows already in --json (a new model, setting replaces its row)."
+    )
     args = parser.parse_args()
     dataset = load_movielens_100k(load_settings().cache_dir)
     popularity = Counter(e.item for e in training_log(leave_one_out(dataset), "test"))
     ladder = [summarize(folder, popularity) for folder in args.folders]
+    if args.append and args.json.exists():
+        new = {(r["model"], r["setting"]) for r in ladder}
+        kept = [r for r in json.loads(args.json.read_text()) if (r["model"], r["setting"]) not in new]
+        ladder = kept + ladder
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(ladder, indent=2))
     plot(ladder, args.out)

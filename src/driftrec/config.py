@@ -531,7 +531,7 @@ class _EnvSource(PydanticBaseSettingsSource):
         for flat, (group, name) in FLAT.items():
             if (raw := env.get(ENV_PREFIX + flat.upper())) is not None:
                 out[flat] = _decode(GROUPS[group].model_fields[name].annotation, raw)
-        return out
+        return nest(out)  # nested, so a keyword argument (flat or a whole group) still wins field by field
 
 
 class _TomlSource(PydanticBaseSettingsSource):
@@ -555,7 +555,7 @@ class _TomlSource(PydanticBaseSettingsSource):
                     flat[f"{key}_{sub}"] = subvalue
             else:
                 flat[key] = value
-        return flat
+        return nest(flat)
 
 
 def config_file_path() -> Path | None:

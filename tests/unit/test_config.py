@@ -94,3 +94,16 @@ def test_the_reranker_is_handed_the_ranking_group_with_its_one_set_of_defaults(n
     assert RankingPolicy is RankingSettings  # no second list of defaults to disagree with (llm_weight was 0.5)
     reranker = Reranker(None, load_settings().ranking)
     assert reranker.policy.llm_weight == Reranker(None).policy.llm_weight == 0.0
+
+
+def test_keywords_win_over_the_environment_field_by_field(
+    no_config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (no_config_file / "driftrec.toml").write_text("[memory]\nalpha = 0.9\nhalf_life_days = 7\n")
+    monkeypatch.setenv("DRIFTREC_MEMORY_ALPHA", "0.7")
+    monkeypatch.setenv("DRIFTREC_MEMORY_MAX_INTERESTS", "5")
+    settings = load_settings(memory={"alpha": 0.3})  # a group given whole, as a keyword
+    assert settings.memory.alpha == 0.3  # keyword > environment > file
+    assert settings.memory.max_interests == 5 and settings.memory.half_life_days == 7  # the rest still merge
+    assert load_settings(memory_alpha=0.2).memory.alpha == 0.2
+    assert load_settings().memory.alpha == 0.7
