@@ -11,15 +11,8 @@ from driftrec.config import Settings
 from driftrec.data import load_movielens_100k
 from driftrec.eval.protocols import first_users, session_replay, session_training_log
 from driftrec.eval.retrieval_study import ingest
-from driftrec.eval.session_study import (
-    LEARNED,
-    K,
-    _case,
-    _learned_rankings,
-    _session_cut,
-    _sessions_known,
-    run_session_study,
-)
+from driftrec.eval.session_learned import LEARNED, K, learned_rankings, session_cut, sessions_known
+from driftrec.eval.session_study import _case, run_session_study
 
 USERS = 30
 
@@ -28,13 +21,13 @@ def test_training_sessions_stop_before_the_stage_target() -> None:
     dataset = load_movielens_100k(Settings().cache_dir)
     splits = session_replay(dataset)
     for stage in ("valid", "test"):
-        sessions, single = _sessions_known(dataset, splits, stage, 1440.0)
+        sessions, single = sessions_known(dataset, splits, stage, 1440.0)
         for user, split in splits.items():
             target_start = split.target_session(stage)[0].timestamp
             known = [e for s in sessions.get(user, []) for e in s] + [e for e in single if e.user == user]
             assert known and max(e.timestamp for e in known) < target_start
         for back in range(3):
-            cases, log = _session_cut(sessions, single, back)
+            cases, log = session_cut(sessions, single, back)
             assert cases  # every cut has examples
             latest: dict[str, float] = {}
             for e in log:
@@ -54,7 +47,7 @@ async def test_learned_lists_are_valid_recommendations(settings: Settings, tmp_p
     cases = {u: _case(splits[u], "test") for u in users}
     index = await ingest(own, dataset)
     log = session_training_log(dataset, splits, "test")
-    ranked, info = await _learned_rankings(own, dataset, index, splits, cases, log, "test", 1440.0)
+    ranked, info = await learned_rankings(own, dataset, index, splits, cases, log, "test", 1440.0)
     assert set(ranked) == set(users) and info["examples"] > USERS
     for user, items in ranked.items():
         seen = {e.item for e in cases[user].history}

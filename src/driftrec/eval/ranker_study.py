@@ -19,8 +19,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from driftrec.config import Settings
 from driftrec.data.dataset import Dataset
 from driftrec.eval.llm_study import sampled_candidates
@@ -31,7 +29,7 @@ from driftrec.eval.runner import K, leave_one_out_stage
 from driftrec.eval.systems import SYSTEMS, make_system
 from driftrec.ranking.features import FEATURES, SOURCES
 from driftrec.ranking.learned import LearnedRanker, catalog_fingerprint
-from driftrec.ranking.training import Pool, Target, build_pool, training_groups
+from driftrec.ranking.training import Target, build_pool, training_groups
 from driftrec.retrieval.store import ItemIndex
 
 ABLATIONS: dict[str, tuple[str, ...]] = {
@@ -154,15 +152,6 @@ async def _sampled_orders(
     }
 
 
-def _ranked(model: LearnedRanker, test: Pool) -> dict[str, list[str]]:
-    out = {}
-    for user, ids in test.ids.items():
-        scores = model.scores(test.rows[user])
-        order = np.argsort(-scores, kind="stable")
-        out[user] = [ids[n] for n in order[:K]]
-    return out
-
-
 async def run_ranker_study(
     settings: Settings,
     dataset: Dataset,
@@ -203,7 +192,7 @@ async def run_ranker_study(
     model = await asyncio.to_thread(train)
     targets = {u: test.targets[u] for u in chosen}
     rankings: dict[str, dict[str, list[str]]] = {
-        "driftrec-learned": _ranked(model, test),
+        "driftrec-learned": test.ranked(model, K),
         "driftrec-fusion (same pool)": {u: ids[:K] for u, ids in test.ids.items()},
     }
     baseline_training: dict[str, dict[str, object]] = {}
@@ -234,7 +223,7 @@ async def run_ranker_study(
             say(f"ablation: without {group}")
             kept = [f for f in FEATURES if f not in dropped]
             reduced = await asyncio.to_thread(train, kept)
-            score = accuracy(targets, _ranked(reduced, test), ["ndcg@10"])["ndcg@10"]
+            score = accuracy(targets, test.ranked(reduced, K), ["ndcg@10"])["ndcg@10"]
             ablations[group] = {"ndcg@10": score, "change": round(score - ndcg["driftrec-learned"], 4)}
     sampled_rows: list[SystemRow] = []
     sampled_first: dict[str, dict[str, float]] = {}

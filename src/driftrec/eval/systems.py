@@ -18,8 +18,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
-import numpy as np
-
 from driftrec.config import Settings
 from driftrec.data.dataset import Dataset
 from driftrec.eval.baselines import BASELINES, Ranker, TrainData
@@ -178,11 +176,7 @@ class DriftrecLearned(System):
         index = await stage.item_index()
         cases = {u: (c.history, Target.session(c.now, c.targets)) for u, c in stage.cases.items()}
         pool = await build_pool(stage.settings.retrieval, index, stage.dataset.items, stage.log, cases, self.POOL)
-        ranked: Rankings = {}
-        for user, ids in pool.ids.items():
-            order = np.argsort(-self.model.scores(pool.rows[user]), kind="stable")
-            ranked[user] = [ids[n] for n in order[:k]]
-        return ranked
+        return pool.ranked(self.model, k)
 
     def report(self) -> dict[str, object] | None:
         card = self.model.card

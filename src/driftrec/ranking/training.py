@@ -95,6 +95,14 @@ class Pool:
             for u, ids in self.ids.items()
         ]
 
+    def ranked(self, model: LearnedRanker, k: int) -> dict[str, list[str]]:
+        """Each user's pool ordered by the model's scores (ties keep pool order), the top ``k``."""
+        out = {}
+        for user, ids in self.ids.items():
+            order = np.argsort(-model.scores(self.rows[user]), kind="stable")
+            out[user] = [ids[n] for n in order[:k]]
+        return out
+
     def recall(self) -> float:
         """Mean over users of the share of their target items in the pool (for one target: hit or not)."""
         shares = [len(set(self.targets[u]) & set(ids)) / len(self.targets[u]) for u, ids in self.ids.items()]
