@@ -7,7 +7,12 @@ process per backend, the co-occurrence and popularity indexes are fitted from th
 (time, peak RSS of that process), and 10,000 further events are taken in incrementally; then the indexes are
 saved as the snapshot later processes load instead of fitting, and loaded back (time, file size).
 
-Run: `.venv/bin/python bench/scale.py [--sizes 1 10] [--backends sqlite postgresql] [--json-out FILE]`;
+`--bulk-batch 100000` also times a bulk import into a second, fresh store (that many events per transaction,
+as `driftrec ingest` writes a whole file in one): random inserts into the `(user, ts)` index dirty a page per
+event, and a page is written once per transaction however many events it took, so larger transactions
+write less per event.
+
+Run: `.venv/bin/python bench/scale.py [--sizes 1 10] [--backends sqlite postgresql] [--bulk-batch N] [--json-out FILE]`;
 `--plot FILE...` draws the growth curves (docs/results/scale-growth.png).
 Sizes are multiples of MovieLens-100K: 1 = 100k events, 10 = 1M, 100 = 10M events / 1M users / ~100k items.
 """
@@ -37,17 +42,33 @@ BATCH = 10_000
 UPDATE = 10_000
 
 
-def ingest(url: str | None, folder: Path, log: SyntheticLog) -> dict[str, float]:
-    """Write the whole log through EventStore.append; events per second, generation time excluded."""
+def ingest(url: str | None, folder: Path, log: SyntheticLog, batch: int = BATCH) -> dict[str, float]:
+    """Write the whole log through EventStore.append, ``batch`` events per call (one transaction each);
+    events per second, generation time excluded."""
     store = EventStore(open_database_url(url, folder))
     spent, written, first = 0.0, 0, 0
-    for users, items, times in log.chunks(BATCH):
+    for users, items, times in log.chunks(batch):
         events = log.interactions(users, items, times, first_id=first)
         first += len(events)
         started = time.perf_counter()
         written += asyncio.run(store.append(events))
         spent += time.perf_counter() - started
-    return {"events": written, "seconds": round(spent, 1), "events_per_s": round(written / spent)}
+    return {"events": written, "batch": batch, "seconds": round(spent, 1), "events_per_s": round(written / spent)}
+
+
+def fresh_store(tmp: Path, backend: str, factor: float, server: object, tag: str = "") -> tuple[Path, str | None]:
+    """An empty folder, and for PostgreSQL a new database on the server: (folder, URL or None for SQLite)."""
+    name = f"scale_{str(factor).replace('.', '_')}{'_' + tag if tag else ''}"
+    folder = tmp / name / backend
+    folder.mkdir(parents=True)
+    if backend != "postgresql":
+        return folder, None
+    import psycopg
+
+    uri = server.get_uri()  # type: ignore[attr-defined]
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return folder, uri.replace("/postgres?", f"/{name}?")
 
 
 def fit(url: str | None, folder: Path, spec: SyntheticSpec) -> dict[str, float]:
@@ -134,6 +155,13 @@ def main() -> None:
     parser.add_argument("--sizes", type=float, nargs="+", default=[1, 10])
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"])
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument(
+        "--bulk-batch",
+        type=int,
+        default=0,
+        help="also time a bulk import (this many events per transaction, as `driftrec ingest` writes a whole file) "
+        "into a second, fresh store per backend",
+    )
     parser.add_argument("--plot", type=Path, nargs="+", help="draw growth curves from these result files")
     parser.add_argument("--plot-out", type=Path, default=Path("docs/results/scale-growth.png"))
     parser.add_argument("--fit-only", nargs=3, metavar=("URL", "FOLDER", "FACTOR"), help=argparse.SUPPRESS)
@@ -158,16 +186,7 @@ def main() -> None:
                 spec = SyntheticSpec.scaled(factor)
                 log = SyntheticLog(spec)
                 for backend in args.backends:
-                    folder = Path(tmp) / f"{backend}-{factor:g}"
-                    folder.mkdir()
-                    url = None
-                    if backend == "postgresql":
-                        import psycopg
-
-                        name = f"scale_{str(factor).replace('.', '_')}"
-                        with psycopg.connect(server.get_uri(), autocommit=True) as conn:
-                            conn.execute(f"CREATE DATABASE {name}")
-                        url = server.get_uri().replace("/postgres?", f"/{name}?")
+                    folder, url = fresh_store(Path(tmp), backend, factor, server)
                     written = ingest(url, folder, log)
                     child = subprocess.run(
                         [sys.executable, __file__, "--fit-only", url or "-", str(folder), str(factor)],
@@ -183,6 +202,9 @@ def main() -> None:
                         "ingest": written,
                         "index": json.loads(child.stdout.strip().splitlines()[-1]),
                     }
+                    if args.bulk_batch:
+                        bulk_folder, bulk_url = fresh_store(Path(tmp), backend, factor, server, "bulk")
+                        row["bulk_ingest"] = ingest(bulk_url, bulk_folder, log, args.bulk_batch)
                     print(json.dumps(row), flush=True)
                     rows.append(row)
         finally:

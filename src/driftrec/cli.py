@@ -738,6 +738,13 @@ def eval_ranker(
     baselines: Annotated[
         str, typer.Option(help="Comma-separated baselines (sasrec-ce: SASRec with early stopping, ~12 min).")
     ] = "most-popular,item-knn,bpr,sasrec-ce",
+    llm_records: Annotated[
+        str | None,
+        typer.Option(
+            help="Records of `driftrec eval llm --setting sampled` (its *-test.jsonl): the LLM's order of the same "
+            "1+19 candidates, reported alone and blended with the learned order (weight cross-fitted over users)."
+        ),
+    ] = None,
     out: Annotated[str, typer.Option(help="Folder for ranker.json and ranker.md.")] = "runs/ranker",
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
 ) -> None:
@@ -761,6 +768,7 @@ def eval_ranker(
                 ablate=ablate,
                 sampled=sampled,
                 baselines=[b.strip() for b in baselines.split(",") if b.strip()],
+                llm_records=Path(llm_records) if llm_records else None,
                 progress=status.update,
             )
         )

@@ -142,6 +142,13 @@ class ChromaSettings(_Group):
     tenant: str = Field(default="default_tenant", description="http mode: Chroma tenant.")
     database: str = Field(default="default_database", description="http mode: Chroma database.")
     prefix: str = Field(default="", description="Prefix for collection names, so several deployments share one server.")
+    exact_max_items: int = Field(
+        default=20_000,
+        ge=0,
+        description="Unfiltered item searches over a catalog this small are exact (one matrix product over every "
+        "vector, read once) instead of Chroma's approximate HNSW search, so their order never moves between runs; "
+        "0: always Chroma.",
+    )
 
 
 class RetrievalSettings(_Group):

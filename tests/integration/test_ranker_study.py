@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from driftrec.config import Settings
 from driftrec.data import load_movielens_100k
 from driftrec.eval.llm_study import sampled_candidates
 from driftrec.eval.protocols import first_users, leave_one_out
-from driftrec.eval.ranker_study import _sampled_orders, run_ranker_study, write_report
+from driftrec.eval.ranker_study import _llm_rows, _sampled_orders, run_ranker_study, write_report
 from driftrec.eval.retrieval_study import ingest
 
 USERS = 60
@@ -52,3 +54,16 @@ async def test_the_ranker_study_reports_full_ranking_and_sampled_rows(settings: 
         assert orders["random order (as given)"][user] == drawn and target in drawn
         for order in orders.values():
             assert sorted(order[user]) == sorted(drawn)
+
+    # an LLM study's records (here: each user's candidates in reverse, as data) join the same users' rows
+    targets = {u: splits[u].target("test").item for u in users}
+    records = {u: (orders["random order (as given)"][u], orders["random order (as given)"][u][::-1]) for u in users}
+    rows = _llm_rows(records, targets, orders)
+    ndcg = rows[f"LLM records, {len(users)} users, NDCG@10"]
+    assert set(ndcg) == {"driftrec-learned", "LLM order (records)", "learned + LLM (cross-fitted)"}
+    assert all(0 <= v <= 1 for v in ndcg.values())
+    tested = rows[f"LLM records, {len(users)} users, blend vs learned"]
+    assert 0 <= tested["p (paired t)"] <= 1 and len([k for k in tested if k.startswith("LLM weight")]) == 5
+    other = {users[0]: (["not", "these"], ["these", "not"])}  # another draw's candidates: refused
+    with pytest.raises(ValueError, match=f"user {users[0]}: the LLM records ordered other candidates"):
+        _llm_rows(other, targets, orders)

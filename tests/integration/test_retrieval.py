@@ -97,6 +97,28 @@ async def test_metadata_filters_are_honoured(index: ItemIndex, subset: Dataset) 
     assert no_comedy and all("Comedy" not in subset.items[i].genres for i, _ in no_comedy)
 
 
+async def test_search_on_a_small_catalog_is_exact_and_the_same_every_time(index: ItemIndex, subset: Dataset) -> None:
+    """Under ``exact_max_items`` an unfiltered search is the true cosine top n (what Chroma's approximate
+    search only nearly returns), so an evaluation's vector source never moves between runs."""
+    ids = sorted(subset.items)
+    stored = await index.vectors(ids)
+    seed = ids[7]
+    query = stored[seed] + 0.5 * stored[ids[8]]
+    exact = await index.query(query, 30, exclude={seed})
+    unit = {i: v / np.linalg.norm(v) for i, v in stored.items()}
+    cosine = {i: float(unit[i] @ (query / np.linalg.norm(query))) for i in ids if i != seed}
+    truth = sorted(cosine, key=lambda i: (-cosine[i], i))[:30]
+    assert [i for i, _ in exact] == truth
+    assert [score for _, score in exact] == pytest.approx([cosine[i] for i in truth], abs=1e-5)
+    assert await index.query(query, 30, exclude={seed}) == exact  # the same list on a second call
+    approximate = ItemIndex(index.client, index.embedder, index.collection.name, exact_max_items=0)
+    through_chroma = await approximate.query(query, 30, exclude={seed})
+    assert len({i for i, _ in through_chroma[:10]} & set(truth[:10])) >= 8  # Chroma agrees on the head...
+    assert [i for i, _ in await approximate.query(query, 5, filters=Filters(genres=["Comedy"]))] == [
+        i for i, _ in await index.query(query, 5, filters=Filters(genres=["Comedy"]))
+    ]  # ...and a filtered search goes to Chroma either way
+
+
 async def test_every_source_excludes_seen_items_and_respects_filters(
     generator: CandidateGenerator, subset: Dataset
 ) -> None:

@@ -40,6 +40,7 @@ from driftrec.config import Settings
 from driftrec.data.dataset import Dataset
 from driftrec.eval.metrics import accuracy, bootstrap_ci, per_user, significance
 from driftrec.eval.protocols import Case, first_users, leave_one_out, leave_one_out_cases
+from driftrec.eval.report import write_report as report_files
 from driftrec.eval.retrieval_study import ingest
 from driftrec.llm import LLM
 from driftrec.memory.profiles import profile_document, summary_document
@@ -442,17 +443,15 @@ async def run_llm_eval(
         )
         weight = studies[stage].best_weight
     studies["test"].seconds = round(time.perf_counter() - started, 1)
-    text = "\n\n".join(f"### {stage}\n\n{study.markdown()}" for stage, study in studies.items())
     chosen = f"Weight chosen on validation: {studies['valid'].best_weight:g}; " if "valid" in studies else ""
-    text += f"\n\n{chosen}test: {studies['test'].significance}\n"
-    await asyncio.to_thread(_write_outputs, out_dir, tag, studies, text)
+    note = f"{chosen}test: {studies['test'].significance}"
+    await asyncio.to_thread(_write_outputs, out_dir, tag, studies, note)
     return studies
 
 
-def _write_outputs(out_dir: Path, tag: str, studies: dict[str, LLMStudy], text: str) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{tag}.json").write_text(json.dumps({k: v.as_dict() for k, v in studies.items()}, indent=2))
-    (out_dir / f"{tag}.md").write_text(text)
+def _write_outputs(out_dir: Path, tag: str, studies: dict[str, LLMStudy], note: str) -> None:
     from driftrec.plots import weight_sweep
+
+    report_files(out_dir, tag, studies, note=note)
 
     weight_sweep(studies, out_dir / f"{tag}.png")

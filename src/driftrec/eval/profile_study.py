@@ -36,6 +36,7 @@ from driftrec.data.dataset import Dataset
 from driftrec.eval.llm_study import build_profiles
 from driftrec.eval.metrics import bootstrap_ci
 from driftrec.eval.protocols import first_users, session_replay
+from driftrec.eval.report import write_report as report_files
 from driftrec.llm import LLM
 from driftrec.memory.evidence import GenreEvidence, gather, polarity
 from driftrec.memory.sessions import sessionize
@@ -268,14 +269,10 @@ async def run_profile_study(
 
 
 def write_report(study: ProfileStudy, out: Path) -> list[Path]:
-    """profiles.json, profiles.md and a bar chart with intervals (profiles.png) in ``out``."""
-    import json
-
+    """profiles.json, profiles.md (``eval.report``) and a bar chart with intervals (profiles.png) in ``out``."""
     from driftrec.plots import metric_bars
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "profiles.json").write_text(json.dumps(study.as_dict(), indent=2, default=str))
-    (out / "profiles.md").write_text(study.markdown() + "\n")
+    report_files(out, "profiles", study)
     plot = metric_bars(
         [(r.name, r.auc, r.auc_ci) for r in study.rows if r.auc_users],
         out / "profiles.png",

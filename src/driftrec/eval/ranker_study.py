@@ -24,6 +24,7 @@ from driftrec.data.dataset import Dataset
 from driftrec.eval.llm_study import sampled_candidates
 from driftrec.eval.metrics import DEFAULT_METRICS, accuracy, bootstrap_ci, per_user, significance
 from driftrec.eval.protocols import UserSplit, first_users, leave_one_out, training_log
+from driftrec.eval.report import write_report as report_files
 from driftrec.eval.retrieval_study import ingest
 from driftrec.eval.runner import K, leave_one_out_stage
 from driftrec.eval.systems import SYSTEMS, make_system
@@ -110,6 +111,60 @@ class RankerStudy:
 
 
 SAMPLED_FIRST = 150  # the model ladder's users (`driftrec eval llm --setting sampled --users 150`)
+BLEND_WEIGHTS = tuple(round(w / 10, 1) for w in range(11))  # the LLM order's share, 0 (learned alone) to 1
+BLEND_FOLDS = 5
+
+
+def llm_orders(path: Path) -> dict[str, tuple[list[str], list[str]]]:
+    """A ``driftrec eval llm --setting sampled`` run's records (``*-test.jsonl``): user -> (the 20
+    candidates as given, the LLM's order of them)."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"{path}: {exc.strerror or exc}") from None
+    orders: dict[str, tuple[list[str], list[str]]] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            orders[str(record["user"])] = (list(record["retrieval"]), list(record["llm"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}, line {number}: not an LLM study record ({exc})") from None
+    return orders
+
+
+def blend(learned: Sequence[str], llm: Sequence[str], weight: float) -> list[str]:
+    """Both orders of the same candidates by weighted rank: (1 - weight) * learned rank + weight * LLM
+    rank; ties keep the learned order. An item the LLM left out ranks after all it placed."""
+    llm_rank = {item: n for n, item in enumerate(llm)}
+    return sorted(
+        learned, key=lambda i: ((1 - weight) * learned.index(i) + weight * llm_rank.get(i, len(llm)), learned.index(i))
+    )
+
+
+def cross_fitted_blend(
+    targets: Mapping[str, str], learned: Mapping[str, list[str]], llm: Mapping[str, list[str]]
+) -> tuple[dict[str, list[str]], list[float]]:
+    """The LLM order as one more signal beside the learned stage, its weight never chosen on the users it
+    is scored on: users in ``BLEND_FOLDS`` folds, each fold ranked with the weight best on the others
+    (mean NDCG@10). Returns the blended orders and each fold's weight."""
+    users = sorted(targets)
+    folds = [users[f::BLEND_FOLDS] for f in range(BLEND_FOLDS)]
+    blended: dict[str, list[str]] = {}
+    chosen: list[float] = []
+    for held in folds:
+        rest = [u for u in users if u not in set(held)]
+        rest_targets = {u: targets[u] for u in rest}
+
+        def score(weight: float, rest: list[str] = rest, rest_targets: dict[str, str] = rest_targets) -> float:
+            orders = {u: blend(learned[u], llm[u], weight) for u in rest}
+            return accuracy(rest_targets, orders, ["ndcg@10"])["ndcg@10"]
+
+        weight = max(BLEND_WEIGHTS, key=lambda w: (score(w), -w))  # a tie goes to the smaller LLM share
+        chosen.append(weight)
+        blended |= {u: blend(learned[u], llm[u], weight) for u in held}
+    return blended, chosen
 
 
 async def _sampled_orders(
@@ -152,6 +207,41 @@ async def _sampled_orders(
     }
 
 
+def _llm_rows(
+    recorded: Mapping[str, tuple[list[str], list[str]]],
+    targets: Mapping[str, str],
+    orders: Mapping[str, Mapping[str, list[str]]],
+) -> dict[str, dict[str, float]]:
+    """What the LLM's order adds to the learned stage on the recorded users' 1+19 candidates."""
+    given = orders["random order (as given)"]
+    users = [u for u in recorded if u in given]
+    if not users:
+        raise ValueError("the LLM records share no user with this study: run both on the same users")
+    for user in users:
+        if sorted(recorded[user][0]) != sorted(given[user]):
+            raise ValueError(
+                f"user {user}: the LLM records ordered other candidates than this study's 1+19 draw "
+                "(another dataset, seed or catalog)"
+            )
+    here = {u: targets[u] for u in users}
+    learned = {u: orders["driftrec-learned"][u] for u in users}
+    llm = {u: recorded[u][1] for u in users}
+    blended, weights = cross_fitted_blend(here, learned, llm)
+    rows = {"driftrec-learned": learned, "LLM order (records)": llm, "learned + LLM (cross-fitted)": blended}
+    ndcg = {name: accuracy(here, ranked, ["ndcg@10"])["ndcg@10"] for name, ranked in rows.items()}
+    same = all(blended[u] == learned[u] for u in users)  # weight 0 everywhere: nothing to test (p would be NaN)
+    p = 1.0 if same else significance(here, {"blend": blended, "learned": learned}, "ndcg@10")["blend"]["learned"]
+    label = f"LLM records, {len(users)} users"
+    return {
+        f"{label}, NDCG@10": ndcg,
+        f"{label}, blend vs learned": {
+            "difference": ndcg["learned + LLM (cross-fitted)"] - ndcg["driftrec-learned"],
+            "p (paired t)": p,
+            **{f"LLM weight, fold {n}": w for n, w in enumerate(weights, start=1)},
+        },
+    }
+
+
 async def run_ranker_study(
     settings: Settings,
     dataset: Dataset,
@@ -162,9 +252,15 @@ async def run_ranker_study(
     ablate: bool = True,
     sampled: bool = True,
     stages: int = 5,
+    llm_records: Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[RankerStudy, LearnedRanker]:
+    """``llm_records``: a sampled LLM study's records; their users get two more 1+19 rows, the LLM's
+    order and the learned order blended with it (weight cross-fitted over users: ``cross_fitted_blend``)."""
     say = progress or (lambda _: None)
+    recorded = llm_orders(llm_records) if llm_records is not None else {}
+    if recorded and not sampled:
+        raise ValueError("llm_records need the 1+19 rows (sampled=True): the records order those candidates")
     unknown = [b for b in baselines if b not in SYSTEMS]
     if unknown:
         raise ValueError(f"unknown system {', '.join(unknown)}; known: {', '.join(SYSTEMS)}")
@@ -244,6 +340,8 @@ async def run_ranker_study(
         pair = {k: first_orders[k] for k in ("driftrec-learned", "popularity (training log)")}
         p = significance(first_targets, pair, "ndcg@10")["driftrec-learned"]["popularity (training log)"]
         sampled_first[f"first {len(first)} users, learned vs popularity"] = {"p (paired t)": p}
+        if recorded:
+            sampled_first |= _llm_rows(recorded, targets, orders)
     recall = {"union": test.recall()} | {s: test.source_hits[s] / max(1, len(chosen)) for s in SOURCES}
     study = RankerStudy(
         dataset=dataset.name,
@@ -267,8 +365,5 @@ async def run_ranker_study(
 
 
 def write_report(study: RankerStudy, out_dir: Path, name: str = "ranker") -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{name}.json"
-    path.write_text(json.dumps(study.as_dict(), indent=2, default=float))
-    (out_dir / f"{name}.md").write_text(study.markdown() + "\n")
-    return path
+    """ranker.json and ranker.md (``eval.report``)."""
+    return report_files(out_dir, name, study)

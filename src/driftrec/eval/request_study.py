@@ -20,13 +20,13 @@ tool-calling chat.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from driftrec.eval.report import write_report as report_files
 from driftrec.models import Item
 
 DECADES = {1950: "50s", 1960: "60s", 1970: "70s", 1980: "80s", 1990: "90s"}
@@ -295,10 +295,10 @@ def _clear_chat_state(memory, user: str) -> None:
 
 
 def write_report(study: RequestStudy, out: Path) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "requests.json").write_text(json.dumps(study.as_dict(), indent=2, default=str))
-    (out / "requests.md").write_text(study.markdown() + "\n")
+    """requests.json and requests.md (``eval.report``) and a chart of requests fully met."""
     from driftrec.plots import metric_bars, wilson
+
+    report_files(out, "requests", study)
 
     plot = metric_bars(
         [

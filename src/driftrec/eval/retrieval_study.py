@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import platform
 import time
 from collections import Counter
@@ -21,6 +20,7 @@ from pathlib import Path
 from driftrec.config import Settings
 from driftrec.data.dataset import Dataset
 from driftrec.eval.protocols import first_users, leave_one_out, training_log
+from driftrec.eval.report import write_report as report_files
 from driftrec.retrieval import CandidateGenerator, ItemIndex, RetrievalRequest
 from driftrec.retrieval.fusion import rrf
 from driftrec.retrieval.store import ensure_items, open_item_index
@@ -195,11 +195,10 @@ async def run_retrieval_study(
 
 
 def write_study(study: RetrievalStudy, out_dir: Path) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "retrieval.json"
-    path.write_text(json.dumps(study.as_dict(), indent=2))
-    (out_dir / "retrieval.md").write_text(study.markdown() + "\n")
+    """retrieval.json and retrieval.md (``eval.report``) and a recall chart."""
     from driftrec.plots import metric_bars, wilson
+
+    path = report_files(out_dir, "retrieval", study)
 
     k = max(CUTOFFS)
     metric_bars(

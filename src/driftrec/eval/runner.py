@@ -10,7 +10,6 @@ driftrec system against the best baseline.
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from collections import Counter
@@ -32,6 +31,7 @@ from driftrec.eval.metrics import (
     significance,
 )
 from driftrec.eval.protocols import first_users, leave_one_out_cases
+from driftrec.eval.report import write_report as report_files
 from driftrec.eval.systems import SYSTEMS, StageData, make_system
 
 K = max(CUTOFFS)
@@ -168,11 +168,10 @@ async def run_offline(
 
 
 def write_report(report: Report, out_dir: Path, name: str = "offline") -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{name}.json"
-    path.write_text(json.dumps(report.as_dict(), indent=2))
-    (out_dir / f"{name}.md").write_text(report.markdown() + "\n")
+    """The shared report files (``eval.report``) and a bar chart of NDCG@10 with intervals."""
     from driftrec.plots import metric_bars
+
+    path = report_files(out_dir, name, report)
 
     metric_bars(
         [(s.name, s.metrics["ndcg@10"], s.intervals["ndcg@10"]) for s in report.systems],

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import math
 import platform
 import statistics
@@ -57,6 +56,7 @@ from driftrec.eval.metrics import (
     significance,
 )
 from driftrec.eval.protocols import Case, SessionSplit, first_users, session_replay, session_training_log
+from driftrec.eval.report import write_report as report_files
 from driftrec.eval.retrieval_study import ingest
 from driftrec.eval.session_learned import LEARNED, learned_rankings
 from driftrec.eval.systems import StageData, make_system
@@ -537,11 +537,7 @@ def _comparisons(
 def write_session_study(studies: Mapping[str, SessionStudy], out_dir: Path) -> Path:
     from driftrec.plots import alpha_sweep, metric_bars
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "sessions.json"
-    path.write_text(json.dumps({stage: s.as_dict() for stage, s in studies.items()}, indent=2))
-    text = "\n\n".join(f"### {stage}\n\n{s.markdown()}" for stage, s in studies.items())
-    (out_dir / "sessions.md").write_text(text + f"\n\nChosen on validation: {studies['valid'].chosen}\n")
+    path = report_files(out_dir, "sessions", studies, note=f"Chosen on validation: {studies['valid'].chosen}")
     test = studies["test"]
     metric_bars(
         [(s.name, s.metrics["ndcg@10"], s.ci) for s in test.systems],

@@ -9,7 +9,6 @@ serves the whole suite, and the on-disk response cache makes a repeated suite ne
 from __future__ import annotations
 
 import asyncio
-import json
 import platform
 import time
 import tomllib
@@ -22,6 +21,7 @@ from typing import Any
 
 from driftrec.config import Settings
 from driftrec.data.dataset import Dataset
+from driftrec.eval.report import write_files
 from driftrec.llm import LLM
 
 KINDS = ("retrieval", "offline", "llm", "sessions", "profiles")
@@ -183,8 +183,5 @@ async def run_suite(
 
 
 def _write(out_dir: Path, markdown: str, report: dict[str, object]) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "suite.json").write_text(json.dumps(report, indent=2))
-    path = out_dir / "results.md"
-    path.write_text(markdown)
-    return path
+    write_files(out_dir / "suite.json", report, out_dir / "results.md", markdown)
+    return out_dir / "results.md"
