@@ -2,8 +2,10 @@
 
 Catalogs: MovieLens-100K's 1,682 items (real text, real embeddings) and a synthetic catalog of
 100,000 items (random unit vectors, random genres and years: it measures Chroma, not the embedder).
-Also: embedding throughput of each available backend. Run:
-`.venv/bin/python bench/retrieval.py [--synthetic 100000] [--json-out FILE]`.
+Also: embedding throughput of each available backend, and the exact search driftrec uses instead of
+Chroma's for unfiltered queries on catalogs up to ``DRIFTREC_CHROMA_EXACT_MAX_ITEMS`` (``--exact-only``
+measures just that, in a second). Run:
+`.venv/bin/python bench/retrieval.py [--synthetic 100000] [--exact-only] [--json-out FILE]`.
 """
 
 from __future__ import annotations
@@ -115,19 +117,44 @@ async def main(synthetic: int, queries: int) -> dict:
                     ("movielens", ml_items, ml_vectors),
                     ("synthetic", syn_items, syn_vectors),
                 ):
-                    index = ItemIndex(client, embedder, f"bench-{name}")
+                    index = ItemIndex(client, embedder, f"bench-{name}", exact_max_items=0)  # Chroma's own search
                     results[f"{mode}/{name}"] = await measure(index, items, vectors, queries)
                     print(mode, name, results[f"{mode}/{name}"], flush=True)
     return results
+
+
+def exact_search_latency(sizes: tuple[int, ...] = (1_682, 20_000, 100_000), k: int = 50) -> dict[str, dict]:
+    """Exact top-k (store._nearest: one matrix product, partial sort) over random unit vectors, 100 excluded."""
+    from driftrec.retrieval.store import _nearest
+
+    rng = np.random.default_rng(0)
+    out = {}
+    for size in sizes:
+        matrix = rng.standard_normal((size, 384)).astype(np.float32)
+        matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+        ids = sorted(str(i) for i in range(size))
+        exclude = set(ids[:100])
+        spent = []
+        for _ in range(200):
+            vector = rng.standard_normal(384).astype(np.float32)
+            started = time.perf_counter()
+            _nearest(ids, matrix, vector, k, exclude)
+            spent.append((time.perf_counter() - started) * 1000)
+        spent.sort()
+        out[f"exact/{size}"] = {"p50_ms": round(spent[100], 2), "p95_ms": round(spent[190], 2)}
+    return out
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--synthetic", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--exact-only", action="store_true", help="only the exact search's latency")
     parser.add_argument("--json-out")
     args = parser.parse_args()
-    figures = asyncio.run(main(args.synthetic, args.queries))
+    figures = exact_search_latency() if args.exact_only else asyncio.run(main(args.synthetic, args.queries))
+    if not args.exact_only:
+        figures |= exact_search_latency()
     print(json.dumps(figures, indent=2))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(figures, indent=2))
