@@ -157,6 +157,7 @@ class ItemIndex:
         self._vectors: dict[str, np.ndarray] = {}
         self._matrix: tuple[list[str], np.ndarray] | None = None  # every item's id and unit vector, row by row
         self._write_lock = asyncio.Lock()
+        self._read_lock = asyncio.Lock()  # one full read of the vectors at a time, however many queries wait
 
     async def upsert(
         self,
@@ -252,14 +253,19 @@ class ItemIndex:
     async def _all_vectors(self, total: int) -> tuple[list[str], np.ndarray]:
         """Every stored item's unit vector, read once; read again when the count moved (another process
         added items) or this process wrote new vectors."""
-        if self._matrix is None or len(self._matrix[0]) != total:
-            got = await asyncio.to_thread(self.collection.get, include=["embeddings"])
-            rows = sorted(range(len(got["ids"])), key=lambda row: got["ids"][row])  # by id: ties break by id
-            ids = [got["ids"][row] for row in rows]
-            matrix = np.asarray(got["embeddings"], dtype=np.float32).reshape(len(ids), -1)[rows]
-            norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-            self._matrix = (ids, matrix / np.where(norms == 0, 1.0, norms))
-        return self._matrix
+        current = self._matrix
+        if current is not None and len(current[0]) == total:
+            return current
+        async with self._read_lock:
+            current = self._matrix
+            if current is None or len(current[0]) != total:  # not read meanwhile by a query that waited first
+                got = await asyncio.to_thread(self.collection.get, include=["embeddings"])
+                rows = sorted(range(len(got["ids"])), key=lambda row: got["ids"][row])  # by id: ties break by id
+                ids = [got["ids"][row] for row in rows]
+                matrix = np.asarray(got["embeddings"], dtype=np.float32).reshape(len(ids), -1)[rows]
+                norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+                current = self._matrix = (ids, matrix / np.where(norms == 0, 1.0, norms))
+            return current
 
     async def search_text(
         self, text: str, n: int, *, filters: Filters | None = None, exclude: set[str] | frozenset[str] = frozenset()
@@ -272,8 +278,8 @@ class ItemIndex:
 def _nearest(
     ids: list[str], matrix: np.ndarray, vector: np.ndarray, n: int, exclude: set[str] | frozenset[str]
 ) -> list[tuple[str, float]]:
-    """Exact cosine top ``n``; rows are in id order and the sort is stable, so ties break by id and the
-    order is the same on every run."""
+    """Exact cosine top ``n``: the best ``n + len(exclude)`` rows by partial sort, then ordered by score and
+    row; rows are in id order, so ties break by id and the order is the same on every run."""
     norm = float(np.linalg.norm(vector))
     scores = matrix @ (np.asarray(vector, dtype=np.float32) / (norm or 1.0))
     keep = min(len(ids), n + len(exclude))  # enough to fill n after skipping every excluded item
