@@ -7,10 +7,10 @@ process per backend, the co-occurrence and popularity indexes are fitted from th
 (time, peak RSS of that process), and 10,000 further events are taken in incrementally; then the indexes are
 saved as the snapshot later processes load instead of fitting, and loaded back (time, file size).
 
-`--bulk-batch 100000` also times a bulk import into a second, fresh store (that many events per transaction,
-as `driftrec ingest` writes a whole file in one): random inserts into the `(user, ts)` index dirty a page per
-event, and a page is written once per transaction however many events it took, so larger transactions
-write less per event.
+`--bulk-batch 100000` also times a bulk import into a second, fresh store (that many events per
+transaction; `driftrec ingest` writes a dataset's ratings in one append): random inserts into the
+`(user, ts)` index dirty a page per event, and a page is written once per transaction however many events
+it took, so larger transactions write less per event.
 
 Run: `.venv/bin/python bench/scale.py [--sizes 1 10] [--backends sqlite postgresql] [--bulk-batch N] [--json-out FILE]`;
 `--plot FILE...` draws the growth curves (docs/results/scale-growth.png).
