@@ -150,18 +150,16 @@ def cross_fitted_blend(
     is scored on: users in ``BLEND_FOLDS`` folds, each fold ranked with the weight best on the others
     (mean NDCG@10). Returns the blended orders and each fold's weight."""
     users = sorted(targets)
-    folds = [users[f::BLEND_FOLDS] for f in range(BLEND_FOLDS)]
+    ordered = {u: targets[u] for u in users}
+    ndcg = {  # weight -> user -> NDCG@10 of the blend: each fold's choice is a mean over the other folds' users
+        w: dict(zip(users, per_user(ordered, {u: blend(learned[u], llm[u], w) for u in users}, "ndcg@10"), strict=True))
+        for w in BLEND_WEIGHTS
+    }
     blended: dict[str, list[str]] = {}
     chosen: list[float] = []
-    for held in folds:
+    for held in (users[f::BLEND_FOLDS] for f in range(BLEND_FOLDS)):
         rest = [u for u in users if u not in set(held)]
-        rest_targets = {u: targets[u] for u in rest}
-
-        def score(weight: float, rest: list[str] = rest, rest_targets: dict[str, str] = rest_targets) -> float:
-            orders = {u: blend(learned[u], llm[u], weight) for u in rest}
-            return accuracy(rest_targets, orders, ["ndcg@10"])["ndcg@10"]
-
-        weight = max(BLEND_WEIGHTS, key=lambda w: (score(w), -w))  # a tie goes to the smaller LLM share
+        weight = max(BLEND_WEIGHTS, key=lambda w: (sum(ndcg[w][u] for u in rest) / len(rest), -w))  # tie: less LLM
         chosen.append(weight)
         blended |= {u: blend(learned[u], llm[u], weight) for u in held}
     return blended, chosen
