@@ -137,10 +137,9 @@ def llm_orders(path: Path) -> dict[str, tuple[list[str], list[str]]]:
 def blend(learned: Sequence[str], llm: Sequence[str], weight: float) -> list[str]:
     """Both orders of the same candidates by weighted rank: (1 - weight) * learned rank + weight * LLM
     rank; ties keep the learned order. An item the LLM left out ranks after all it placed."""
+    rank = {item: n for n, item in enumerate(learned)}
     llm_rank = {item: n for n, item in enumerate(llm)}
-    return sorted(
-        learned, key=lambda i: ((1 - weight) * learned.index(i) + weight * llm_rank.get(i, len(llm)), learned.index(i))
-    )
+    return sorted(learned, key=lambda i: ((1 - weight) * rank[i] + weight * llm_rank.get(i, len(llm)), rank[i]))
 
 
 def cross_fitted_blend(
@@ -158,7 +157,8 @@ def cross_fitted_blend(
     blended: dict[str, list[str]] = {}
     chosen: list[float] = []
     for held in (users[f::BLEND_FOLDS] for f in range(BLEND_FOLDS)):
-        rest = [u for u in users if u not in set(held)]
+        held_set = set(held)
+        rest = [u for u in users if u not in held_set]
         weight = max(BLEND_WEIGHTS, key=lambda w: (sum(ndcg[w][u] for u in rest) / len(rest), -w))  # tie: less LLM
         chosen.append(weight)
         blended |= {u: blend(learned[u], llm[u], weight) for u in held}

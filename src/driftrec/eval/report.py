@@ -82,7 +82,6 @@ def _write_whole(path: Path, text: str) -> None:
 def write_report(out_dir: Path, name: str, studies: Study | Mapping[str, Study], *, note: str = "") -> Path:
     """``out_dir/<name>.json`` and ``out_dir/<name>.md`` for one study or a mapping of stage to study;
     ``note`` ends the Markdown (e.g. what validation chose). Returns the JSON file's path."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     if isinstance(studies, Mapping):
         payload: dict[str, Any] = {stage: dict(study.as_dict()) for stage, study in studies.items()}
         markdown = "\n\n".join(f"### {stage}\n\n{study.markdown()}" for stage, study in studies.items())
