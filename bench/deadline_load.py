@@ -126,6 +126,7 @@ def main() -> tuple[dict[str, Any], Path | None]:
             "DRIFTREC_LLM_MAX_RETRIES": "0",
             "DRIFTREC_RANKING_LLM_WEIGHT": "0.5",
             "DRIFTREC_RANKING_TIMEOUT_S": str(args.deadline),
+            "DRIFTREC_RANKING_ANSWER_CACHE_S": "0",  # every request takes the LLM path (none reuses an answer)
             "DRIFTREC_API_RATE_PER_MINUTE": "0",
             "DRIFTREC_CHAT_MODE": "plan",
         }

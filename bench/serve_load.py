@@ -24,9 +24,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -40,6 +42,14 @@ import httpx
 from driftrec.llm.runtime import free_port
 from driftrec.memory.db import SqliteDatabase, open_database_url
 from driftrec.memory.events import EventStore
+
+
+def reuse_counts(log: Path) -> dict[str, int]:
+    """Answers reused and repeat checks made, summed over the server's processes (from their last log lines)."""
+    hits = checks = 0
+    for match in re.finditer(r"answers reused: (\d+) of (\d+) repeat checks", log.read_text(errors="replace")):
+        hits, checks = hits + int(match[1]), checks + int(match[2])
+    return {"reused": hits, "checked": checks}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -185,6 +195,13 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"])
     parser.add_argument("--dataset", choices=["movielens", "synthetic10", "synthetic100"], default="movielens")
     parser.add_argument("--generator", choices=["wrk", "python"], default="wrk" if shutil.which("wrk") else "python")
+    parser.add_argument(
+        "--answer-cache-s",
+        type=float,
+        nargs="+",
+        default=[60.0],
+        help="DRIFTREC_RANKING_ANSWER_CACHE_S per server (0: every request computed); one server each",
+    )
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     if args.dataset.startswith("synthetic") and args.backends != ["sqlite"]:
@@ -222,8 +239,11 @@ def main() -> None:
                     events = EventStore(SqliteDatabase(data / "memory.db")).all_blocking()
                     EventStore(open_database_url(url, data)).append_blocking(events)
                     env["DRIFTREC_DATABASE_URL"] = url
-                for workers in args.workers:
-                    with serving(env, workers, Path(tmp) / f"serve-{backend}-{workers}.log") as base:
+                for workers, reuse_s in itertools.product(args.workers, args.answer_cache_s):
+                    env["DRIFTREC_RANKING_ANSWER_CACHE_S"] = str(reuse_s)
+                    log = Path(tmp) / f"serve-{backend}-{workers}-{reuse_s:g}.log"
+                    served_rows = []
+                    with serving(env, workers, log) as base:
                         for clients in args.clients:
                             measured = (
                                 wrk_loop(base, clients, args.seconds, users, Path(tmp))
@@ -235,9 +255,14 @@ def main() -> None:
                                 "generator": args.generator,
                                 "backend": backend,
                                 "workers": workers,
+                                "answer_cache_s": reuse_s,
                             } | measured
                             print(json.dumps(row), flush=True)
-                            rows.append(row)
+                            served_rows.append(row)
+                    reused = reuse_counts(log)  # the processes log them as they stop
+                    for row in served_rows:
+                        row["reused_over_server_lifetime"] = reused
+                    rows.extend(served_rows)
         finally:
             if server is not None:
                 server.cleanup()

@@ -688,7 +688,8 @@ def eval_offline(
         str,
         typer.Option(
             help="Comma-separated systems (driftrec.eval.systems): random, most-popular, item-knn, bpr, sasrec, "
-            "sasrec-ce, driftrec-retrieval, driftrec-learned."
+            "sasrec-ce, driftrec-retrieval, driftrec-learned; a baseline's options after colons "
+            "(sasrec-ce:seed=1:max_epochs=50)."
         ),
     ] = "random,most-popular,item-knn,bpr,sasrec,driftrec-retrieval",
     stage: Annotated[str, typer.Option(help="valid or test.")] = "test",
@@ -736,7 +737,11 @@ def eval_ranker(
     ablate: Annotated[bool, typer.Option(help="Retrain without each feature group.")] = True,
     sampled: Annotated[bool, typer.Option(help="Also order 1+19 sampled candidates (the LLM study's).")] = True,
     baselines: Annotated[
-        str, typer.Option(help="Comma-separated baselines (sasrec-ce: SASRec with early stopping, ~12 min).")
+        str,
+        typer.Option(
+            help="Comma-separated baselines (sasrec-ce: SASRec with early stopping, ~17 min); options after colons, "
+            "e.g. sasrec-ce:seed=1."
+        ),
     ] = "most-popular,item-knn,bpr,sasrec-ce",
     llm_records: Annotated[
         str | None,
@@ -890,7 +895,11 @@ def eval_sessions(
     llm: Annotated[bool, typer.Option(help="Replay memory through the LLM and run the LLM rankers.")] = True,
     profile_sessions: Annotated[int, typer.Option(help="Sessions replayed through memory before each target.")] = 2,
     baselines: Annotated[
-        str, typer.Option(help="Comma-separated baselines (add sasrec-ce for ~12 min more, sasrec for ~20).")
+        str,
+        typer.Option(
+            help="Comma-separated baselines (add sasrec-ce for ~17 min more, sasrec for ~20); options after colons, "
+            "e.g. bpr:factors=128."
+        ),
     ] = "random,most-popular,item-knn,bpr",
     listwise: Annotated[bool, typer.Option(help="Also run the listwise ranker (full context).")] = True,
     learned: Annotated[bool, typer.Option(help="Train and rank with the learned stage (about a minute).")] = True,

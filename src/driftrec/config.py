@@ -362,6 +362,20 @@ class RankingSettings(_Group):
         "SmolLM2: 10 duplicates at 0, 0-1 in 500 positions at 1.0; repeats left are repaired).",
     )
     max_tokens: int = Field(default=256, ge=16, description="Listwise reply budget in tokens.")
+    answer_cache_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="Keep each user's latest answer this long for a repeat of the same request while nothing it "
+        "was computed from changed (their events, profile, summaries, stated preferences and edits, read from the "
+        "store on every request; this process's candidate indexes and ranker): only time's own drift (popularity "
+        "windows, the open session) can be this stale. Degraded answers are not reused. 0: never reuse.",
+    )
+    answer_cache_users: int = Field(
+        default=10_000,
+        ge=1,
+        description="Users whose latest answer a process keeps (for reuse, and for the chat's \"why did you "
+        'recommend X?"); the least recently asked leave first.',
+    )
     timeout_s: float = Field(
         default=60.0,
         gt=0,

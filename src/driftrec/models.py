@@ -304,3 +304,4 @@ class RecommendationList(BaseModel):
     candidates: int = 0  # how many retrieved candidates were considered
     error: str | None = None  # why the LLM could not help, when degraded
     seconds: float = 0.0
+    cached: bool = False  # the same answer as this user's last identical request (nothing it used changed)

@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 import schemathesis
+from fastapi.encoders import jsonable_encoder
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis.errors import Unsatisfiable
@@ -18,6 +19,7 @@ from schemathesis import GenerationMode
 
 from driftrec.config import Settings
 from driftrec.llm import LLM
+from driftrec.models import RecommendationList
 from tests.conftest import copy_of, endpoint_env, served
 
 pytestmark = pytest.mark.vllm
@@ -51,6 +53,7 @@ def test_recommend_feedback_profile_forget(server: str) -> None:
         answer = http.post("/v1/users/1/recommendations", json={"k": 5, "filters": {"exclude_genres": ["Drama"]}})
         assert answer.status_code == 200, answer.text
         body = answer.json()
+        assert jsonable_encoder(RecommendationList.model_validate(body)) == body  # what FastAPI itself would send
         assert len(body["items"]) == 5 and body["ranking"] == "verbalizer" and not body["degraded"]
         assert all("Drama" not in r["item"]["genres"] for r in body["items"])
         top = body["items"][0]["item"]["id"]
@@ -58,7 +61,11 @@ def test_recommend_feedback_profile_forget(server: str) -> None:
         event = http.post("/v1/users/1/feedback", json={"item": top, "signal": "dislike"})
         assert event.status_code == 200 and event.json()["action"] == "dislike"
         again = http.post("/v1/users/1/recommendations", json={"k": 5}).json()
-        assert top not in [r["item"]["id"] for r in again["items"]]
+        assert top not in [r["item"]["id"] for r in again["items"]] and not again["cached"]
+        # once the index update the dislike started is done, nothing changes: the same answer is reused
+        answers = [again] + [http.post("/v1/users/1/recommendations", json={"k": 5}).json() for _ in range(3)]
+        reused = [n for n, a in enumerate(answers) if a["cached"]]
+        assert reused and answers[reused[0]]["items"] == answers[reused[0] - 1]["items"]
 
         assert http.get("/v1/users/1/profile").json()["version"] == 0
         assert http.get("/v1/users/1/profile/history").json() == []

@@ -23,11 +23,11 @@ async def test_the_ranker_study_reports_full_ranking_and_sampled_rows(settings: 
     dataset = load_movielens_100k(settings.cache_dir)
     own = settings.model_copy(update={"data_dir": tmp_path / "data", "chroma_path": tmp_path / "data" / "chroma"})
     study, model = await run_ranker_study(
-        own, dataset, users=USERS, stages=2, baselines=("most-popular",), ablate=False, sampled=True
+        own, dataset, users=USERS, stages=2, baselines=("most-popular", "item-knn:k=20"), ablate=False, sampled=True
     )
     names = [s.name for s in study.systems]
-    assert names == ["driftrec-learned", "driftrec-fusion (same pool)", "most-popular"]
-    assert set(study.tests) == {"driftrec-fusion (same pool)", "most-popular"}
+    assert names == ["driftrec-learned", "driftrec-fusion (same pool)", "most-popular", "item-knn:k=20"]
+    assert set(study.tests) == {"driftrec-fusion (same pool)", "most-popular", "item-knn:k=20"}  # every one
     assert 0 < study.recall["union"] <= 1 and all(0 <= v <= study.recall["union"] for v in study.recall.values())
     assert model.card.stages == 2 and model.card.users > USERS  # two cut points' examples
 

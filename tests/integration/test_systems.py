@@ -72,3 +72,30 @@ async def test_the_learned_stage_is_a_system(settings: Settings) -> None:
     for user, items in ranked.items():
         seen = {e.item for e in stage.cases[user].history}
         assert len(items) == 20 == len(set(items)) and not seen & set(items)
+
+
+async def test_a_baseline_takes_its_options_in_the_spec_and_is_reported_under_it(settings: Settings) -> None:
+    """``item-knn:k=10`` is item-KNN with 10 neighbours, beside the default (100): two rows, two results."""
+    dataset = load_movielens_100k(settings.cache_dir)
+    report = await run_offline(settings, dataset, ["item-knn", "item-knn:k=10"], stage="valid", users=60)
+    assert [s.name for s in report.systems] == ["item-knn", "item-knn:k=10"]
+    by_name = {s.name: s.metrics["ndcg@10"] for s in report.systems}
+    assert by_name["item-knn"] != by_name["item-knn:k=10"]
+    system = make_system("sasrec-ce:seed=3:max_epochs=5")
+    assert system.name == "sasrec-ce:seed=3:max_epochs=5"
+    assert (system.ranker.seed, system.ranker.max_epochs) == (3, 5)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("sasrec-ce:seeds=2", r"'seeds=2' is not an option of sasrec-ce \(key=value; .*seed"),
+        ("sasrec-ce:seed", r"'seed' is not an option"),
+        ("driftrec-learned:pool=50", r"only baselines take options"),
+        ("knn:k=5", r"unknown system 'knn'"),
+    ],
+)
+async def test_a_bad_spec_is_refused_before_any_work(settings: Settings, spec: str, message: str) -> None:
+    dataset = load_movielens_100k(settings.cache_dir)
+    with pytest.raises(ValueError, match=message):
+        await run_offline(settings, dataset, ["most-popular", spec], users=5)

@@ -75,13 +75,20 @@ def test_chroma_down_degrades_recommendations_and_the_service_recovers_when_it_r
     server.__enter__()
     try:
         asyncio.run(catalog_to_server())
-        with TestClient(create_app(Recommender(remote, llm=None), api_key=KEY)) as http:
+        rec = Recommender(remote, llm=None)
+        with TestClient(create_app(rec, api_key=KEY)) as http:
             assert http.post("/v1/events", json=clicks, headers=AUTH).status_code == 200
+            http.portal.call(rec.refit)  # the clicks are in the candidate indexes: nothing moves after this
             up = http.post("/v1/users/vera/recommendations", json={"k": 10}, headers=AUTH).json()
             assert not up["degraded"] and "vector" in sources(up)
 
             server.__exit__(None, None, None)  # Chroma stops
             server = None
+            # the same request again: the answer computed a moment ago with every source up is reused
+            repeat = http.post("/v1/users/vera/recommendations", json={"k": 10}, headers=AUTH).json()
+            assert repeat["cached"] and not repeat["degraded"] and repeat["items"] == up["items"]
+            http.post("/v1/users/vera/recommendations", json={"k": 10, "exclude": ["1"]}, headers=AUTH)
+            # ... a request not answered before is computed, without the vector source
             down = http.post("/v1/users/vera/recommendations", json={"k": 10}, headers=AUTH)
             assert down.status_code == 200, down.text
             body = down.json()

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from driftrec.agent.answers import RecentAnswers
 from driftrec.agent.chat import ChatAgent, ChatOptions, TurnInfo
 from driftrec.agent.requests import Constraints, parse_request
 from driftrec.agent.tools import RecommenderTools
@@ -37,7 +38,7 @@ from driftrec.llm.registry import embedded_model
 from driftrec.memory.edits import standing
 from driftrec.memory.keys import KeyStore
 from driftrec.memory.profiles import profile_document, summary_document
-from driftrec.memory.service import ForgetReport, InvalidEdit, Memory, RefreshResult
+from driftrec.memory.service import ForgetReport, InvalidEdit, Memory, RankingInputs, RefreshResult
 from driftrec.memory.sessions import open_session
 from driftrec.models import (
     Action,
@@ -149,7 +150,7 @@ class Recommender:
         self._refit: asyncio.Task[None] | None = None
         self._index_lock = asyncio.Lock()  # one fit or update of the candidate indexes at a time
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._last: dict[str, RecommendationList] = {}
+        self.answers = RecentAnswers(settings.ranking.answer_cache_s, settings.ranking.answer_cache_users)
         self._title_keys: dict[str, str] = {}
         self._started = False
         self._agent: ChatAgent | None = None
@@ -210,6 +211,9 @@ class Recommender:
 
     async def aclose(self) -> None:
         """Stop background work and everything this Recommender started (the embedded vLLM included)."""
+        checks = self.answers.hits + self.answers.misses
+        if self._started and checks:
+            log.info("answers reused: %d of %d repeat checks", self.answers.hits, checks)
         self._started = False
         if self.upkeep is not None:
             await self.upkeep.stop()
@@ -423,6 +427,7 @@ class Recommender:
             position, generation = await asyncio.to_thread(memory.events.state_blocking)
             if generation != self._generation:  # a user was forgotten through another process
                 memory.events.forget_cached()
+                self.answers.forget()
                 self._refit_whole()
                 return
             if position <= self._fitted_position:
@@ -506,13 +511,18 @@ class Recommender:
         if k < 1:
             raise ValueError("k must be at least 1")
         memory = self._require()
+        exclude = frozenset(exclude)
         if query and understand:
             filters, query = self.understand(query, filters)
         started = time.perf_counter()
         deadline = time.monotonic() + self.settings.ranking.timeout_s  # from arrival: retrieval counts too
-        now = now or _now()
+        now_given, now = now, now or _now()
         await self._maybe_refit()
         read = await asyncio.to_thread(memory.ranking_inputs_blocking, user, now)  # one hop, one connection
+        live = now_given is None and read.vector_error is None  # a replay, or a read that degrades: compute
+        key = self._answer_key(read, k, query, filters, explain, exclude) if live else None
+        if key is not None and (kept := self.answers.reusable(user, key)) is not None:
+            return kept.model_copy(update={"cached": True, "seconds": round(time.perf_counter() - started, 3)})
         history, profile, vector, vector_problem = read.history, read.profile, read.vector, read.vector_error
         summaries, stated, edits = read.summaries, read.stated, read.edits
         session = open_session(history, memory.gap, now)  # the open session, from the same read
@@ -526,7 +536,7 @@ class Recommender:
             profile_vector=vector,
             query=query,
             filters=filters,
-            exclude=frozenset(exclude),
+            exclude=exclude,
         )
         assert self.generator is not None and self.reranker is not None
         n = max(self.settings.retrieval.candidates, self.settings.ranking.candidates, k)
@@ -562,8 +572,41 @@ class Recommender:
             error="; ".join(problems) or None,
             seconds=round(time.perf_counter() - started, 3),
         )
-        self._last[user] = answer
+        self.answers.remember(user, key, answer)
         return answer
+
+    def _answer_key(
+        self,
+        read: RankingInputs,
+        k: int,
+        query: str | None,
+        filters: Filters | None,
+        explain: bool | None,
+        exclude: frozenset[str],
+    ) -> tuple[Any, ...] | None:
+        """Everything a live answer is computed from but the clock (see agent/answers.py): the request as
+        given (stated preferences and edits, which add to its filters, are keyed themselves); None when
+        the user's history has no version to key on (history caching off)."""
+        if read.history_version is None:
+            return None
+        return (
+            k,
+            query,
+            filters.model_dump_json() if filters is not None else None,
+            explain,
+            exclude,
+            read.history_version,
+            read.profile.version,
+            tuple((s.session_id, s.created_at) for s in read.summaries),
+            tuple((s.name, s.polarity, s.created_at, s.expires_at) for s in read.stated),
+            tuple((e.name, e.kind, e.action, e.created_at) for e in read.edits),
+            self._fitted_position,
+            self._generation,
+            id(self.generator),
+            id(self.features),
+            id(self.learned),
+            self.learned_error,
+        )
 
     def understand(self, query: str, filters: Filters | None = None) -> tuple[Filters | None, str]:
         """The constraints ``query`` states, added to ``filters``; and the query text without its refusals."""
@@ -576,7 +619,7 @@ class Recommender:
 
     def last_recommendations(self, user: str) -> RecommendationList | None:
         """The latest answer given to ``user`` in this process (for "why did you recommend X?")."""
-        return self._last.get(user)
+        return self.answers.last(user)
 
     async def search(self, text: str, *, filters: Filters | None = None, n: int = 10) -> list[Item]:
         """Catalog search by meaning (vector search in Chroma), with optional filters."""
@@ -666,7 +709,7 @@ class Recommender:
         each store held."""
         memory = self._require()
         report = await memory.forget_user(user)
-        self._last.pop(user, None)
+        self.answers.forget(user)
         if report.rows.get("events"):  # their events leave co-occurrence, popularity and the saved indexes
             _, generation = await asyncio.to_thread(memory.events.state_blocking)
             deleted = await asyncio.to_thread(self.snapshots.prune, generation)

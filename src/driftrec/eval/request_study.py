@@ -271,7 +271,7 @@ async def _answer(rec, agent, system: str, user: str, text: str, k: int) -> list
     elif system == "request understood (no LLM)":
         answer = await rec.recommend(user, k, query=text)
     else:
-        rec._last.pop(user, None)
+        rec.answers.forget(user)
         async for _ in agent.reply(user, text):
             pass
         answer = rec.last_recommendations(user)

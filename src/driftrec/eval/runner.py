@@ -32,7 +32,7 @@ from driftrec.eval.metrics import (
 )
 from driftrec.eval.protocols import first_users, leave_one_out_cases
 from driftrec.eval.report import write_report as report_files
-from driftrec.eval.systems import SYSTEMS, StageData, make_system
+from driftrec.eval.systems import StageData, check_systems, make_system
 
 K = max(CUTOFFS)
 HEADLINE = ("ndcg@10", "hit_rate@10", "hit_rate@20", "mrr@10")
@@ -113,9 +113,7 @@ async def run_offline(
 ) -> Report:
     """Every named system (``eval.systems``) fitted on the stage's training log, ranking the same users."""
     started = time.perf_counter()
-    unknown = [name for name in systems if name not in SYSTEMS]
-    if unknown:
-        raise ValueError(f"unknown system {', '.join(map(repr, unknown))}; known: {', '.join(SYSTEMS)}")
+    check_systems(systems)
     data = leave_one_out_stage(settings, dataset, stage, users)
     targets = {u: c.targets for u, c in data.cases.items()}
     popularity = Counter(e.item for e in data.log)

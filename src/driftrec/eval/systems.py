@@ -12,6 +12,7 @@ whole catalog) registered in ``BASELINES``; it takes part here through ``Baselin
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -82,10 +83,41 @@ def register_system(cls: type[System]) -> type[System]:
     return cls
 
 
-def make_system(name: str) -> System:
+def make_system(spec: str) -> System:
+    """The system a spec names: a registered name, and for a baseline its constructor's options after
+    colons (``sasrec-ce:seed=1:max_epochs=50``: another seed, a shorter budget); the spec is its name
+    in reports. Raises ValueError naming what is wrong (an unknown system or option, a bad value)."""
+    name, *options = spec.split(":")
     if name not in SYSTEMS:
         raise ValueError(f"unknown system {name!r}; known: {', '.join(SYSTEMS)}")
-    return SYSTEMS[name]()
+    if not options:
+        return SYSTEMS[name]()
+    if name not in BASELINES:
+        raise ValueError(f"{spec}: only baselines take options ({', '.join(BASELINES)}); {name} takes none")
+    ranker = BASELINES[name]
+    accepted = [p for p in inspect.signature(ranker).parameters if p != "self"]
+    kwargs: dict[str, object] = {}
+    for option in options:
+        key, equals, value = option.partition("=")
+        if not equals or key not in accepted:
+            raise ValueError(f"{spec}: {option!r} is not an option of {name} (key=value; {', '.join(accepted)})")
+        kwargs[key] = _option_value(value)
+    return BaselineSystem(spec, ranker(**kwargs))
+
+
+def check_systems(specs: Sequence[str]) -> None:
+    """Fail before any work when a spec names no system or an option it does not take (ValueError)."""
+    for spec in specs:
+        make_system(spec)
+
+
+def _option_value(text: str) -> object:
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
 
 
 def top_unseen(ranker: Ranker, stage: StageData, k: int) -> Rankings:

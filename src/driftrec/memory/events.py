@@ -78,7 +78,7 @@ class EventStore:
         self, user: str, *, since: datetime | None = None, limit: int | None = None
     ) -> list[Interaction]:
         if since is None and limit is None and self.cache_users:
-            return self._cached_history(user)
+            return self._cached_history(user)[0]
         query = _SELECT + " WHERE user = ?"
         params: list[object] = [user]
         if since is not None:
@@ -90,7 +90,20 @@ class EventStore:
             rows = rows[-limit:]
         return _events(rows)
 
-    def _cached_history(self, user: str) -> list[Interaction]:
+    def history_rows_blocking(self, user: str) -> tuple[list[tuple], tuple[int, int] | None]:
+        """The user's whole history as stored rows (``events_from_rows`` makes them events, when they are
+        needed) and a version of it — (count, latest seq) of the rows read, which moves with every write
+        and forget through any process — or None for the version when histories are not cached (nothing
+        then is kept on the strength of it)."""
+        if self.cache_users:
+            return self._cached_rows(user)
+        return self.db.connection().execute(_SELECT + " WHERE user = ? ORDER BY ts, seq", (user,)).fetchall(), None
+
+    def _cached_history(self, user: str) -> tuple[list[Interaction], tuple[int, int]]:
+        rows, version = self._cached_rows(user)
+        return _events(rows), version
+
+    def _cached_rows(self, user: str) -> tuple[list[tuple], tuple[int, int]]:
         conn = self.db.connection()
         count, top = conn.execute(
             "SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM events WHERE user = ?", (user,)
@@ -99,7 +112,7 @@ class EventStore:
             cached = self._cache.get(user)
             if cached is not None and cached[:2] == (count, top):
                 self._cache.move_to_end(user)
-                return _events(cached[2])
+                return cached[2], (count, top)
         rows = conn.execute(_SELECT_SEQ + " WHERE user = ? ORDER BY ts, seq", (user,)).fetchall()
         events = [r[1:] for r in rows]
         with self._cache_lock:
@@ -108,7 +121,7 @@ class EventStore:
                 self._cache.move_to_end(user)
                 while len(self._cache) > self.cache_users:
                     self._cache.popitem(last=False)
-        return _events(events)
+        return events, (len(rows), max((r[0] for r in rows), default=0))
 
     def forget_cached(self, user: str | None = None) -> None:
         """Drop one user's cached history (forgetting), or every user's (``None``)."""
@@ -180,6 +193,11 @@ class EventStore:
 
 _SELECT = "SELECT event_id, user, item, action, ts, rating, text, session_id FROM events"
 _SELECT_SEQ = "SELECT seq, event_id, user, item, action, ts, rating, text, session_id FROM events"
+
+
+def events_from_rows(rows: list[tuple]) -> list[Interaction]:
+    """Rows of ``history_rows_blocking`` as events."""
+    return _events(rows)
 
 
 def _events(rows: list[tuple]) -> list[Interaction]:

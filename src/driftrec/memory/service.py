@@ -16,6 +16,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from driftrec.memory.conversation import ConversationStore, StatementStore
 from driftrec.memory.db import Database, open_database
 from driftrec.memory.drift import DriftPolicy, apply_proposal
 from driftrec.memory.edits import EditStore, uphold
-from driftrec.memory.events import EventStore
+from driftrec.memory.events import EventStore, events_from_rows
 from driftrec.memory.evidence import Rejection, gather, ground
 from driftrec.memory.keys import KeyStore
 from driftrec.memory.llm_steps import propose_update, summarize_session
@@ -79,13 +80,20 @@ class RefreshResult:
 class RankingInputs:
     """What memory holds about one user that a recommendation reads."""
 
-    history: list[Interaction]
+    history_rows: list[tuple]  # stored rows; ``history`` builds the events on first use
+    history_version: tuple[int, int] | None  # moves with every write or forget of this user (None: not known)
     profile: InterestProfile
     vector: np.ndarray | None
     vector_error: str | None  # why the profile vector is missing although a profile exists
     summaries: list[SessionSummary]
     stated: list[StatedPreference]
     edits: list[ProfileEdit]
+
+    @cached_property
+    def history(self) -> list[Interaction]:
+        """The history as events, built when first asked for (an answer reused on the strength of
+        ``history_version`` never needs them)."""
+        return events_from_rows(self.history_rows)
 
 
 @dataclass
@@ -224,8 +232,10 @@ class Memory:
             log.warning("profile vector not read: %s", exc)
             profile, vector = self.profiles.current_blocking(user, vector=False)
             vector_error = "profile vector: the vector store (Chroma) did not answer"
+        rows, history_version = self.events.history_rows_blocking(user)
         return RankingInputs(
-            history=self.events.history_blocking(user),
+            history_rows=rows,
+            history_version=history_version,
             profile=profile,
             vector=vector,
             vector_error=vector_error,

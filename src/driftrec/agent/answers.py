@@ -1,0 +1,81 @@
+"""Each user's latest answer, kept so a repeat of the same request is not computed again.
+
+A serving process answers the same user many times while nothing about them changes (a page reloaded,
+a list paged through). An answer is kept under everything it was computed from: the request (k, query,
+filters, exclude, explain), the user's state as that request read it from the store (their history's
+version, profile version, summaries, stated preferences, edits: a write through any process is seen by
+the next read), and this process's candidate indexes and ranker. Time alone moves popularity windows and
+the open session, so a kept answer is reused for at most ``ttl_s``. A degraded answer is kept (the chat
+explains the latest answer, whatever it was) but never reused: the dependency that failed may be back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+
+from driftrec.models import RecommendationList
+
+
+class RecentAnswers:
+    """Per user, the latest answer and the key it was computed under; at most ``max_users`` users, the
+    least recently asked leave first. Thread-safe, O(1) per call."""
+
+    def __init__(self, ttl_s: float, max_users: int, clock: Callable[[], float] = time.monotonic):
+        if max_users < 1:
+            raise ValueError("max_users must be at least 1")
+        self.ttl_s = ttl_s
+        self.max_users = max_users
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[Hashable, float, RecommendationList]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def reusable(self, user: str, key: Hashable) -> RecommendationList | None:
+        """The answer to reuse for ``user``'s request ``key``: the latest one, if it was computed under the
+        same key less than ``ttl_s`` ago and was not degraded; else None."""
+        if self.ttl_s <= 0:
+            return None
+        with self._lock:
+            entry = self._entries.get(user)
+            fresh = (
+                entry is not None
+                and entry[0] == key
+                and not entry[2].degraded
+                and self._clock() - entry[1] <= self.ttl_s
+            )
+            if not fresh:
+                self.misses += 1
+                return None
+            assert entry is not None
+            self._entries.move_to_end(user)
+            self.hits += 1
+            return entry[2]
+
+    def remember(self, user: str, key: Hashable, answer: RecommendationList) -> None:
+        """Make ``answer`` the user's latest (computed under ``key``, now)."""
+        with self._lock:
+            self._entries[user] = (key, self._clock(), answer)
+            self._entries.move_to_end(user)
+            while len(self._entries) > self.max_users:
+                self._entries.popitem(last=False)
+
+    def last(self, user: str) -> RecommendationList | None:
+        """The latest answer given to ``user`` in this process, however old (for "why did you recommend X?")."""
+        with self._lock:
+            entry = self._entries.get(user)
+            return entry[2] if entry is not None else None
+
+    def forget(self, user: str | None = None) -> None:
+        """Drop one user's answer (forgetting them), or every user's (``None``)."""
+        with self._lock:
+            if user is None:
+                self._entries.clear()
+            else:
+                self._entries.pop(user, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,88 @@
+"""A repeat of the same request reuses the user's latest answer — and never once anything it was computed
+from has changed, through this process or another one on the same store (real MovieLens histories, real
+Chroma, SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from driftrec.agent import Recommender
+from driftrec.config import Settings
+from driftrec.models import Filters, Interaction, ProfileEdit, RecommendationList
+from tests.conftest import copy_of, on_backend
+
+USER = "7"  # a seeded MovieLens user with a long history
+
+
+def ids(answer: RecommendationList) -> list[str]:
+    return [r.item.id for r in answer.items]
+
+
+async def test_a_repeat_is_reused_until_the_user_or_the_indexes_change(
+    settings: Settings, seeded_data: Path, tmp_path: Path, database_url: str | None
+) -> None:
+    data = copy_of(seeded_data, tmp_path / "data")
+    own = on_backend(
+        settings.model_copy(update={"data_dir": data, "chroma_path": data / "chroma", "index_poll_s": 0.0}),
+        database_url,
+        data,
+    )
+    async with Recommender(own, llm=None) as writer, Recommender(own, llm=None) as reader:
+        first = await reader.recommend(USER, k=10)
+        assert not first.cached and not first.degraded and len(ids(first)) == 10
+        again = await reader.recommend(USER, k=10)
+        assert again.cached and ids(again) == ids(first)
+        assert again.model_dump(exclude={"cached", "seconds"}) == first.model_dump(exclude={"cached", "seconds"})
+
+        # another request of the same user is computed, and becomes the latest
+        assert not (await reader.recommend(USER, k=5)).cached
+        assert not (await reader.recommend(USER, k=10, exclude=[ids(first)[0]])).cached
+        assert not (await reader.recommend(USER, k=10, filters=Filters(genres=["Comedy"]))).cached
+        assert (await reader.recommend(USER, k=10, filters=Filters(genres=["Comedy"]))).cached
+        assert not (await reader.recommend(USER, k=10, now=datetime.now(UTC))).cached  # a replay's own clock
+
+        # the user watches the top item through the other process: the next answer is new and leaves it out
+        top = (await reader.recommend(USER, k=10)).items[0].item.id
+        assert (await reader.recommend(USER, k=10)).cached
+        await writer.observe([Interaction(user=USER, item=top, action="view", timestamp=datetime.now(UTC))])
+        after_view = await reader.recommend(USER, k=10)
+        assert not after_view.cached and top not in ids(after_view)
+        await reader.refit()  # the view moved the log: the catch-up the poll started is done
+        await reader.recommend(USER, k=10)
+
+        # the user's own edit (a new profile version and a standing dislike), through the other process
+        assert (await reader.recommend(USER, k=10)).cached
+        await writer.edit_profile(USER, [ProfileEdit(name="Drama", kind="dislike")])
+        after_edit = await reader.recommend(USER, k=10)
+        assert not after_edit.cached
+        assert not [r for r in after_edit.items if "Drama" in r.item.genres]
+
+        # other users' events move the candidate indexes: answers computed before are not reused
+        assert (await reader.recommend(USER, k=10)).cached
+        now = datetime.now(UTC)
+        await writer.observe(
+            Interaction(user=f"fan{n}", item="1500", action="click", timestamp=now - timedelta(minutes=n))
+            for n in range(5)
+        )
+        await reader.recommend("someone-else", k=3)  # the poll notices the log moved
+        await reader.refit()
+        assert not (await reader.recommend(USER, k=10)).cached
+
+        # forgetting the user through the other process: nothing of theirs is reused or kept
+        assert (await reader.recommend(USER, k=10)).cached
+        await writer.forget_user(USER)
+        await reader.recommend("someone-else", k=3)  # the poll sees the store's generation move
+        assert reader.last_recommendations(USER) is None
+        fresh = await reader.recommend(USER, k=10)
+        assert not fresh.cached
+        assert reader.answers.hits >= 5
+
+
+async def test_reuse_can_be_turned_off(settings: Settings, seeded_data: Path, tmp_path: Path) -> None:
+    data = copy_of(seeded_data, tmp_path / "data")
+    own = settings.model_copy(update={"data_dir": data, "chroma_path": data / "chroma", "ranking_answer_cache_s": 0.0})
+    async with Recommender(own, llm=None) as rec:
+        first, again = await rec.recommend(USER, k=10), await rec.recommend(USER, k=10)
+        assert not first.cached and not again.cached and ids(first) == ids(again)
+        assert rec.last_recommendations(USER) == again
