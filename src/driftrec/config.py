@@ -368,7 +368,8 @@ class RankingSettings(_Group):
         description="Keep each user's latest answer this long for a repeat of the same request while nothing it "
         "was computed from changed (their events, profile, summaries, stated preferences and edits, read from the "
         "store on every request; this process's candidate indexes and ranker): only time's own drift (popularity "
-        "windows, the open session) can be this stale. Degraded answers are not reused. 0: never reuse.",
+        "windows, the open session) can be this stale. Degraded answers are not reused. 0: never reuse; also off "
+        "with DRIFTREC_MEMORY_HISTORY_CACHE_USERS=0 (the history then has no version to check).",
     )
     answer_cache_users: int = Field(
         default=10_000,

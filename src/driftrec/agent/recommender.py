@@ -522,7 +522,8 @@ class Recommender:
         live = now_given is None and read.vector_error is None  # a replay, or a read that degrades: compute
         key = self._answer_key(read, k, query, filters, explain, exclude) if live else None
         if key is not None and (kept := self.answers.reusable(user, key)) is not None:
-            return kept.model_copy(update={"cached": True, "seconds": round(time.perf_counter() - started, 3)})
+            seconds = round(time.perf_counter() - started, 3)
+            return kept.model_copy(update={"items": list(kept.items), "cached": True, "seconds": seconds})
         history, profile, vector, vector_problem = read.history, read.profile, read.vector, read.vector_error
         summaries, stated, edits = read.summaries, read.stated, read.edits
         session = open_session(history, memory.gap, now)  # the open session, from the same read
