@@ -78,7 +78,7 @@ class EventStore:
         self, user: str, *, since: datetime | None = None, limit: int | None = None
     ) -> list[Interaction]:
         if since is None and limit is None and self.cache_users:
-            return self._cached_history(user)[0]
+            return events_from_rows(self._cached_rows(user)[0])
         query = _SELECT + " WHERE user = ?"
         params: list[object] = [user]
         if since is not None:
@@ -88,7 +88,7 @@ class EventStore:
         rows = self.db.connection().execute(query, params).fetchall()
         if limit is not None:
             rows = rows[-limit:]
-        return _events(rows)
+        return events_from_rows(rows)
 
     def history_rows_blocking(self, user: str) -> tuple[list[tuple], tuple[int, int] | None]:
         """The user's whole history as stored rows (``events_from_rows`` makes them events, when they are
@@ -98,10 +98,6 @@ class EventStore:
         if self.cache_users:
             return self._cached_rows(user)
         return self.db.connection().execute(_SELECT + " WHERE user = ? ORDER BY ts, seq", (user,)).fetchall(), None
-
-    def _cached_history(self, user: str) -> tuple[list[Interaction], tuple[int, int]]:
-        rows, version = self._cached_rows(user)
-        return _events(rows), version
 
     def _cached_rows(self, user: str) -> tuple[list[tuple], tuple[int, int]]:
         conn = self.db.connection()
@@ -115,13 +111,15 @@ class EventStore:
                 return cached[2], (count, top)
         rows = conn.execute(_SELECT_SEQ + " WHERE user = ? ORDER BY ts, seq", (user,)).fetchall()
         events = [r[1:] for r in rows]
+        # (count, max) of the rows read, not of the check: a write between them reads again next time
+        version = (len(rows), max((r[0] for r in rows), default=0))
         with self._cache_lock:
-            if rows:  # (count, max) of the rows read, not of the check: a write between them reads again next time
-                self._cache[user] = (len(rows), max(r[0] for r in rows), events)
+            if rows:
+                self._cache[user] = (*version, events)
                 self._cache.move_to_end(user)
                 while len(self._cache) > self.cache_users:
                     self._cache.popitem(last=False)
-        return events, (len(rows), max((r[0] for r in rows), default=0))
+        return events, version
 
     def forget_cached(self, user: str | None = None) -> None:
         """Drop one user's cached history (forgetting), or every user's (``None``)."""
@@ -133,7 +131,7 @@ class EventStore:
 
     def all_blocking(self) -> list[Interaction]:
         """Every event, oldest first: what the co-occurrence and popularity indexes are fitted on."""
-        return _events(self.db.connection().execute(_SELECT + " ORDER BY ts, seq").fetchall())
+        return events_from_rows(self.db.connection().execute(_SELECT + " ORDER BY ts, seq").fetchall())
 
     def position_blocking(self) -> int:
         """The log position: the highest sequence number written (an index lookup, not a count).
@@ -196,13 +194,9 @@ _SELECT_SEQ = "SELECT seq, event_id, user, item, action, ts, rating, text, sessi
 
 
 def events_from_rows(rows: list[tuple]) -> list[Interaction]:
-    """Rows of ``history_rows_blocking`` as events."""
-    return _events(rows)
-
-
-def _events(rows: list[tuple]) -> list[Interaction]:
-    """Stored rows as events, without validating again: every row was validated when it was written (this
-    runs for each recommendation, over the user's whole history)."""
+    """Stored rows (``_SELECT``'s columns, as ``history_rows_blocking`` returns them) as events, without
+    validating again: every row was validated when it was written (this runs for each computed
+    recommendation, over the user's whole history)."""
     action, moment = _ACTIONS.__getitem__, datetime.fromtimestamp
     return [
         trusted(
