@@ -27,6 +27,12 @@ def pseudonym(user: str, key: bytes) -> str:
     return hmac.new(key, user.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:24]
 
 
+def subject() -> str:
+    """The pseudonym of the user the current task works for, for log lines ("-" for nobody in particular):
+    a server log must not name a user it cannot forget."""
+    return SUBJECT.get() or "-"
+
+
 @contextlib.contextmanager
 def acting_for(tag: str | None) -> Iterator[None]:
     """LLM calls inside this block are made for the user with pseudonym ``tag``."""

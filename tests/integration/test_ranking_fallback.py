@@ -8,7 +8,9 @@ the candidates are real MovieLens-100K data.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import time
 
 import pytest
@@ -18,6 +20,7 @@ from driftrec.data import Dataset, load_movielens_100k
 from driftrec.llm import LLM, LLMClient
 from driftrec.llm.checkpoint import PreparedModel
 from driftrec.models import Candidate, Provenance
+from driftrec.privacy import acting_for
 from driftrec.ranking import RankContext, RankingPolicy, RankResult, RecentItem, Reranker
 from tests.fake_openai import Behaviour, FakeOpenAI, completion, serve_fake
 
@@ -152,6 +155,21 @@ async def test_a_time_out_degrades_quickly(prepared: PreparedModel, context: Ran
     assert_valid(result, context)
     assert result.degraded and "LLMTimeout" in (result.error or "")
     assert result.seconds < 10
+
+
+async def test_a_fallback_is_logged_under_the_pseudonym_never_the_user_id(
+    prepared: PreparedModel, context: RankContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server log keeps what it is given: a user it names could never be forgotten from it."""
+    user = "someone-private@example.org"
+    context = dataclasses.replace(context, user=user)
+    fake = FakeOpenAI(default=Behaviour(status=500))
+    with caplog.at_level(logging.WARNING, logger="driftrec"), acting_for("a1b2c3pseudonym"):
+        result = await rank(fake, prepared, context, explain=True, reasons=True)
+    assert result.degraded
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("ranking for user a1b2c3pseudonym fell back" in line for line in lines), lines
+    assert not [line for line in lines if user in line]
 
 
 async def test_one_failed_shuffle_round_does_not_sink_the_others(prepared: PreparedModel, context: RankContext) -> None:

@@ -17,6 +17,7 @@ from typing import Literal
 from driftrec.config import RankingSettings
 from driftrec.llm import LLM, LLMError, Usage
 from driftrec.models import Candidate, Recommendation
+from driftrec.privacy import subject
 from driftrec.prompts import PromptError
 from driftrec.ranking.aggregate import borda, fuse_with_retrieval, shuffles
 from driftrec.ranking.context import LABELS, RankContext
@@ -102,10 +103,10 @@ class Reranker:
                     rounds = await self._rounds(context, shown, mode, deadline)
             except TimeoutError:
                 result.error = f"LLMTimeout: no LLM ranking within the request's deadline ({policy.timeout_s:g}s)"
-                log.warning("ranking for %s fell back to retrieval: %s", context.user, result.error)
+                log.warning("ranking for user %s fell back to retrieval: %s", subject(), result.error)
             except (LLMError, PromptError) as exc:
                 result.error = f"{type(exc).__name__}: {exc}"
-                log.warning("ranking for %s fell back to retrieval: %s", context.user, result.error)
+                log.warning("ranking for user %s fell back to retrieval: %s", subject(), result.error)
         for r in rounds:
             errors += r.errors
             result.usage.add(r.usage)
@@ -208,7 +209,7 @@ class Reranker:
                 )
                 written |= dict(zip(todo, texts, strict=True))
             except (LLMError, PromptError) as exc:
-                log.warning("explanations for %s fell back to templates: %s", context.user, exc)
+                log.warning("explanations for user %s fell back to templates: %s", subject(), exc)
         return [
             Recommendation(
                 item=by_id[item].item,
