@@ -172,7 +172,7 @@ def serve(
 
     settings = _settings()
     if workers == 1:
-        uvicorn.run(create_app(), host=host, port=port, log_level="info")
+        uvicorn.run(create_app(), host=host, port=port, log_level="info", log_config=_serve_logging())
         return
     if settings.embedded and settings.llm.enabled:
         err.print(
@@ -181,7 +181,27 @@ def serve(
         )
         raise typer.Exit(2)
     # each worker process builds its own app from the environment (the factory), on one shared store
-    uvicorn.run("driftrec.server:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+    uvicorn.run(
+        "driftrec.server:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        log_config=_serve_logging(),
+    )
+
+
+def _serve_logging() -> dict:
+    """uvicorn's logging, plus driftrec's own INFO lines (index fits and saves, answers reused) through the
+    same handler: driftrec's log lines name users only by pseudonym."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["driftrec"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
 
 
 def _run_or_exit(coroutine):
