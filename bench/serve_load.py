@@ -5,7 +5,9 @@ movielens-100k --events`); `driftrec serve --workers W` with no LLM (`DRIFTREC_L
 or learned order, what the service answers when no model is asked) on SQLite or on PostgreSQL (a real
 server from the `pgserver` wheel; the events copied into it). C clients on loopback, each sending its
 next request when the last one is answered (a random user of the 943, k=10), for D seconds after a
-warm-up. The load generator shares the 2 cores. Reported: requests per second, p50/p95/p99 in ms, errors.
+warm-up. The load generator shares the 2 cores. Reported: requests per second, p50/p95/p99 in ms, errors,
+and per server the answers reused out of the repeat checks made over its life (its processes log them as
+they stop). `--answer-cache-s 60 0` serves each configuration with answer reuse and without.
 Issue 16's target: at 50 clients, >= 1,000 req/s with p95 <= 50 ms and p99 <= 100 ms, two processes.
 
 The load generator is `wrk` (C; `apt-get install wrk`) when it is installed — it leaves the cores to the
