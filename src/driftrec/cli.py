@@ -759,7 +759,7 @@ def eval_ranker(
     baselines: Annotated[
         str,
         typer.Option(
-            help="Comma-separated baselines (sasrec-ce: SASRec with early stopping, ~17 min); options after colons, "
+            help="Comma-separated baselines (sasrec-ce: SASRec with early stopping, ~18-25 min); options after colons, "
             "e.g. sasrec-ce:seed=1."
         ),
     ] = "most-popular,item-knn,bpr,sasrec-ce",
@@ -917,7 +917,7 @@ def eval_sessions(
     baselines: Annotated[
         str,
         typer.Option(
-            help="Comma-separated baselines (add sasrec-ce for ~17 min more, sasrec for ~20); options after colons, "
+            help="Comma-separated baselines (add sasrec-ce for ~18-25 min more, sasrec for ~20); options after colons, "
             "e.g. bpr:factors=128."
         ),
     ] = "random,most-popular,item-knn,bpr",
