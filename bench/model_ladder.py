@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import statistics
 from collections import Counter
 from pathlib import Path
@@ -75,6 +76,15 @@ def summarize(folder: Path, popularity: Counter) -> dict[str, object]:
     }
 
 
+def model_size(name: str) -> float:
+    """Parameters in millions read from a served name ("smollm2-135m-instruct" → 135, "...-1.5b-..." → 1500),
+    so rows go smallest first; a name without a size goes last."""
+    match = re.search(r"(\d+(?:\.\d+)?)([mb])\b", name.lower())
+    if not match:
+        return math.inf
+    return float(match.group(1)) * (1000.0 if match.group(2) == "b" else 1.0)
+
+
 def plot(ladder: list[dict[str, object]], path: Path) -> None:
     import matplotlib
 
@@ -124,6 +134,7 @@ def main() -> None:
         new = {(r["model"], r["setting"]) for r in ladder}
         kept = [r for r in json.loads(args.json.read_text()) if (r["model"], r["setting"]) not in new]
         ladder = kept + ladder
+    ladder.sort(key=lambda r: (str(r["setting"]), model_size(str(r["model"]))))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(ladder, indent=2))
     plot(ladder, args.out)
