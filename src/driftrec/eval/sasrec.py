@@ -14,9 +14,8 @@ validation NDCG@10 (``report``).
 
 Defaults: 2 blocks, 64 dimensions, one head, Adam at 1e-3, batches of 64, patience 60 epochs (with 20, seed 1
 stopped on an early plateau at epoch 36 with validation 0.088 where patience 60 reached 0.126 at epoch 147:
-docs/results.md), at most 200 epochs; the input
-length (200) and dropout (0.5) chosen by that validation NDCG@10 on MovieLens-100K from (50, 0.2) 0.113,
-(50, 0.5) 0.117 and (200, 0.5) 0.128 (docs/results.md).
+docs/results.md), at most 200 epochs; the input length (200) and dropout (0.5) chosen by that validation
+NDCG@10 on MovieLens-100K from (50, 0.2) 0.113, (50, 0.5) 0.117 and (200, 0.5) 0.128 (docs/results.md).
 """
 
 from __future__ import annotations
