@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from driftrec.agent.chat import ChatAgent, ChatOptions, mentions, plan_schema
+from driftrec.agent.signals import stated_preferences
 from driftrec.data.movielens import GROUPLENS_GENRES
 from driftrec.memory.conversation import ConversationStore, StatementStore
 from driftrec.memory.db import SqliteDatabase
@@ -63,3 +64,18 @@ def test_a_request_for_suggestions_is_answered_with_recommendations_not_a_catalo
     assert (args["year_min"], args["year_max"]) == (1980, 1989)
     lookup = schema.model_validate({"action": "search", "query": "shark movie"})
     assert chat._arguments(lookup, "find the movie with the shark", [])[0] == "search"
+
+
+def test_a_stated_request_gets_recommendations_whichever_tool_the_model_chose(tmp_path: Path) -> None:
+    """Qwen 0.5B in native tool mode answered "thrillers released after 1993" and "show me a drama,
+    nothing too scary" with a catalog search, so the user got no recommendations: the same rule as plan
+    mode now settles both modes' actions. A question with no stated want keeps the model's choice."""
+    chat = agent(tmp_path)
+    for message in ("thrillers released after 1993", "show me a drama, nothing too scary"):
+        stated = stated_preferences("u", message, GENRES)
+        assert stated, message  # the message states what the user wants
+        for action in ("search", "show_profile", "answer"):
+            assert chat._settle(action, message, stated) == "recommend", (message, action)
+    assert chat._settle("search", "find the movie with the shark", []) == "search"
+    assert chat._settle("answer", "what do you know about me?", []) == "show_profile"
+    assert chat._settle("feedback", "I liked it", [], item="", signal="like") == "recommend"  # no item to record

@@ -226,20 +226,11 @@ class ChatAgent:
         ``stated`` are the user's active stated preferences (this message's included): the plan may add
         genres, but never one the user said they do not want.
         """
-        just_stated = [s for s in stated if s.text == message.strip()[:4000]]
         if plan is None:
             return "recommend", self._constraints(message, stated, [], [])
         p: Any = plan
         wanted = self._constraints(message, stated, p.genres, p.exclude_genres, query=p.query)
-        if p.action in ("feedback", "explain") and (not p.item or self.facade.find_item(p.item) is None):
-            p.action = "recommend"
-        if p.action == "feedback" and p.signal == "none":
-            p.action = "recommend"
-        asks = _asks_for(message)
-        if (just_stated or asks == "recommend") and p.action in ("answer", "show_profile", "search"):
-            p.action = "recommend"  # the user told us what they want, or asked for suggestions: personal ones
-        elif asks == "profile" and p.action == "answer":
-            p.action = "show_profile"
+        p.action = self._settle(p.action, message, stated, item=p.item, signal=p.signal)
         if p.action == "search":
             return "search", {"text": wanted.pop("query"), **wanted}
         if p.action == "feedback":
@@ -249,6 +240,26 @@ class ChatAgent:
         if p.action in ("show_profile", "answer"):
             return p.action, {}
         return "recommend", wanted
+
+    def _settle(self, action: str, message: str, stated: list, *, item: str = "", signal: str = "none") -> str:
+        """The action a turn runs: the model's choice, unless it cannot run or the message says otherwise.
+
+        The same rule for a plan and for a native tool call: feedback or an explanation needs an item the
+        catalog has (and feedback a signal), else the user gets recommendations; a message that states
+        what the user wants ("thrillers released after 1993", "show me a drama, nothing too scary") or asks
+        for suggestions gets personal recommendations, not a catalog search, the profile or a chat answer
+        (Qwen2.5-Coder-0.5B answered such requests with a search); a question about the profile shows it."""
+        if action in ("feedback", "explain") and (not item or self.facade.find_item(item) is None):
+            action = "recommend"
+        if action == "feedback" and signal not in ("like", "dislike"):
+            action = "recommend"
+        just_stated = any(s.text == message.strip()[:4000] for s in stated)
+        asks = _asks_for(message)
+        if (just_stated or asks == "recommend") and action in ("answer", "show_profile", "search"):
+            return "recommend"  # the user told us what they want, or asked for suggestions: personal ones
+        if asks == "profile" and action == "answer":
+            return "show_profile"
+        return action
 
     def _constraints(
         self,
@@ -353,12 +364,17 @@ class ChatAgent:
                 prompt.messages, specs, tool_choice=self.options.tool_choice, max_tokens=200
             )
             name, arguments = call.name, dict(call.arguments)
-            if name == "search_catalog" and _asks_for(message) == "recommend":
-                # asked for suggestions ("something funny from the 80s"), not to look a title up: personal ones
-                name, arguments = "recommend", {**arguments, "query": arguments.pop("text", None)}
-            tool = tools.get(name)
-            if tool is None:
+            if name not in tools:
                 raise _Unusable(f"unknown tool {call.name!r}")
+            action = ACTION_OF[name]
+            settled = self._settle(
+                action, message, stated, item=str(arguments.get("item") or ""), signal=str(arguments.get("signal"))
+            )
+            if settled != action:  # e.g. a search for "thrillers released after 1993": their recommendations
+                text = arguments.get("text") if action == "search" else None
+                name, arguments = TOOL_OF[settled], {k: v for k, v in arguments.items() if k in _CONSTRAINT_KEYS}
+                arguments["query"] = text
+            tool = tools[name]
             arguments = self._guard(name, arguments, message, stated)
             arguments = {k: v for k, v in arguments.items() if k in tool.args}  # e.g. a stray "type": "object"
             if tool.args_schema is not None and isinstance(tool.args_schema, type):
@@ -403,6 +419,9 @@ class ChatAgent:
         if "k" in out and str(out["k"]) not in re.findall(r"\d+", message):
             del out["k"]  # how many: the user's number, else the tool's default (Qwen 0.5B picked 2 or 3)
         return out
+
+
+_CONSTRAINT_KEYS = ("genres", "exclude_genres", "year_min", "year_max", "k")
 
 
 class _Unusable(Exception):
