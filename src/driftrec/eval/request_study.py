@@ -162,6 +162,7 @@ class RequestStudy:
     k: int
     model: str | None
     requests: int
+    tool_choice: str | None = None  # how tool-calling chat asked for its call: required (constrained) or auto
     results: list[SystemResult] = field(default_factory=list)
     examples: list[dict[str, object]] = field(default_factory=list)
     seconds: float = 0.0
@@ -172,7 +173,7 @@ class RequestStudy:
     def markdown(self) -> str:
         lines = [
             f"Chat requests with known constraints: {self.requests} requests, k = {self.k}, "
-            f"model {self.model or '(none)'}",
+            f"model {self.model or '(none)'}" + (f", tool calls {self.tool_choice}" if self.tool_choice else ""),
             "",
             "| system | user | requests | items meeting the request | requests fully met | model's own reading right "
             "| fell back to plan | s / request |",
@@ -210,6 +211,8 @@ async def run_request_study(
     started = time.perf_counter()
     memory = rec._require()
     study = RequestStudy(k=k, model=rec.llm.client.model if rec.llm else None, requests=len(requests))
+    if "tool-calling chat" in systems:
+        study.tool_choice = rec.chat_options().tool_choice
     for system in systems:
         agent = None
         if system in SYSTEMS_LLM:
