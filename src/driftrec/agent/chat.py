@@ -241,7 +241,9 @@ class ChatAgent:
             return p.action, {}
         return "recommend", wanted
 
-    def _settle(self, action: str, message: str, stated: list, *, item: str = "", signal: str = "none") -> str:
+    def _settle(
+        self, action: str, message: str, stated: Sequence[StatedPreference], *, item: str = "", signal: str = "none"
+    ) -> str:
         """The action a turn runs: the model's choice, unless it cannot run or the message says otherwise.
 
         The same rule for a plan and for a native tool call: feedback or an explanation needs an item the
