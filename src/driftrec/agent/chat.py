@@ -374,8 +374,7 @@ class ChatAgent:
             )
             if settled != action:  # e.g. a search for "thrillers released after 1993": their recommendations
                 text = arguments.get("text") if action == "search" else None
-                name, arguments = TOOL_OF[settled], {k: v for k, v in arguments.items() if k in _CONSTRAINT_KEYS}
-                arguments["query"] = text
+                name, arguments = TOOL_OF[settled], {**arguments, "query": text}  # keys it does not take go below
             tool = tools[name]
             arguments = self._guard(name, arguments, message, stated)
             arguments = {k: v for k, v in arguments.items() if k in tool.args}  # e.g. a stray "type": "object"
@@ -421,9 +420,6 @@ class ChatAgent:
         if "k" in out and str(out["k"]) not in re.findall(r"\d+", message):
             del out["k"]  # how many: the user's number, else the tool's default (Qwen 0.5B picked 2 or 3)
         return out
-
-
-_CONSTRAINT_KEYS = ("genres", "exclude_genres", "year_min", "year_max", "k")
 
 
 class _Unusable(Exception):
