@@ -172,7 +172,14 @@ def serve(
 
     settings = _settings()
     if workers == 1:
-        uvicorn.run(create_app(), host=host, port=port, log_level="info", log_config=_serve_logging())
+        uvicorn.run(
+            create_app(),
+            host=host,
+            port=port,
+            log_level="info",
+            log_config=_serve_logging(),
+            access_log=settings.api.access_log,
+        )
         return
     if settings.embedded and settings.llm.enabled:
         err.print(
@@ -189,6 +196,7 @@ def serve(
         workers=workers,
         log_level="info",
         log_config=_serve_logging(),
+        access_log=settings.api.access_log,
     )
 
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from driftrec.memory.sessions import open_session, sessionize
 from driftrec.models import Action, Candidate, Filters, Interaction, Item, Provenance, trusted
-from driftrec.retrieval.sources import RetrievalRequest, top_scored
+from driftrec.retrieval.sources import RetrievalRequest, top_scored, top_touched
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -99,4 +99,25 @@ def test_top_n_is_the_definition(seed: int) -> None:
     filters = [None, Filters(genres=["Comedy"]), Filters(year_min=2000)][seed % 3]
     request = RetrievalRequest(user="u", history=seen, now=START, filters=filters)
     n = int(rng.integers(1, 50))
-    assert top_scored(ids, scores, n, request, catalog) == _naive_top(ids, scores, n, request, catalog)
+    expected = _naive_top(ids, scores, n, request, catalog)
+    assert top_scored(ids, scores, n, request, catalog) == expected
+    # a source that keeps its positive items sorted (popularity, once per time span) gets the same answer
+    positive = np.flatnonzero(scores > 0)
+    ranked = positive[np.argsort(-scores[positive], kind="stable")]
+    assert top_scored(ids, scores, n, request, catalog, ranked=ranked) == expected
+    # so does a source that scores only the items its seeds reach (co-occurrence, transitions)
+    touched = np.flatnonzero(scores != 0)
+    assert top_touched(ids, touched, scores[touched], n, request, catalog) == expected
+
+
+def test_a_sparse_score_vector_over_a_large_catalog_is_the_definition() -> None:
+    """Most of a co-occurrence row over 100k items is 0: only the positive scores are partitioned."""
+    rng = np.random.default_rng(7)
+    size = 100_000
+    ids = [str(i) for i in range(size)]
+    catalog = {i: Item(id=i, title=f"t{i}", genres=["Drama"], year=1990) for i in ids[:50_000]}
+    scores = np.zeros(size, np.float32)
+    scores[rng.choice(size, 3_000, replace=False)] = rng.integers(1, 4, 3_000)  # many ties
+    seen = [Interaction(user="u", item=str(i), timestamp=START) for i in rng.choice(size, 40)]
+    request = RetrievalRequest(user="u", history=seen, now=START)
+    assert top_scored(ids, scores, 200, request, catalog) == _naive_top(ids, scores, 200, request, catalog)

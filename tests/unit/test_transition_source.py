@@ -3,10 +3,14 @@ user's latest item outranks one that only came before it, and nearer steps count
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 
-from driftrec.models import Interaction
-from driftrec.retrieval.sources import CoOccurrenceIndex, TransitionIndex
+import numpy as np
+import pytest
+
+from driftrec.models import Interaction, Item
+from driftrec.retrieval.sources import CoOccurrenceIndex, RetrievalRequest, TransitionIndex, top_scored
 
 START = datetime(1998, 1, 1, tzinfo=UTC)
 IDS = ["alien", "aliens", "heat", "fargo", "babe"]
@@ -47,3 +51,69 @@ def test_the_latest_seed_weighs_most() -> None:
     logs = sequences(["alien", "aliens"], ["heat", "fargo"])
     steps = score(TransitionIndex(decay=0.5, backward=0.0).fit(logs, IDS), ["alien", "heat"])  # heat is latest
     assert abs(steps["fargo"] - 2 * steps["aliens"]) < 1e-6 and steps["aliens"] > 0
+
+
+def test_a_seed_reads_at_most_its_largest_neighbours_and_short_rows_stay_exact() -> None:
+    """seed_neighbours caps how many of a seed's counts are read: a popular item's row at a large catalog.
+    A cap no row reaches changes nothing (MovieLens-100K's 1,682 items under the default 2,000)."""
+    # alien co-occurs with aliens 3 times, heat twice, fargo once; babe only ever with fargo
+    logs = sequences(*[["alien", "aliens"]] * 3, *[["alien", "heat"]] * 2, ["alien", "fargo"], ["fargo", "babe"])
+    exact = score(CoOccurrenceIndex().fit(logs, IDS), ["alien"])
+    assert score(CoOccurrenceIndex(seed_neighbours=3).fit(logs, IDS), ["alien"]) == exact  # no row is longer
+    assert score(CoOccurrenceIndex(seed_neighbours=0).fit(logs, IDS), ["alien"]) == exact  # 0: every count
+    capped = score(CoOccurrenceIndex(seed_neighbours=2).fit(logs, IDS), ["alien"])
+    assert capped["aliens"] == exact["aliens"] and capped["heat"] == exact["heat"]  # the two largest, as before
+    assert exact["fargo"] > 0 and capped["fargo"] == 0  # the smallest count of alien's row is not read
+    # fargo's own row (alien, babe) is not longer than the cap: read whole
+    assert score(CoOccurrenceIndex(seed_neighbours=2).fit(logs, IDS), ["fargo"]) == score(
+        CoOccurrenceIndex().fit(logs, IDS), ["fargo"]
+    )
+
+
+def test_the_cap_follows_the_counts_through_incremental_updates() -> None:
+    """New events land in the delta (read whole); when the delta is merged the heads are cut again from
+    the merged counts, so the cap reads the largest counts of the log as it is now."""
+    from driftrec.retrieval.log import EventColumns, UserCodes
+
+    logs = sequences(*[["alien", "aliens"]] * 3, *[["alien", "heat"]] * 2, ["alien", "fargo"])
+    index = CoOccurrenceIndex(seed_neighbours=2).fit(logs, IDS)
+    codes = UserCodes()
+    for n in range(len(logs)):
+        codes.code(f"u{n}")
+    later = [
+        Interaction(user=f"v{n}", item=item, action="click", timestamp=START + timedelta(days=1, minutes=m))
+        for n in range(4)
+        for m, item in enumerate(["alien", "fargo"])
+    ]
+    index.update(EventColumns.from_interactions(later, index.position, codes), len(codes))
+    assert index.delta.nnz == 0  # the new pairs outgrew a tenth of the base: merged, heads cut again
+    rebuilt = CoOccurrenceIndex(seed_neighbours=2).fit(logs + [later[i : i + 2] for i in range(0, 8, 2)], IDS)
+    assert score(index, ["alien"]) == score(rebuilt, ["alien"])
+    now = score(index, ["alien"])
+    assert now["fargo"] > 0 and now["heat"] == 0  # fargo's count (5) now outranks heat's (2)
+
+
+@pytest.mark.parametrize("kind", [CoOccurrenceIndex, TransitionIndex])
+def test_a_source_lists_what_its_full_scores_rank_first(kind: type[CoOccurrenceIndex]) -> None:
+    """Candidates come from the items the seeds reach (no pass over the catalog per step); they are the
+    same list the whole score vector gives, and the whole vector is 0 everywhere else."""
+    rng = random.Random(3)
+    ids = [f"i{n}" for n in range(60)]
+    logs = [
+        [
+            Interaction(
+                user=f"u{u}", item=rng.choice(ids[: 10 + u]), action="click", timestamp=START + timedelta(minutes=m)
+            )
+            for m in range(rng.randint(2, 15))
+        ]
+        for u in range(40)
+    ]
+    index = kind(seed_neighbours=8).fit(logs, ids)
+    catalog = {i: Item(id=i, title=i, genres=["Drama"], year=1990) for i in ids}
+    for history in logs[:10]:
+        request = RetrievalRequest(user=history[0].user, history=history, now=START + timedelta(days=1))
+        seeds = [e.item for e in history]
+        positions, values = index.touched_scores(seeds)
+        dense = index.scores(seeds)
+        assert np.count_nonzero(dense) == len(positions) and np.array_equal(dense[positions], values)
+        assert index.candidates_blocking(request, 20, catalog) == top_scored(ids, dense, 20, request, catalog)

@@ -7,6 +7,11 @@ version, profile version, summaries, stated preferences, edits: a write through 
 the next read), and this process's candidate indexes and ranker. Time alone moves popularity windows and
 the open session, so a kept answer is reused for at most ``ttl_s``. A degraded answer is kept (the chat
 explains the latest answer, whatever it was) but never reused: the dependency that failed may be back.
+
+Answers are kept as their JSON text and parsed again when used (~50 µs for ten items): a kept
+RecommendationList is ~100 Python objects, and 10,000 of them in the long-lived generations made every
+older-generation garbage collection walk a million objects — ~200 ms pauses that set the p99 at 1M users.
+A string is nothing for the collector to walk.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ class RecentAnswers:
         self.ttl_s = ttl_s
         self.max_users = max_users
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[Hashable, float, RecommendationList]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[Hashable, float, bool, str]] = OrderedDict()  # key, at, degraded, JSON
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -41,24 +46,20 @@ class RecentAnswers:
             return None
         with self._lock:
             entry = self._entries.get(user)
-            fresh = (
-                entry is not None
-                and entry[0] == key
-                and not entry[2].degraded
-                and self._clock() - entry[1] <= self.ttl_s
-            )
+            fresh = entry is not None and entry[0] == key and not entry[2] and self._clock() - entry[1] <= self.ttl_s
             if not fresh:
                 self.misses += 1
                 return None
             assert entry is not None
             self._entries.move_to_end(user)
             self.hits += 1
-            return entry[2]
+        return RecommendationList.model_validate_json(entry[3])
 
     def remember(self, user: str, key: Hashable, answer: RecommendationList) -> None:
         """Make ``answer`` the user's latest (computed under ``key``, now)."""
+        text = answer.model_dump_json()
         with self._lock:
-            self._entries[user] = (key, self._clock(), answer)
+            self._entries[user] = (key, self._clock(), answer.degraded, text)
             self._entries.move_to_end(user)
             while len(self._entries) > self.max_users:
                 self._entries.popitem(last=False)
@@ -67,7 +68,7 @@ class RecentAnswers:
         """The latest answer given to ``user`` in this process, however old (for "why did you recommend X?")."""
         with self._lock:
             entry = self._entries.get(user)
-            return entry[2] if entry is not None else None
+        return RecommendationList.model_validate_json(entry[3]) if entry is not None else None
 
     def forget(self, user: str | None = None) -> None:
         """Drop one user's answer (forgetting them), or every user's (``None``)."""

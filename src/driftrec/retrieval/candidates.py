@@ -67,6 +67,7 @@ def empty_indexes(retrieval: RetrievalSettings) -> Indexes:
         window=retrieval.cooc_window,
         recent=retrieval.cooc_recent,
         decay=retrieval.cooc_decay,
+        seed_neighbours=retrieval.seed_neighbours,
     )
     transition = TransitionIndex(
         window=retrieval.transition_window,
@@ -74,6 +75,7 @@ def empty_indexes(retrieval: RetrievalSettings) -> Indexes:
         decay=retrieval.transition_decay,
         step_decay=retrieval.transition_step_decay,
         backward=retrieval.transition_backward,
+        seed_neighbours=retrieval.seed_neighbours,
     )
     return Indexes(cooc, transition, PopularityIndex(window_days=retrieval.popularity_days))
 

@@ -1,0 +1,29 @@
+"""`driftrec serve` hands uvicorn the access-log setting, in one process and with several."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from driftrec.cli import app
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("setting", ["true", "false"])
+def test_the_access_log_follows_its_setting(
+    workers: str, setting: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    given: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: given.update(options))
+    monkeypatch.setenv("DRIFTREC_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DRIFTREC_LLM_ENABLED", "false")
+    monkeypatch.setenv("DRIFTREC_API_ACCESS_LOG", setting)
+    result = CliRunner().invoke(app, ["serve", "--workers", workers])
+    assert result.exit_code == 0, result.output
+    assert given["access_log"] is (setting == "true")
+    assert given["log_config"]["loggers"]["driftrec"]["level"] == "INFO"  # driftrec's own lines either way
