@@ -18,7 +18,7 @@ direction plus noise, not embedded titles: the vector source is muted by the def
 embedding 100k titles would measure the embedder, not serving).
 Run: `.venv/bin/python bench/serve_load.py [--workers 1 2] [--clients 1 10 50] [--seconds 20]
 [--backends sqlite postgresql] [--dataset movielens|synthetic10|synthetic100] [--generator wrk|python]
-[--json-out FILE]`.
+[--no-access-log] [--data-dir DIR] [--json-out FILE]`.
 """
 
 from __future__ import annotations
@@ -204,23 +204,41 @@ def main() -> None:
         default=[60.0],
         help="DRIFTREC_RANKING_ANSWER_CACHE_S per server (0: every request computed); one server each",
     )
+    parser.add_argument(
+        "--no-access-log",
+        action="store_true",
+        help="DRIFTREC_API_ACCESS_LOG=false: no log line per request (a proxy in front logs them)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="keep the prepared data dir here and reuse it when it was prepared for the same --dataset "
+        "(the 100x log takes minutes to write); default: a temporary dir",
+    )
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
+    if args.data_dir and any(args.data_dir.glob("*")) and not (args.data_dir / f".serve-load-{args.dataset}").exists():
+        parser.error(f"--data-dir {args.data_dir} holds something not prepared by this script for {args.dataset}")
     if args.dataset.startswith("synthetic") and args.backends != ["sqlite"]:
         parser.error("--dataset synthetic* serves SQLite only (this script copies events into PostgreSQL in memory)")
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="driftrec-load-") as tmp:
-        data = Path(tmp) / "data"
+        data = args.data_dir.resolve() if args.data_dir else Path(tmp) / "data"
+        prepared = data / f".serve-load-{args.dataset}"  # written last: a dir without it is prepared again
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTREC_")} | {
             "DRIFTREC_DATA_DIR": str(data),
             "DRIFTREC_LLM_ENABLED": "false",
             "DRIFTREC_API_RATE_PER_MINUTE": "0",
             "DRIFTREC_MEMORY_UPKEEP": "false",
+            "DRIFTREC_API_ACCESS_LOG": str(not args.no_access_log).lower(),
         }
         if "DRIFTREC_CACHE_DIR" in os.environ:
             base_env["DRIFTREC_CACHE_DIR"] = os.environ["DRIFTREC_CACHE_DIR"]
-        if args.dataset == "movielens":
+        if prepared.exists():
+            users = tuple(json.loads(prepared.read_text()))
+            print(f"reusing {data}, prepared for {args.dataset}", flush=True)
+        elif args.dataset == "movielens":
             subprocess.run(
                 [sys.executable, "-m", "driftrec.cli", "ingest", "movielens-100k", "--events"], env=base_env, check=True
             )
@@ -229,6 +247,7 @@ def main() -> None:
             started = time.perf_counter()
             users = synthetic_data(data, float(args.dataset.removeprefix("synthetic")))
             print(f"{args.dataset} data dir ready in {time.perf_counter() - started:.0f} s", flush=True)
+        prepared.write_text(json.dumps(users))
         server = None
         try:
             for backend in args.backends:
@@ -258,6 +277,7 @@ def main() -> None:
                                 "backend": backend,
                                 "workers": workers,
                                 "answer_cache_s": reuse_s,
+                                "access_log": not args.no_access_log,
                             } | measured
                             print(json.dumps(row), flush=True)
                             served_rows.append(row)
