@@ -716,7 +716,7 @@ def eval_offline(
         str,
         typer.Option(
             help="Comma-separated systems (driftrec.eval.systems): random, most-popular, item-knn, bpr, sasrec, "
-            "sasrec-ce, driftrec-retrieval, driftrec-learned; a baseline's options after colons "
+            "sasrec-ce, gru4rec-ce, driftrec-retrieval, driftrec-learned; a baseline's options after colons "
             "(sasrec-ce:seed=1:max_epochs=50)."
         ),
     ] = "random,most-popular,item-knn,bpr,sasrec,driftrec-retrieval",
@@ -767,8 +767,8 @@ def eval_ranker(
     baselines: Annotated[
         str,
         typer.Option(
-            help="Comma-separated baselines (sasrec-ce: SASRec with early stopping, ~18-25 min); options after colons, "
-            "e.g. sasrec-ce:seed=1."
+            help="Comma-separated baselines (sasrec-ce: SASRec with early stopping, ~18-25 min; gru4rec-ce: GRU4Rec "
+            "likewise); options after colons, e.g. sasrec-ce:seed=1."
         ),
     ] = "most-popular,item-knn,bpr,sasrec-ce",
     llm_records: Annotated[

@@ -1,8 +1,9 @@
 """Baselines: the bar driftrec has to clear, trained on exactly the split driftrec sees.
 
 Random and most-popular are written here (a line each); BPR and SASRec are Cornac's implementations (a
-maintained comparative framework); item-KNN is ours (Cornac's predicts ratings); ``sasrec-ce`` is SASRec
-trained with full cross-entropy and early stopping (driftrec.eval.sasrec). All are fitted on each stage's
+maintained comparative framework); item-KNN is ours (Cornac's predicts ratings); ``sasrec-ce`` and ``gru4rec-ce``
+are SASRec and GRU4Rec trained with full cross-entropy and early stopping (driftrec.eval.sasrec,
+driftrec.eval.gru4rec). All are fitted on each stage's
 training log (``Ranker``, driftrec.eval.ranker_base); every one scores the whole catalog for a user, and
 the harness removes seen items and keeps the top k.
 """
@@ -13,6 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from driftrec.eval.gru4rec import GRU4RecCE
 from driftrec.eval.ranker_base import Ranker, TrainData
 from driftrec.eval.sasrec import SASRecCE
 
@@ -178,4 +180,5 @@ BASELINES = {
     "bpr": BPR,
     "sasrec": SASRec,
     "sasrec-ce": SASRecCE,
+    "gru4rec-ce": GRU4RecCE,
 }

@@ -6,11 +6,8 @@ Kang & McAuley's self-attentive sequential model (2018), trained the way Klenits
 softmax over all items instead of one sampled negative. Cornac's SASRec (one negative, a fixed 10 epochs)
 is kept beside it as ``sasrec``; this one is ``sasrec-ce``.
 
-Early stopping needs a validation target that the stage being evaluated never reveals: each user's last
-training event is held out, the model trains on the events before it, and the epoch with the best NDCG@10
-on those held-out events is kept (RecBole's protocol). At ranking time the whole training sequence,
-held-out event included, is the model's input. ``fit`` records the epochs run, the best epoch and its
-validation NDCG@10 (``report``).
+The training loop, the early stopping on held-out events and the report are driftrec.eval.sequential's
+(shared with ``gru4rec-ce``); this module is the network and its settings.
 
 Defaults: 2 blocks, 64 dimensions, one head, Adam at 1e-3, batches of 64, patience 60 epochs (with 20, seed 1
 stopped on an early plateau at epoch 36 with validation 0.088 where patience 60 reached 0.126 at epoch 147:
@@ -20,67 +17,17 @@ NDCG@10 on MovieLens-100K from (50, 0.2) 0.113, (50, 0.5) 0.117 and (200, 0.5) 0
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from driftrec.eval.ranker_base import Ranker, TrainData
+from driftrec.eval.sequential import NextItemCE, TrainingReport
 
 if TYPE_CHECKING:
     import torch
 
-
-@dataclass
-class TrainingReport:
-    epochs_run: int = 0
-    best_epoch: int = 0
-    best_valid_ndcg10: float = 0.0
-    seed: int = 0
-    seconds: float = 0.0
-    curve: list[float] = field(default_factory=list)  # validation NDCG@10 after each epoch
+__all__ = ["SASRecCE", "TrainingReport"]
 
 
-def _network(n_items: int, dim: int, blocks: int, max_len: int, dropout: float) -> torch.nn.Module:
-    import torch
-    from torch import nn
-
-    class Network(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.items = nn.Embedding(n_items + 1, dim, padding_idx=0)
-            self.positions = nn.Embedding(max_len, dim)
-            self.dropout = nn.Dropout(dropout)
-            layer = nn.TransformerEncoderLayer(
-                dim, nhead=1, dim_feedforward=dim, dropout=dropout, batch_first=True, norm_first=True
-            )
-            self.encoder = nn.TransformerEncoder(layer, blocks, enable_nested_tensor=False)
-            self.norm = nn.LayerNorm(dim)
-            for embedding in (self.items, self.positions):  # small initial logits (RecBole's 0.02)
-                nn.init.normal_(embedding.weight, std=0.02)
-            with torch.no_grad():
-                self.items.weight[0].zero_()
-            causal = torch.triu(torch.ones(max_len, max_len, dtype=torch.bool), diagonal=1)
-            self.register_buffer("causal", causal, persistent=False)
-
-        def forward(self, sequences: torch.Tensor) -> torch.Tensor:
-            """Hidden states (batch, length, dim) of left-padded sequences; padding attends to nothing new."""
-            length = sequences.shape[1]
-            x = self.items(sequences) + self.positions(torch.arange(length, device=sequences.device))[None]
-            x = self.dropout(x) * (sequences > 0).unsqueeze(-1)
-            x = self.encoder(x, mask=self.causal[:length, :length], is_causal=True)
-            return self.norm(x)
-
-        def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-            return hidden @ self.items.weight.T  # tied input/output embeddings
-
-    return Network()
-
-
-class SASRecCE(Ranker):
+class SASRecCE(NextItemCE):
     """SASRec with full cross-entropy and early stopping (see the module docstring)."""
 
     name = "sasrec-ce"
@@ -98,93 +45,51 @@ class SASRecCE(Ranker):
         patience: int = 60,
         seed: int = 0,
     ):
-        self.dim, self.blocks, self.max_len, self.dropout = dim, blocks, max_len, dropout
-        self.learning_rate, self.batch_size = learning_rate, batch_size
-        self.max_epochs, self.patience, self.seed = max_epochs, patience, seed
-        self.report = TrainingReport(seed=seed)
+        super().__init__(
+            dim=dim,
+            max_len=max_len,
+            dropout=dropout,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            max_epochs=max_epochs,
+            patience=patience,
+            seed=seed,
+        )
+        self.blocks = blocks
 
-    def _encode(self, items: Sequence[str]) -> list[int]:
-        return [self.index[i] for i in items if i in self.index]
-
-    def _left_pad(self, rows: Sequence[Sequence[int]]) -> np.ndarray:
-        out = np.zeros((len(rows), self.max_len), np.int64)
-        for r, row in enumerate(rows):
-            tail = list(row)[-self.max_len :]
-            if tail:
-                out[r, -len(tail) :] = tail
-        return out
-
-    def fit(self, data: TrainData) -> SASRecCE:
+    def _network(self, n_items: int) -> torch.nn.Module:
         import torch
+        from torch import nn
 
-        started = time.perf_counter()
-        torch.manual_seed(self.seed)
-        rng = np.random.default_rng(self.seed)
-        self.catalog = data.catalog
-        self.index = {item: n + 1 for n, item in enumerate(data.catalog)}  # 0 is padding
-        encoded = {u: self._encode([e.item for e in events]) for u, events in data.sequences.items()}
-        # each user's last event is the early-stopping target; the events before it are trained on
-        train_rows = [seq[:-1] for seq in encoded.values() if len(seq) >= 3]
-        valid = [(seq[:-1], seq[-1]) for seq in encoded.values() if len(seq) >= 2]
-        inputs = self._left_pad([row[:-1] for row in train_rows])
-        targets = self._left_pad([row[1:] for row in train_rows])
-        self.network = _network(len(self.catalog), self.dim, self.blocks, self.max_len, self.dropout)
-        optimizer = torch.optim.Adam(self.network.parameters(), lr=self.learning_rate, betas=(0.9, 0.98))
-        loss_of = torch.nn.CrossEntropyLoss()
-        best_state, best, waited = None, -1.0, 0
-        for epoch in range(1, self.max_epochs + 1):
-            self.network.train()
-            order = rng.permutation(len(inputs))
-            for start in range(0, len(inputs), self.batch_size):
-                batch = order[start : start + self.batch_size]
-                x, y = torch.from_numpy(inputs[batch]), torch.from_numpy(targets[batch])
-                real = y > 0  # the softmax over the catalog only where there is a next item (most of it)
-                loss = loss_of(self.network.logits(self.network(x)[real]), y[real])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-            score = self._ndcg10(valid)
-            self.report.curve.append(round(score, 5))
-            if score > best:
-                best, waited = score, 0
-                best_state = {k: v.detach().clone() for k, v in self.network.state_dict().items()}
-                self.report.best_epoch = epoch
-            else:
-                waited += 1
-            self.report.epochs_run = epoch
-            if waited >= self.patience:
-                break
-        if best_state is not None:
-            self.network.load_state_dict(best_state)
-        self.network.eval()
-        self.report.best_valid_ndcg10 = round(best, 5)
-        self.report.seconds = round(time.perf_counter() - started, 1)
-        return self
+        dim, blocks, max_len, dropout = self.dim, self.blocks, self.max_len, self.dropout
 
-    def _scores(self, histories: Sequence[Sequence[int]]) -> np.ndarray:
-        """Next-item logits per history (rows), over catalog positions (padding column dropped)."""
-        import torch
+        class Network(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.items = nn.Embedding(n_items + 1, dim, padding_idx=0)
+                self.positions = nn.Embedding(max_len, dim)
+                self.dropout = nn.Dropout(dropout)
+                layer = nn.TransformerEncoderLayer(
+                    dim, nhead=1, dim_feedforward=dim, dropout=dropout, batch_first=True, norm_first=True
+                )
+                self.encoder = nn.TransformerEncoder(layer, blocks, enable_nested_tensor=False)
+                self.norm = nn.LayerNorm(dim)
+                for embedding in (self.items, self.positions):  # small initial logits (RecBole's 0.02)
+                    nn.init.normal_(embedding.weight, std=0.02)
+                with torch.no_grad():
+                    self.items.weight[0].zero_()
+                causal = torch.triu(torch.ones(max_len, max_len, dtype=torch.bool), diagonal=1)
+                self.register_buffer("causal", causal, persistent=False)
 
-        self.network.eval()
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(histories), 256):
-                x = torch.from_numpy(self._left_pad(histories[start : start + 256]))
-                hidden = self.network(x)[:, -1]
-                out.append(self.network.logits(hidden)[:, 1:].numpy())
-        return np.concatenate(out) if out else np.zeros((0, len(self.catalog)), np.float32)
+            def forward(self, sequences: torch.Tensor) -> torch.Tensor:
+                """Hidden states (batch, length, dim) of left-padded sequences; padding attends to nothing new."""
+                length = sequences.shape[1]
+                x = self.items(sequences) + self.positions(torch.arange(length, device=sequences.device))[None]
+                x = self.dropout(x) * (sequences > 0).unsqueeze(-1)
+                x = self.encoder(x, mask=self.causal[:length, :length], is_causal=True)
+                return self.norm(x)
 
-    def _ndcg10(self, cases: Sequence[tuple[Sequence[int], int]]) -> float:
-        """Full-ranking NDCG@10 of the held-out events, seen items removed."""
-        scores = self._scores([history for history, _ in cases])
-        total = 0.0
-        for row, (history, target) in zip(scores, cases, strict=True):
-            row[np.asarray(history, np.int64) - 1] = -np.inf
-            if target in history:  # a re-consumed item is ranked as any other seen item: not at all
-                continue
-            rank = int((row > row[target - 1]).sum())
-            total += 1.0 / math.log2(rank + 2) if rank < 10 else 0.0
-        return total / max(1, len(cases))
+            def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+                return hidden @ self.items.weight.T  # tied input/output embeddings
 
-    def score(self, user: str, history: Sequence[str]) -> np.ndarray:
-        return self._scores([self._encode(history)])[0].astype(np.float64)
+        return Network()
