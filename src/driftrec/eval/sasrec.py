@@ -19,12 +19,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from driftrec.eval.sequential import NextItemCE, TrainingReport
+from driftrec.eval.sequential import NextItemCE
 
 if TYPE_CHECKING:
     import torch
-
-__all__ = ["SASRecCE", "TrainingReport"]
 
 
 class SASRecCE(NextItemCE):
