@@ -778,6 +778,15 @@ def eval_ranker(
             "1+19 candidates, reported alone and blended with the learned order (weight cross-fitted over users)."
         ),
     ] = None,
+    llm_feature: Annotated[
+        bool,
+        typer.Option(
+            help="Show each user's learned top --llm-window to the configured LLM (verbalizer) and measure its "
+            "columns in a cross-fitted second phase (records resume from the out folder)."
+        ),
+    ] = False,
+    llm_users: Annotated[int | None, typer.Option(help="With --llm-feature: only the first N users.")] = None,
+    llm_window: Annotated[int, typer.Option(help="With --llm-feature: candidates shown to the LLM.")] = 20,
     out: Annotated[str, typer.Option(help="Folder for ranker.json and ranker.md.")] = "runs/ranker",
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
 ) -> None:
@@ -788,11 +797,12 @@ def eval_ranker(
     from driftrec import load_movielens_100k, run_ranker_study
     from driftrec import write_ranker_report as write_report
 
-    settings = _settings()
+    settings = _with_cache(_settings()) if llm_feature else _settings()
     dataset = load_movielens_100k(settings.cache_dir)
-    with console.status("evaluating…") as status:
-        study, _ = _run_or_exit(
-            run_ranker_study(
+
+    async def run(status) -> tuple:
+        async def study(llm: LLM | None) -> tuple:
+            return await run_ranker_study(
                 settings,
                 dataset,
                 users=users,
@@ -802,9 +812,20 @@ def eval_ranker(
                 sampled=sampled,
                 baselines=[b.strip() for b in baselines.split(",") if b.strip()],
                 llm_records=Path(llm_records) if llm_records else None,
+                llm=llm,
+                llm_users=llm_users,
+                llm_window=llm_window,
+                llm_out=Path(out),
                 progress=status.update,
             )
-        )
+
+        if not llm_feature:
+            return await study(None)
+        async with connect(settings) as llm:
+            return await study(llm)
+
+    with console.status("evaluating…") as status:
+        study, _ = _run_or_exit(run(status))
     path = write_report(study, Path(out))
     if as_json:
         print(json.dumps(study.as_dict(), default=float))

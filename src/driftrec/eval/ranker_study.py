@@ -19,8 +19,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from driftrec.config import Settings
 from driftrec.data.dataset import Dataset
+from driftrec.eval.llm_feature import LLMFeatureStudy, measure, safe_name, score_windows
 from driftrec.eval.llm_study import sampled_candidates
 from driftrec.eval.metrics import DEFAULT_METRICS, accuracy, bootstrap_ci, per_user, significance
 from driftrec.eval.protocols import UserSplit, first_users, leave_one_out, training_log
@@ -28,9 +31,10 @@ from driftrec.eval.report import write_report as report_files
 from driftrec.eval.retrieval_study import ingest
 from driftrec.eval.runner import K, leave_one_out_stage
 from driftrec.eval.systems import check_systems, make_system
+from driftrec.llm import LLM
 from driftrec.ranking.features import FEATURES, SOURCES
 from driftrec.ranking.learned import LearnedRanker, catalog_fingerprint
-from driftrec.ranking.training import Target, build_pool, training_groups
+from driftrec.ranking.training import Pool, Target, build_pool, training_groups
 from driftrec.retrieval.store import ItemIndex
 
 ABLATIONS: dict[str, tuple[str, ...]] = {
@@ -62,6 +66,7 @@ class RankerStudy:
     baseline_training: dict[str, dict[str, object]] = field(default_factory=dict)  # e.g. SASRec's epochs
     sampled: list[SystemRow] = field(default_factory=list)  # 1+19: the target and 19 seeded unseen items
     sampled_first: dict[str, dict[str, float]] = field(default_factory=dict)  # the same, the first N users
+    llm_feature: LLMFeatureStudy | None = None  # the served LLM's columns in a second phase (eval/llm_feature.py)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -107,6 +112,8 @@ class RankerStudy:
                 lines.append(f"\n{first}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()))
         top = sorted(self.card["importance"].items(), key=lambda kv: -kv[1])[:8]  # type: ignore[union-attr]
         lines += ["", "Importance (gain share): " + ", ".join(f"{k} {v:.2f}" for k, v in top)]
+        if self.llm_feature is not None:
+            lines += ["", self.llm_feature.markdown()]
         return "\n".join(lines)
 
 
@@ -251,10 +258,17 @@ async def run_ranker_study(
     sampled: bool = True,
     stages: int = 5,
     llm_records: Path | None = None,
+    llm: LLM | None = None,
+    llm_users: int | None = None,
+    llm_window: int = 20,
+    llm_out: Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[RankerStudy, LearnedRanker]:
     """``llm_records``: a sampled LLM study's records; their users get two more 1+19 rows, the LLM's
-    order and the learned order blended with it (weight cross-fitted over users: ``cross_fitted_blend``)."""
+    order and the learned order blended with it (weight cross-fitted over users: ``cross_fitted_blend``).
+    ``llm``: a served LLM scores the learned stage's top ``llm_window`` of the first ``llm_users`` users,
+    and a cross-fitted second phase measures its columns (``eval.llm_feature``; records resume from the
+    folder ``llm_out``, one file per model and window)."""
     say = progress or (lambda _: None)
     recorded = llm_orders(llm_records) if llm_records is not None else {}
     if recorded and not sampled:
@@ -338,6 +352,11 @@ async def run_ranker_study(
         sampled_first[f"first {len(first)} users, learned vs popularity"] = {"p (paired t)": p}
         if recorded:
             sampled_first |= _llm_rows(recorded, targets, orders)
+    llm_feature = None
+    if llm is not None:
+        llm_feature = await _llm_feature(
+            llm, dataset, splits, test, model, chosen[:llm_users], targets, llm_window, llm_out, say
+        )
     recall = {"union": test.recall()} | {s: test.source_hits[s] / max(1, len(chosen)) for s in SOURCES}
     study = RankerStudy(
         dataset=dataset.name,
@@ -351,6 +370,7 @@ async def run_ranker_study(
         baseline_training=baseline_training,
         sampled=sampled_rows,
         sampled_first=sampled_first,
+        llm_feature=llm_feature,
         seconds={
             "train_pools": round(pools_seconds, 1),
             "test_pool": round(test.seconds, 1),
@@ -358,6 +378,45 @@ async def run_ranker_study(
         },
     )
     return study, model
+
+
+async def _llm_feature(
+    llm: LLM,
+    dataset: Dataset,
+    splits: Mapping[str, UserSplit],
+    test: Pool,
+    model: LearnedRanker,
+    users: Sequence[str],
+    targets: Mapping[str, str | Sequence[str]],
+    window: int,
+    out: Path | None,
+    say: Callable[[str], None],
+) -> LLMFeatureStudy:
+    """The learned stage's top ``window`` per user, scored by the LLM, measured in a second phase."""
+    learned: dict[str, list[str]] = {}
+    scores: dict[str, dict[str, float]] = {}
+    for user in users:
+        values = model.scores(test.rows[user])
+        order = np.argsort(-values, kind="stable")
+        learned[user] = [test.ids[user][n] for n in order]
+        scores[user] = {test.ids[user][n]: float(values[n]) for n in order[:window]}
+    windows = {u: learned[u][:window] for u in users}
+    asked = 0
+
+    def tick(message: str) -> None:
+        nonlocal asked
+        asked += 1
+        say(f"LLM feature: {asked}/{len(users)} users ({message})")
+
+    records_file = None if out is None else out / f"llm-feature-{safe_name(llm.client.model)}-w{window}.jsonl"
+    records = await score_windows(llm, dataset, splits, windows, out=records_file, progress=tick)
+    answered = {u: r for u, r in records.items() if r.logprobs}
+    if len(answered) < FOLDS_MIN_USERS:
+        raise ValueError(f"the LLM answered for {len(answered)} users: too few to cross-fit a second phase")
+    return measure(answered, learned, scores, targets, window=window, model=llm.client.model)
+
+
+FOLDS_MIN_USERS = 50
 
 
 def write_report(study: RankerStudy, out_dir: Path, name: str = "ranker") -> Path:

@@ -72,8 +72,9 @@ PARAMS: dict[str, object] = {
     "verbosity": -1,
 }
 # Tried in turn; the one with the best NDCG@10 on the early-stopping users (never a test target) is kept.
+# A fourth setting (31 leaves, 50 rows per leaf, no L2) was the worst of the four in all five recorded studies
+# (0.159-0.167 against 0.168-0.177) and cost a quarter of the training: dropped (2026-12-04).
 GRID: tuple[dict[str, object], ...] = (
-    {"learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 50, "lambda_l2": 0.0, "feature_fraction": 0.9},
     {"learning_rate": 0.05, "num_leaves": 15, "min_data_in_leaf": 100, "lambda_l2": 1.0, "feature_fraction": 0.8},
     {"learning_rate": 0.03, "num_leaves": 15, "min_data_in_leaf": 200, "lambda_l2": 10.0, "feature_fraction": 0.7},
     {"learning_rate": 0.03, "num_leaves": 7, "min_data_in_leaf": 400, "lambda_l2": 10.0, "feature_fraction": 0.7},
