@@ -26,12 +26,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from driftrec.data.dataset import Dataset
 from driftrec.eval.metrics import accuracy, bootstrap_ci, per_user, significance
 from driftrec.eval.protocols import UserSplit
+from driftrec.eval.records import append_record, read_records
 from driftrec.llm import LLM, LLMError
 from driftrec.models import Candidate, Provenance
 from driftrec.prompts import PromptError
@@ -127,18 +129,12 @@ def normalized(logprobs: Mapping[str, float]) -> dict[str, float]:
     return {k: v - total for k, v in finite.items()}
 
 
-def _read(path: Path) -> dict[str, LLMScores]:
-    """Users already recorded (a torn last line is ignored: that user is asked again)."""
-    done: dict[str, LLMScores] = {}
-    if not path.exists():
-        return done
-    for line in path.read_text().splitlines():
-        try:
-            record = LLMScores(**json.loads(line))
-        except (ValueError, TypeError):
-            continue
-        done[record.user] = record
-    return done
+def _scores(fields: dict[str, Any]) -> LLMScores:
+    return LLMScores(**fields)
+
+
+def _user(record: LLMScores) -> str:
+    return record.user
 
 
 async def score_windows(
@@ -153,7 +149,7 @@ async def score_windows(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, LLMScores]:
     """Ask the LLM about each user's window (test stage: history before the test item); resumable via ``out``."""
-    done = await asyncio.to_thread(_read, out) if out is not None else {}
+    done = await asyncio.to_thread(read_records, out, _scores, _user) if out is not None else {}
     todo = [u for u in windows if u not in done]
     semaphore = asyncio.Semaphore(concurrency)
     lock = asyncio.Lock()
@@ -186,19 +182,13 @@ async def score_windows(
         )
         if out is not None:
             async with lock:
-                out.parent.mkdir(parents=True, exist_ok=True)
-                await asyncio.to_thread(_append, out, json.dumps(record.__dict__) + "\n")
+                await asyncio.to_thread(append_record, out, json.dumps(record.__dict__) + "\n")
         if progress:
             progress(user)
         return record
 
     fresh = await asyncio.gather(*(one(u) for u in todo))
     return done | {r.user: r for r in fresh}
-
-
-def _append(path: Path, line: str) -> None:
-    with path.open("a") as fh:
-        fh.write(line)
 
 
 def window_rows(record: LLMScores, learned_scores: Mapping[str, float]) -> np.ndarray:

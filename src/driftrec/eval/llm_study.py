@@ -40,6 +40,7 @@ from driftrec.config import Settings
 from driftrec.data.dataset import Dataset
 from driftrec.eval.metrics import accuracy, bootstrap_ci, per_user, significance
 from driftrec.eval.protocols import Case, first_users, leave_one_out, leave_one_out_cases
+from driftrec.eval.records import append_record, read_records
 from driftrec.eval.report import write_report as report_files
 from driftrec.eval.retrieval_study import ingest
 from driftrec.llm import LLM
@@ -225,7 +226,7 @@ async def collect(
         cases, log = leave_one_out_cases(dataset, stage)
     elif setting == "retrieved" and generator is None and log is None:
         raise ValueError("retrieved candidates for given cases need their training log or a fitted generator")
-    done = await asyncio.to_thread(_recorded, out) if out is not None and resume else {}
+    done = await asyncio.to_thread(read_records, out, _record, _user) if out is not None and resume else {}
     todo = [u for u in users if u not in done]
     if setting == "retrieved" and todo and generator is None:
         index = await ingest(settings, dataset)
@@ -296,7 +297,7 @@ async def collect(
             async with lock:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 line = json.dumps(asdict(record)) + "\n"
-                await asyncio.to_thread(_append, out, line)
+                await asyncio.to_thread(append_record, out, line)
         if progress:
             progress(user)
         return record
@@ -306,23 +307,12 @@ async def collect(
     return [by_user[u] for u in users]
 
 
-def _recorded(path: Path) -> dict[str, Record]:
-    """Users already recorded in a (possibly partial) JSONL file; a torn last line is ignored."""
-    done: dict[str, Record] = {}
-    if not path.exists():
-        return done
-    for line in path.read_text().splitlines():
-        try:
-            record = Record(**json.loads(line))
-        except (json.JSONDecodeError, TypeError):
-            continue
-        done[record.user] = record
-    return done
+def _record(fields: dict[str, object]) -> Record:
+    return Record(**fields)  # type: ignore[arg-type]
 
 
-def _append(path: Path, line: str) -> None:
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(line)
+def _user(record: Record) -> str:
+    return record.user
 
 
 def score(
