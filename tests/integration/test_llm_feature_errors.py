@@ -1,0 +1,66 @@
+"""The LLM-feature study against a misbehaving LLM (a fake OpenAI-compatible server: error paths only; that
+the columns come from a real model is test_ranker_llm_feature.py's job against vLLM). A failed call records
+nothing, so the next run asks again; a label the server gave no logprob for is missing, not invented."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from driftrec.config import Settings
+from driftrec.data import load_movielens_100k
+from driftrec.eval.llm_feature import score_windows
+from driftrec.eval.protocols import first_users, leave_one_out
+from driftrec.llm import LLM, LLMClient
+from driftrec.llm.checkpoint import PreparedModel
+from tests.fake_openai import Behaviour, FakeOpenAI, completion, serve_fake
+
+
+async def scored(fake: FakeOpenAI, prepared: PreparedModel, settings: Settings, out: Path) -> dict:
+    dataset = load_movielens_100k(settings.cache_dir)
+    splits = leave_one_out(dataset)
+    users = first_users(splits, 3)
+    windows = {}
+    for user in users:
+        seen = {e.item for e in splits[user].seen_before("test")}
+        windows[user] = [i for i in sorted(dataset.items) if i not in seen][:5]
+    async with serve_fake(fake):
+        llm = LLM(
+            LLMClient(fake.base_url, "fake", timeout_s=5.0, max_retries=1, backoff_s=0.01),
+            prepared.token_counter(),
+            8192,
+        )
+        try:
+            return await score_windows(llm, dataset, splits, windows, out=out)
+        finally:
+            await llm.aclose()
+
+
+async def test_a_failing_llm_records_nothing_and_the_next_run_asks_again(
+    settings: Settings, prepared: PreparedModel, tmp_path: Path
+) -> None:
+    out = tmp_path / "records.jsonl"
+    failed = await scored(FakeOpenAI(default=Behaviour(status=500)), prepared, settings, out)
+    assert len(failed) == 3 and all(not r.logprobs for r in failed.values())  # no column from a failed call
+    assert not out.exists()
+
+    answers = completion("A", logprobs=[("A", -0.2), ("C", -1.5), ("B", -2.0)])  # D and E: no logprob given
+    fake = FakeOpenAI(default=Behaviour(body=answers))
+    records = await scored(fake, prepared, settings, out)
+    assert len(fake.requests) == 3  # every user asked again
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(line["user"] for line in lines) == sorted(records)
+    for record in records.values():
+        assert set(record.logprobs) == set(record.shown[:3])  # A, B, C; D and E missing, not invented
+        assert (
+            math.fsum(math.exp(v) for v in record.logprobs.values()) == 1.0
+            or abs(math.fsum(math.exp(v) for v in record.logprobs.values()) - 1.0) < 1e-9
+        )
+        assert record.order[0] == record.shown[0] and sorted(record.order) == sorted(record.shown)
+
+    again = FakeOpenAI(default=Behaviour(status=500))
+    resumed = await scored(again, prepared, settings, out)
+    assert not again.requests and {u: r.logprobs for u, r in resumed.items()} == {
+        u: r.logprobs for u, r in records.items()
+    }
