@@ -13,8 +13,8 @@ import pytest
 
 from driftrec.config import Settings
 from driftrec.data import load_movielens_100k
-from driftrec.eval.llm_feature import safe_name
 from driftrec.eval.ranker_study import run_ranker_study
+from driftrec.eval.records import safe_name
 from driftrec.llm import LLM
 
 pytestmark = pytest.mark.vllm

@@ -20,11 +20,10 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import re
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +87,6 @@ class LLMFeatureStudy:
     iterations: dict[str, list[int]]  # best iteration per fold, per variant
     latency: dict[str, float]  # seconds per LLM call: p50, p95, mean prompt tokens (uncached calls)
     missing: int = 0  # candidates whose label got no logprob
-    notes: list[str] = field(default_factory=list)
 
     def markdown(self) -> str:
         lines = [
@@ -109,14 +107,8 @@ class LLMFeatureStudy:
             "Importance in the with-LLM phase (gain share): "
             + ", ".join(f"{k} {v:.2f}" for k, v in self.importance.items()),
             "LLM call: " + ", ".join(f"{k} {v:g}" for k, v in self.latency.items()),
-            *self.notes,
         ]
         return "\n".join(lines)
-
-
-def safe_name(model: str) -> str:
-    """A served model's name as a file-name part."""
-    return re.sub(r"[^a-zA-Z0-9.]+", "-", model).strip("-")
 
 
 def normalized(logprobs: Mapping[str, float]) -> dict[str, float]:

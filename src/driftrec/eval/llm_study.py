@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import re
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -40,7 +39,7 @@ from driftrec.config import Settings
 from driftrec.data.dataset import Dataset
 from driftrec.eval.metrics import accuracy, bootstrap_ci, per_user, significance
 from driftrec.eval.protocols import Case, first_users, leave_one_out, leave_one_out_cases
-from driftrec.eval.records import append_record, read_records
+from driftrec.eval.records import append_record, read_records, safe_name
 from driftrec.eval.report import write_report as report_files
 from driftrec.eval.retrieval_study import ingest
 from driftrec.llm import LLM
@@ -159,7 +158,7 @@ async def build_profiles(
     """
     if histories is None:
         histories = {u: c.history for u, c in leave_one_out_cases(dataset, stage)[0].items()}
-    model = re.sub(r"[^a-zA-Z0-9.]+", "-", llm.client.model).strip("-")  # each model replays its own memories
+    model = safe_name(llm.client.model)  # each model replays its own memories
     folder = settings.data_dir / f"replay-{tag}-{stage}-s{sessions}-g{gap_minutes:g}-{model}"
     own = settings.model_copy(
         update={
@@ -295,7 +294,6 @@ async def collect(
         )
         if out is not None and not result.degraded:  # a degraded ranking is retried by the next run
             async with lock:
-                out.parent.mkdir(parents=True, exist_ok=True)
                 line = json.dumps(asdict(record)) + "\n"
                 await asyncio.to_thread(append_record, out, line)
         if progress:

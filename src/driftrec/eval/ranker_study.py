@@ -23,10 +23,11 @@ import numpy as np
 
 from driftrec.config import Settings
 from driftrec.data.dataset import Dataset
-from driftrec.eval.llm_feature import LLMFeatureStudy, measure, safe_name, score_windows
+from driftrec.eval.llm_feature import LLMFeatureStudy, measure, score_windows
 from driftrec.eval.llm_study import sampled_candidates
 from driftrec.eval.metrics import DEFAULT_METRICS, accuracy, bootstrap_ci, per_user, significance
 from driftrec.eval.protocols import UserSplit, first_users, leave_one_out, training_log
+from driftrec.eval.records import safe_name
 from driftrec.eval.report import write_report as report_files
 from driftrec.eval.retrieval_study import ingest
 from driftrec.eval.runner import K, leave_one_out_stage
@@ -120,6 +121,7 @@ class RankerStudy:
 SAMPLED_FIRST = 150  # the model ladder's users (`driftrec eval llm --setting sampled --users 150`)
 BLEND_WEIGHTS = tuple(round(w / 10, 1) for w in range(11))  # the LLM order's share, 0 (learned alone) to 1
 BLEND_FOLDS = 5
+FOLDS_MIN_USERS = 50  # the fewest users whose LLM answers the study cross-fits a second phase over
 
 
 def llm_orders(path: Path) -> dict[str, tuple[list[str], list[str]]]:
@@ -414,9 +416,6 @@ async def _llm_feature(
     if len(answered) < FOLDS_MIN_USERS:
         raise ValueError(f"the LLM answered for {len(answered)} users: too few to cross-fit a second phase")
     return measure(answered, learned, scores, targets, window=window, model=llm.client.model)
-
-
-FOLDS_MIN_USERS = 50
 
 
 def write_report(study: RankerStudy, out_dir: Path, name: str = "ranker") -> Path:

@@ -5,6 +5,7 @@ lm-evaluation-harness caches requests)."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,3 +35,8 @@ def append_record(path: Path, line: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(line)
+
+
+def safe_name(model: str) -> str:
+    """A served model's name as a file- or folder-name part (each model's records and replays apart)."""
+    return re.sub(r"[^a-zA-Z0-9.]+", "-", model).strip("-")
