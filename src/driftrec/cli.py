@@ -838,6 +838,14 @@ def eval_ranker(
 def ranker_train(
     stages: Annotated[int, typer.Option(help="Cut points per user: their last event, the one before, ...")] = 5,
     pool: Annotated[int, typer.Option(help="Each source's top-n in the candidate pool.")] = 100,
+    second_phase_users: Annotated[
+        int,
+        typer.Option(
+            help="Also train the second phase: the served LLM judges that many users' learned top --window "
+            "(one call each; their last events are kept from the learned ranker's training)."
+        ),
+    ] = 0,
+    window: Annotated[int, typer.Option(help="With --second-phase-users: candidates the LLM judges.")] = 20,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Train the learned ranker on every recorded event and save it in <data_dir>/ranker; recommend()
@@ -845,16 +853,33 @@ def ranker_train(
     from driftrec import Recommender
 
     async def run():
-        async with Recommender.from_settings(llm=None) as rec:
+        async with Recommender.from_settings(llm="auto" if second_phase_users else None) as rec:
             with console.status("training…") as status:
-                model = await rec.train_ranker(stages=stages, pool=pool, progress=status.update)
-            return model, rec.ranker_dir()
+                model = await rec.train_ranker(
+                    stages=stages,
+                    pool=pool,
+                    second_phase_users=second_phase_users,
+                    window=window,
+                    progress=status.update,
+                )
+            return model, rec.second_phase, rec.ranker_dir()
 
-    model, where = _run_or_exit(run())
+    model, phase, where = _run_or_exit(run())
     card = asdict(model.card)
     if as_json:
-        print(json.dumps({"path": str(where), **card}, default=float))
+        print(
+            json.dumps(
+                {"path": str(where), **card} | ({"second_phase": asdict(phase.card)} if phase else {}), default=float
+            )
+        )
         return
+    if phase is not None:
+        stop = phase.card.stop_ndcg10
+        console.print(
+            f"second phase ({phase.card.model}, window {phase.card.window}): {phase.card.users} users; on its "
+            f"{phase.card.stop_users} early-stopping users NDCG@10 {stop['second phase']:.3f} against the learned "
+            f"order's {stop['learned order']:.3f}"
+        )
     console.print(
         f"trained on {card['users']} examples ({card['rows']} candidate rows) in {card['seconds']:.0f}s; "
         f"validation NDCG@10 {card['valid_ndcg10']:.3f}; saved in {where}"

@@ -335,6 +335,12 @@ class RankingSettings(_Group):
         description="Order candidates with the learned ranker in <data_dir>/ranker when one is there (made by "
         "`driftrec ranker train`); without one, the fusion order. An unusable file degrades answers and says why.",
     )
+    second_phase: bool = Field(
+        default=True,
+        description="Re-order the learned ranker's top window with the served LLM's judgement, weighed by the "
+        "second phase saved beside it (made by `driftrec ranker train --second-phase-users N`; one LLM call per "
+        "request) when it was trained on the served model and this ranker; else the learned order and `llm_weight`.",
+    )
     mode: Literal["verbalizer", "listwise", "off"] = Field(
         default="verbalizer",
         description="verbalizer: one forward pass, ranked by the candidate labels' logprobs; listwise: the LLM "

@@ -12,10 +12,10 @@ import pytest
 
 from driftrec.config import Settings
 from driftrec.data import load_movielens_100k
-from driftrec.eval.llm_feature import score_windows
 from driftrec.eval.protocols import first_users, leave_one_out
 from driftrec.llm import LLM, LLMClient
 from driftrec.llm.checkpoint import PreparedModel
+from driftrec.ranking.second_phase import score_windows
 from tests.fake_openai import Behaviour, FakeOpenAI, completion, serve_fake
 
 
@@ -34,7 +34,9 @@ async def scored(fake: FakeOpenAI, prepared: PreparedModel, settings: Settings, 
             8192,
         )
         try:
-            return await score_windows(llm, dataset, splits, windows, out=out)
+            return await score_windows(
+                llm, {u: splits[u].seen_before("test") for u in windows}, dataset.items, windows, out=out
+            )
         finally:
             await llm.aclose()
 

@@ -14,8 +14,8 @@ import pytest
 from driftrec.config import Settings
 from driftrec.data import load_movielens_100k
 from driftrec.eval.ranker_study import run_ranker_study
-from driftrec.eval.records import safe_name
 from driftrec.llm import LLM
+from driftrec.records import safe_name
 
 pytestmark = pytest.mark.vllm
 USERS = 50  # the fewest the study cross-fits over

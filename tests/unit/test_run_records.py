@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from driftrec.eval.records import append_record, read_records
+from driftrec.records import append_record, read_records
 
 
 def test_appended_records_come_back_by_key_and_a_torn_line_is_redone(tmp_path: Path) -> None:

@@ -55,6 +55,7 @@ from driftrec.privacy import acting_for
 from driftrec.ranking import Reranker, build_context
 from driftrec.ranking.features import FeatureBuilder
 from driftrec.ranking.learned import LearnedRanker, RankerFileError, catalog_fingerprint
+from driftrec.ranking.second_phase import SecondPhase, ranker_identity, train_second_phase
 from driftrec.ranking.training import candidate_pool, train_ranker
 from driftrec.retrieval import CandidateGenerator, ItemIndex, RetrievalRequest
 from driftrec.retrieval.candidates import empty_indexes
@@ -158,6 +159,7 @@ class Recommender:
         self.latest_year: int | None = None  # the catalog's newest release year
         self.learned: LearnedRanker | None = None  # the learned ranking stage, when a usable one is saved
         self.learned_error: str | None = None  # why a saved ranker could not be used
+        self.second_phase: SecondPhase | None = None  # the LLM's judgement of the learned top window, weighed
         self.features: FeatureBuilder | None = None
 
     @classmethod
@@ -365,7 +367,7 @@ class Recommender:
     def _load_ranker(self) -> None:
         """The saved learned ranker, checked against this catalog and these features; a file that does not
         fit is reported (every answer says why it fell back to fusion), never used misaligned."""
-        self.learned, self.learned_error = None, None
+        self.learned, self.learned_error, self.second_phase = None, None, None
         if not self.settings.ranking.learned or not self.ranker_dir().exists():
             return
         try:
@@ -373,21 +375,63 @@ class Recommender:
         except RankerFileError as exc:
             self.learned_error = f"RankerFileError: {exc}"
             log.warning("the learned ranker is not used: %s", exc)
+            return
+        # A saved second phase needs the LLM it was trained on; with no LLM configured it is simply not asked.
+        if self.settings.ranking.second_phase and self.llm is not None and SecondPhase.saved(self.ranker_dir()):
+            try:
+                self.second_phase = SecondPhase.load(
+                    self.ranker_dir(), ranker=ranker_identity(self.learned.card), model=self.llm.client.model
+                )
+            except RankerFileError as exc:
+                self.learned_error = f"RankerFileError: {exc}"
+                log.warning("the second phase is not used: %s", exc)
 
     async def train_ranker(
-        self, *, stages: int = 5, pool: int = 100, progress: Callable[[str], None] | None = None
+        self,
+        *,
+        stages: int = 5,
+        pool: int = 100,
+        second_phase_users: int = 0,
+        window: int = 20,
+        progress: Callable[[str], None] | None = None,
     ) -> LearnedRanker:
         """Train the learned ranker on every event recorded so far (each user's last ``stages`` events as
-        targets, nothing after a target known), save it in ``ranker_dir()`` and use it from now on."""
+        targets, nothing after a target known), save it in ``ranker_dir()`` and use it from now on.
+
+        ``second_phase_users``: also train the second phase on that many users' last events, each user's
+        learned top ``window`` judged by the served LLM (one call per user); the learned ranker then trains
+        without those last events, so the phase learns how far its scores can be trusted on unseen targets."""
         memory = self._require()
         assert self.index is not None
+        if second_phase_users and self.llm is None:
+            raise ValueError("a second phase needs a served LLM: this Recommender runs without one")
         sequences: dict[str, list[Interaction]] = {}
         for event in sorted(await asyncio.to_thread(memory.events.all_blocking), key=lambda e: e.timestamp):
             sequences.setdefault(event.user, []).append(event)
+        learn_from = {u: s[:-1] for u, s in sequences.items()} if second_phase_users else sequences
         model = await train_ranker(
-            self.settings.retrieval, self.index, self.catalog, sequences, stages=stages, pool=pool, progress=progress
+            self.settings.retrieval, self.index, self.catalog, learn_from, stages=stages, pool=pool, progress=progress
         )
+        phase = None
+        if second_phase_users:
+            assert self.llm is not None
+            phase = await train_second_phase(
+                self.llm,
+                model,
+                self.settings.retrieval,
+                self.index,
+                self.catalog,
+                sequences,
+                users=second_phase_users,
+                window=window,
+                pool=pool,
+                progress=progress,
+            )
         await asyncio.to_thread(model.save, self.ranker_dir())
+        if phase is not None:
+            await asyncio.to_thread(phase.save, self.ranker_dir())
+        else:  # a phase weighs one ranker's scores: the previous ranker's goes with it
+            await asyncio.to_thread(SecondPhase.remove, self.ranker_dir())
         self._load_ranker()
         await self._fit()
         return model
@@ -559,7 +603,8 @@ class Recommender:
             exclude=exclude,
         )
         with acting_for(memory.tag(user)):
-            result = await self.reranker.rank(context, explain=explain, deadline=deadline)
+            phase = self.second_phase if stage == "learned" else None
+            result = await self.reranker.rank(context, explain=explain, deadline=deadline, second_phase=phase)
         failed = [f"{source}: {why}" for source, why in request.failed.items()]
         problems = [e for e in (self.learned_error, vector_problem, *failed, result.error) if e]
         answer = RecommendationList(
@@ -606,6 +651,7 @@ class Recommender:
             id(self.generator),
             id(self.features),
             id(self.learned),
+            id(self.second_phase),
             self.learned_error,
         )
 

@@ -17,62 +17,26 @@ them, so a long run resumes.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import math
 import statistics
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from driftrec.data.dataset import Dataset
 from driftrec.eval.metrics import accuracy, bootstrap_ci, per_user, significance
-from driftrec.eval.protocols import UserSplit
-from driftrec.eval.records import append_record, read_records
-from driftrec.llm import LLM, LLMError
-from driftrec.models import Candidate, Provenance
-from driftrec.prompts import PromptError
-from driftrec.ranking.context import build_context
-from driftrec.ranking.verbalizer import rank_verbalizer
+from driftrec.ranking.second_phase import (
+    COLUMNS,
+    WITHOUT_LLM,
+    LLMScores,
+    fit,
+    normalized,
+    score_windows,
+    window_rows,
+)
 
-COLUMNS = ("learned_score", "learned_rank", "llm_logprob", "llm_rank")
-WITHOUT_LLM = COLUMNS[:2]
-# The second phase may not undo either judgement, only weigh them: a higher learned score or LLM probability
-# never lowers a candidate, a later place never raises it. Unconstrained, the without-LLM twin (two views of
-# one order) learned steps that reshuffled the learned order and lost 0.008 NDCG@10 to it (SmolLM2 run).
-MONOTONE = {"learned_score": 1, "learned_rank": -1, "llm_logprob": 1, "llm_rank": -1}
+__all__ = ["COLUMNS", "FOLDS", "LLMFeatureStudy", "LLMScores", "cross_fitted", "measure", "normalized", "score_windows"]
+
 FOLDS = 5
-PARAMS: dict[str, object] = {
-    "objective": "lambdarank",
-    "metric": "ndcg",
-    "eval_at": [10],
-    "learning_rate": 0.05,
-    "num_leaves": 7,
-    "min_data_in_leaf": 50,
-    "lambda_l2": 10.0,
-    "num_threads": 2,
-    "seed": 7,
-    "deterministic": True,
-    "force_row_wise": True,
-    "verbosity": -1,
-}
-
-
-@dataclass
-class LLMScores:
-    """One user's window as the LLM saw it, and what it said."""
-
-    user: str
-    shown: list[str]  # the learned stage's top items, in the order shown (learned order)
-    logprobs: dict[str, float]  # item -> log-probability among the window's labels (log-softmax)
-    order: list[str]  # the LLM's order of ``shown``
-    seconds: float = 0.0
-    prompt_tokens: int = 0
-    cached: bool = False
 
 
 @dataclass
@@ -111,119 +75,6 @@ class LLMFeatureStudy:
         return "\n".join(lines)
 
 
-def normalized(logprobs: Mapping[str, float]) -> dict[str, float]:
-    """Log-softmax over the labels that got a finite logprob: each label's log-probability among the window's."""
-    finite = {k: v for k, v in logprobs.items() if math.isfinite(v)}
-    if not finite:
-        return {}
-    top = max(finite.values())
-    total = top + math.log(sum(math.exp(v - top) for v in finite.values()))
-    return {k: v - total for k, v in finite.items()}
-
-
-def _scores(fields: dict[str, Any]) -> LLMScores:
-    return LLMScores(**fields)
-
-
-def _user(record: LLMScores) -> str:
-    return record.user
-
-
-async def score_windows(
-    llm: LLM,
-    dataset: Dataset,
-    splits: Mapping[str, UserSplit],
-    windows: Mapping[str, Sequence[str]],
-    *,
-    recent_items: int = 10,
-    out: Path | None = None,
-    concurrency: int = 2,
-    progress: Callable[[str], None] | None = None,
-) -> dict[str, LLMScores]:
-    """Ask the LLM about each user's window (test stage: history before the test item); resumable via ``out``."""
-    done = await asyncio.to_thread(read_records, out, _scores, _user) if out is not None else {}
-    todo = [u for u in windows if u not in done]
-    semaphore = asyncio.Semaphore(concurrency)
-    lock = asyncio.Lock()
-
-    async def one(user: str) -> LLMScores:
-        shown = [
-            Candidate(item=dataset.items[i], score=0.0, provenance=[Provenance(source="learned", score=0.0, rank=r)])
-            for r, i in enumerate(windows[user], start=1)
-        ]
-        context = build_context(
-            user, shown, 10, history=splits[user].seen_before("test"), catalog=dataset.items, recent_items=recent_items
-        )
-        async with semaphore:
-            started = time.perf_counter()
-            try:
-                reply = await rank_verbalizer(llm, context, shown, window=len(shown))
-            except (LLMError, PromptError) as exc:  # not recorded: the next run asks again
-                if progress:
-                    progress(f"{user}: {type(exc).__name__}: {exc}")
-                return LLMScores(user, list(windows[user]), {}, list(windows[user]))
-            seconds = time.perf_counter() - started
-        record = LLMScores(
-            user,
-            list(windows[user]),
-            normalized(reply.logprobs),
-            reply.order,
-            round(seconds, 3),
-            reply.usage.prompt_tokens,
-            bool(reply.usage.cached),
-        )
-        if out is not None:
-            async with lock:
-                await asyncio.to_thread(append_record, out, json.dumps(record.__dict__) + "\n")
-        if progress:
-            progress(user)
-        return record
-
-    fresh = await asyncio.gather(*(one(u) for u in todo))
-    return done | {r.user: r for r in fresh}
-
-
-def window_rows(record: LLMScores, learned_scores: Mapping[str, float]) -> np.ndarray:
-    """One row per shown item over ``COLUMNS``, in the shown (learned) order."""
-    llm_rank = {item: n for n, item in enumerate(record.order, start=1)}
-    return np.array(
-        [
-            [
-                learned_scores[item],
-                n,
-                record.logprobs.get(item, np.nan),
-                llm_rank.get(item, len(record.shown) + 1),
-            ]
-            for n, item in enumerate(record.shown, start=1)
-        ],
-        np.float64,
-    )
-
-
-def _fit(rows: list[np.ndarray], labels: list[np.ndarray], columns: Sequence[str]) -> tuple[object, int]:
-    """LambdaMART on the given users' windows, early stopping on every fifth of them."""
-    import lightgbm as lgb
-
-    use = [COLUMNS.index(c) for c in columns]
-    stop = set(range(0, len(rows), 5))
-    train = [n for n in range(len(rows)) if n not in stop]
-
-    def dataset(members: Sequence[int], reference: object = None) -> object:
-        x = np.vstack([rows[n][:, use] for n in members])
-        y = np.concatenate([labels[n] for n in members])
-        return lgb.Dataset(x, y, group=[len(rows[n]) for n in members], feature_name=list(columns), reference=reference)
-
-    fit_set = dataset(train)
-    booster = lgb.train(
-        {**PARAMS, "monotone_constraints": [MONOTONE[c] for c in columns]},
-        fit_set,
-        num_boost_round=500,
-        valid_sets=[dataset(sorted(stop), fit_set)],
-        callbacks=[lgb.early_stopping(50, verbose=False)],
-    )
-    return booster, max(1, booster.best_iteration)
-
-
 def cross_fitted(
     records: Mapping[str, LLMScores],
     learned_scores: Mapping[str, Mapping[str, float]],
@@ -243,7 +94,7 @@ def cross_fitted(
     for fold in range(FOLDS):
         held = users[fold::FOLDS]
         rest = [u for n, u in enumerate(users) if n % FOLDS != fold and labels[u].any()]
-        booster, best = _fit([rows[u] for u in rest], [labels[u] for u in rest], columns)
+        booster, best, _ = fit([rows[u] for u in rest], [labels[u] for u in rest], columns)
         iterations.append(best)
         gain = np.asarray(booster.feature_importance("gain", iteration=best), np.float64)  # type: ignore[attr-defined]
         gains += gain / gain.sum() if gain.sum() > 0 else gain

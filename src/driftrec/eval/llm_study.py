@@ -39,7 +39,6 @@ from driftrec.config import Settings
 from driftrec.data.dataset import Dataset
 from driftrec.eval.metrics import accuracy, bootstrap_ci, per_user, significance
 from driftrec.eval.protocols import Case, first_users, leave_one_out, leave_one_out_cases
-from driftrec.eval.records import append_record, read_records, safe_name
 from driftrec.eval.report import write_report as report_files
 from driftrec.eval.retrieval_study import ingest
 from driftrec.llm import LLM
@@ -50,6 +49,7 @@ from driftrec.models import Candidate, Interaction, InterestProfile, Provenance,
 from driftrec.prompts import load_template
 from driftrec.ranking import RankErrors, RankingPolicy, Reranker, build_context
 from driftrec.ranking.aggregate import fuse_with_retrieval
+from driftrec.records import append_record, read_records, safe_name
 from driftrec.retrieval import CandidateGenerator, RetrievalRequest
 
 WEIGHTS = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)

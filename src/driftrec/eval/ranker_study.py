@@ -19,15 +19,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from driftrec.config import Settings
 from driftrec.data.dataset import Dataset
-from driftrec.eval.llm_feature import LLMFeatureStudy, measure, score_windows
+from driftrec.eval.llm_feature import LLMFeatureStudy, measure
 from driftrec.eval.llm_study import sampled_candidates
 from driftrec.eval.metrics import DEFAULT_METRICS, accuracy, bootstrap_ci, per_user, significance
 from driftrec.eval.protocols import UserSplit, first_users, leave_one_out, training_log
-from driftrec.eval.records import safe_name
 from driftrec.eval.report import write_report as report_files
 from driftrec.eval.retrieval_study import ingest
 from driftrec.eval.runner import K, leave_one_out_stage
@@ -35,7 +32,9 @@ from driftrec.eval.systems import check_systems, make_system
 from driftrec.llm import LLM
 from driftrec.ranking.features import FEATURES, SOURCES
 from driftrec.ranking.learned import LearnedRanker, catalog_fingerprint
+from driftrec.ranking.second_phase import learned_windows, score_windows
 from driftrec.ranking.training import Pool, Target, build_pool, training_groups
+from driftrec.records import safe_name
 from driftrec.retrieval.store import ItemIndex
 
 ABLATIONS: dict[str, tuple[str, ...]] = {
@@ -398,10 +397,9 @@ async def _llm_feature(
     learned: dict[str, list[str]] = {}
     scores: dict[str, dict[str, float]] = {}
     for user in users:
-        values = model.scores(test.rows[user])
-        order = np.argsort(-values, kind="stable")
-        learned[user] = [test.ids[user][n] for n in order]
-        scores[user] = {test.ids[user][n]: float(values[n]) for n in order[:window]}
+        learned[user], scores[user] = learned_windows(
+            test.ids[user], model.scores(test.rows[user]), len(test.ids[user])
+        )
     windows = {u: learned[u][:window] for u in users}
     asked = 0
 
@@ -411,7 +409,8 @@ async def _llm_feature(
         say(f"LLM feature: {asked}/{len(users)} users ({message})")
 
     records_file = None if out is None else out / f"llm-feature-{safe_name(llm.client.model)}-w{window}.jsonl"
-    records = await score_windows(llm, dataset, splits, windows, out=records_file, progress=tick)
+    histories = {u: splits[u].seen_before("test") for u in users}
+    records = await score_windows(llm, histories, dataset.items, windows, out=records_file, progress=tick)
     answered = {u: r for u, r in records.items() if r.logprobs}
     if len(answered) < FOLDS_MIN_USERS:
         raise ValueError(f"the LLM answered for {len(answered)} users: too few to cross-fit a second phase")

@@ -23,6 +23,7 @@ from driftrec.ranking.aggregate import borda, fuse_with_retrieval, shuffles
 from driftrec.ranking.context import LABELS, RankContext
 from driftrec.ranking.explain import llm_reasons, matched_interests, template_reason
 from driftrec.ranking.listwise import rank_listwise
+from driftrec.ranking.second_phase import LLMScores, SecondPhase, normalized, prompt_context
 from driftrec.ranking.validate import RankErrors, repair
 from driftrec.ranking.verbalizer import rank_verbalizer
 
@@ -77,11 +78,16 @@ class Reranker:
         llm_weight: float | None = None,
         explain: bool | None = None,
         deadline: float | None = None,
+        second_phase: SecondPhase | None = None,
     ) -> RankResult:
         """``deadline`` (``time.monotonic()``): when the answer is due, e.g. the request's arrival plus
-        ``timeout_s`` (the default counts from now). LLM work past it is dropped for the retrieval order."""
+        ``timeout_s`` (the default counts from now). LLM work past it is dropped for the retrieval order.
+        ``second_phase``: the candidates are in the learned ranker's order (their scores its scores) and this
+        phase re-orders its top window from the LLM's judgement of it, instead of fusion by ``llm_weight``."""
         started = time.perf_counter()
         policy = self.policy
+        if second_phase is not None and self.llm is not None:
+            return await self._second_phase(context, second_phase, explain, deadline, started)
         mode = mode or policy.mode
         weight = policy.llm_weight if llm_weight is None else llm_weight
         eligible = context.eligible()
@@ -126,6 +132,59 @@ class Reranker:
         logprobs = usable[0].logprobs if usable else {}
         result.recommendations = await self._recommendations(
             context, eligible, fused[: min(context.k, len(eligible))], result, reasons, logprobs, explain, deadline
+        )
+        result.seconds = time.perf_counter() - started
+        return result
+
+    async def _second_phase(
+        self, context: RankContext, phase: SecondPhase, explain: bool | None, deadline: float | None, started: float
+    ) -> RankResult:
+        """One verbalizer call over the learned top window, shown in learned order as in training; the phase
+        orders the window, the rest keeps the learned order. Any LLM failure leaves the learned order, degraded."""
+        assert self.llm is not None
+        eligible = context.eligible()
+        shown = eligible[: min(phase.card.window, self.llm.client.max_logprobs)]
+        errors = RankErrors(requests=1)
+        result = RankResult([], "second-phase", errors=errors)
+        fused = [(c.item.id, c.score) for c in eligible]
+        deadline = time.monotonic() + self.policy.timeout_s if deadline is None else deadline
+        reply = None
+        if len(shown) > 1:
+            busy = self.llm.client.busy(deadline - time.monotonic())
+            try:
+                if busy:
+                    raise TimeoutError(busy)
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    reply = await rank_verbalizer(
+                        self.llm,
+                        prompt_context(context.user, shown, context),
+                        shown,
+                        window=len(shown),
+                        timeout_s=max(0.001, deadline - time.monotonic()),
+                    )
+            except TimeoutError as exc:
+                result.error = (
+                    f"LLMTimeout: {exc or f'no LLM judgement within the deadline ({self.policy.timeout_s:g}s)'}"
+                )
+            except (LLMError, PromptError) as exc:
+                result.error = f"{type(exc).__name__}: {exc}"
+        logprobs: dict[str, float] = {}
+        if reply is not None:
+            errors.replies += 1
+            result.usage.add(reply.usage)
+            result.prompt_id, result.llm_order = reply.prompt_id, reply.order
+            logprobs = normalized(reply.logprobs)
+            record = LLMScores(context.user, [c.item.id for c in shown], logprobs, reply.order)
+            window = phase.order(record, {c.item.id: c.score for c in shown})
+            rest = fused[len(shown) :]
+            scores = dict(fused)
+            fused = [(i, scores[i]) for i in window] + rest
+        elif len(shown) > 1:
+            result.degraded = True
+            errors.fallbacks += 1
+            log.warning("the second phase for user %s kept the learned order: %s", subject(), result.error)
+        result.recommendations = await self._recommendations(
+            context, eligible, fused[: min(context.k, len(eligible))], result, {}, logprobs, explain, deadline
         )
         result.seconds = time.perf_counter() - started
         return result
