@@ -298,7 +298,7 @@ class RecommendationList(BaseModel):
     user: UserId
     items: list[Recommendation]
     degraded: bool = False
-    ranking: str = "off"  # verbalizer | listwise | off
+    ranking: str = "off"  # verbalizer | listwise | second-phase (the learned top window, judged) | off
     order: str = "fusion"  # what ordered the candidates before the LLM: learned (the ranker) | fusion
     prompt: str | None = None  # template id and version, when the LLM ranked
     candidates: int = 0  # how many retrieved candidates were considered

@@ -94,9 +94,11 @@ async function recommend() {
 }
 
 function renderRecs(answer) {
+  const stage = answer.order === "learned" ? "the learned ranker" : "retrieval's fusion";
+  const by = answer.ranking === "off" ? stage : `${stage} and the LLM (${answer.ranking})`;
   const how = answer.degraded
-    ? `Ranked without the LLM (${answer.error || "it did not answer"}).`
-    : `Ranked by the LLM (${answer.ranking}) from ${answer.candidates} candidates in ${answer.seconds.toFixed(1)} s.`;
+    ? `Ranked by ${stage}, degraded (${answer.error || "the LLM did not answer"}).`
+    : `Ranked by ${by} from ${answer.candidates} candidates in ${answer.seconds.toFixed(1)} s.`;
   $("recs-status").textContent = answer.items.length ? how : "Nothing left to recommend.";
   $("recs").replaceChildren(...answer.items.map((rec) => card(rec)));
 }
