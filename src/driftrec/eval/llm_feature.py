@@ -12,7 +12,9 @@ the LLM adds from what a second phase alone does.
 The prompt carries the user's latest items (their stable head first, the candidates last, so vLLM's
 prefix cache holds the head across requests); no replayed profile, which would cost three LLM sessions
 per user before the first ranking. Records are written as each user finishes (JSONL) and a re-run skips
-them, so a long run resumes.
+them, so a long run resumes. The columns, the fit and the LLM calls are serving's own
+(``ranking.second_phase``): what is measured here is what ``driftrec ranker train --second-phase-users``
+trains and ``recommend()`` applies.
 """
 
 from __future__ import annotations
