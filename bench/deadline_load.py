@@ -32,6 +32,8 @@ import httpx
 import uvicorn
 from fastapi import FastAPI, Request
 
+from common import ingest_movielens, percentile
+
 LABELS = [chr(ord("A") + n) for n in range(26)]
 
 
@@ -81,11 +83,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
-
-
 async def one(client: httpx.AsyncClient, user: str, k: int) -> tuple[float, int, dict[str, Any] | None]:
     started = time.perf_counter()
     reply = await client.post(f"/v1/users/{user}/recommendations", json={"k": k})
@@ -130,12 +127,7 @@ def main() -> tuple[dict[str, Any], Path | None]:
             "DRIFTREC_API_RATE_PER_MINUTE": "0",
             "DRIFTREC_CHAT_MODE": "plan",
         }
-        subprocess.run(
-            [bin_dir / "driftrec", "ingest", "movielens-100k", "--events"],
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        ingest_movielens(env)
         log = open(Path(data) / "serve.log", "w")  # noqa: SIM115
         server = subprocess.Popen(
             [bin_dir / "driftrec", "serve", "--port", str(api_port)], env=env, stdout=log, stderr=subprocess.STDOUT

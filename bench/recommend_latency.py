@@ -16,19 +16,13 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import ingest_movielens, percentile
 from driftrec import Recommender, load_settings
 from driftrec.agent.answers import RecentAnswers
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
 async def timings(rec: Recommender, users: list[str]) -> tuple[list[float], int]:
@@ -87,19 +81,13 @@ def main() -> None:
     parser.add_argument("--stages", type=int, default=5)
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
-    bin_dir = Path(sys.executable).parent
     with tempfile.TemporaryDirectory() as folder:
         data = Path(folder)
         env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTREC_")} | {
             "DRIFTREC_DATA_DIR": str(data),
             "DRIFTREC_CHROMA_PATH": str(data / "chroma"),
         }
-        subprocess.run(
-            [bin_dir / "driftrec", "ingest", "movielens-100k", "--events"],
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        ingest_movielens(env)
         result = asyncio.run(measure(data, args.users, args.stages))
     print(json.dumps(result, indent=2))
     if args.json_out:

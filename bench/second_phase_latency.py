@@ -23,19 +23,13 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
 
+from common import ingest_movielens, percentile
 from driftrec import Recommender, load_settings
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -94,7 +88,6 @@ def main() -> None:
     parser.add_argument("--stages", type=int, default=3)
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
-    bin_dir = Path(sys.executable).parent
     with tempfile.TemporaryDirectory() as folder:
         data = Path(folder)
         keep = ("DRIFTREC_MODEL", "DRIFTREC_LLM_BASE_URL", "DRIFTREC_LLM_MODEL", "DRIFTREC_CACHE_DIR")
@@ -102,12 +95,7 @@ def main() -> None:
             "DRIFTREC_DATA_DIR": str(data),
             "DRIFTREC_CHROMA_PATH": str(data / "chroma"),
         }
-        subprocess.run(
-            [bin_dir / "driftrec", "ingest", "movielens-100k", "--events"],
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        ingest_movielens(env)
         result = asyncio.run(measure(data, args.train_users, args.users, args.window, args.stages))
     print(json.dumps(result, indent=2))
     if args.json_out:

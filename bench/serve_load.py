@@ -41,6 +41,7 @@ from pathlib import Path
 
 import httpx
 
+from common import percentile
 from driftrec.llm.runtime import free_port
 from driftrec.memory.db import SqliteDatabase, open_database_url
 from driftrec.memory.events import EventStore
@@ -52,11 +53,6 @@ def reuse_counts(log: Path) -> dict[str, int]:
     for match in re.finditer(r"answers reused: (\d+) of (\d+) repeat checks", log.read_text(errors="replace")):
         hits, checks = hits + int(match[1]), checks + int(match[2])
     return {"reused": hits, "checked": checks}
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))] if ordered else float("nan")
 
 
 @contextlib.contextmanager
