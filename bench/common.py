@@ -3,9 +3,13 @@ Each script stays runnable on its own (`python bench/<name>.py`: this folder is 
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import subprocess
 import sys
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 
@@ -23,3 +27,25 @@ def ingest_movielens(env: Mapping[str, str]) -> None:
         check=True,
         stdout=subprocess.DEVNULL,
     )
+
+
+@contextlib.contextmanager
+def movielens_data(keep: tuple[str, ...] = ()) -> Iterator[Path]:
+    """A fresh data dir holding MovieLens-100K as events, removed afterwards; the ingest sees no DRIFTREC_*
+    setting of the caller's but those in ``keep`` (e.g. the served model)."""
+    with tempfile.TemporaryDirectory() as folder:
+        data = Path(folder)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTREC_") or k in keep} | {
+            "DRIFTREC_DATA_DIR": str(data),
+            "DRIFTREC_CHROMA_PATH": str(data / "chroma"),
+        }
+        ingest_movielens(env)
+        yield data
+
+
+def report(result: dict[str, object], json_out: Path | None) -> None:
+    """Print the result as JSON, and write it to ``json_out`` when given."""
+    print(json.dumps(result, indent=2))
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=2) + "\n")

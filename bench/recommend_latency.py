@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-from common import ingest_movielens, percentile
+from common import movielens_data, percentile, report
 from driftrec import Recommender, load_settings
 from driftrec.agent.answers import RecentAnswers
 
@@ -81,18 +79,9 @@ def main() -> None:
     parser.add_argument("--stages", type=int, default=5)
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        data = Path(folder)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTREC_")} | {
-            "DRIFTREC_DATA_DIR": str(data),
-            "DRIFTREC_CHROMA_PATH": str(data / "chroma"),
-        }
-        ingest_movielens(env)
+    with movielens_data() as data:
         result = asyncio.run(measure(data, args.users, args.stages))
-    print(json.dumps(result, indent=2))
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(result, indent=2) + "\n")
+    report(result, args.json_out)
 
 
 if __name__ == "__main__":

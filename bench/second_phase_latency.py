@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-from common import ingest_movielens, percentile
+from common import movielens_data, percentile, report
 from driftrec import Recommender, load_settings
 
 
@@ -88,19 +86,11 @@ def main() -> None:
     parser.add_argument("--stages", type=int, default=3)
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        data = Path(folder)
-        keep = ("DRIFTREC_MODEL", "DRIFTREC_LLM_BASE_URL", "DRIFTREC_LLM_MODEL", "DRIFTREC_CACHE_DIR")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTREC_") or k in keep} | {
-            "DRIFTREC_DATA_DIR": str(data),
-            "DRIFTREC_CHROMA_PATH": str(data / "chroma"),
-        }
-        ingest_movielens(env)
+    with movielens_data(
+        ("DRIFTREC_MODEL", "DRIFTREC_LLM_BASE_URL", "DRIFTREC_LLM_MODEL", "DRIFTREC_CACHE_DIR")
+    ) as data:
         result = asyncio.run(measure(data, args.train_users, args.users, args.window, args.stages))
-    print(json.dumps(result, indent=2))
-    if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(result, indent=2) + "\n")
+    report(result, args.json_out)
 
 
 if __name__ == "__main__":
