@@ -157,7 +157,7 @@ class Reranker:
                 async with asyncio.timeout(deadline - time.monotonic()):
                     reply = await rank_verbalizer(
                         self.llm,
-                        prompt_context(context.user, shown, context),
+                        prompt_context(context, shown),
                         shown,
                         window=len(shown),
                         timeout_s=max(0.001, deadline - time.monotonic()),

@@ -128,18 +128,17 @@ def fit(rows: Sequence[np.ndarray], labels: Sequence[np.ndarray], columns: Seque
     return booster, max(1, booster.best_iteration), stop
 
 
-def prompt_context(user: str, shown: Sequence[Candidate], recent: RankContext) -> RankContext:
+def prompt_context(request: RankContext, shown: Sequence[Candidate]) -> RankContext:
     """The context the phase's prompt is rendered from: the latest items and the window, nothing else —
-    as in training (``recent``: a request's full context, whose profile, summaries and query are left out)."""
+    as in training (the request's profile, session summaries and query are left out)."""
     return replace(
-        recent,
-        user=user,
+        request,
         candidates=list(shown),
         profile=None,
         profile_text="",
         sessions=(),
         themes=(),
-        recent=list(recent.recent)[-RECENT_ITEMS:],
+        recent=list(request.recent)[-RECENT_ITEMS:],
         query=None,
     )
 
