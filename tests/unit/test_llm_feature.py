@@ -9,7 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from driftrec.eval.llm_feature import COLUMNS, LLMScores, cross_fitted, measure, normalized, window_rows
+from driftrec.eval.llm_feature import cross_fitted, measure
+from driftrec.ranking.second_phase import COLUMNS, LLMScores, normalized, window_rows
 
 
 def test_label_logprobs_become_probabilities_among_the_window() -> None:

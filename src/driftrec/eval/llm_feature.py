@@ -26,17 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from driftrec.eval.metrics import accuracy, bootstrap_ci, per_user, significance
-from driftrec.ranking.second_phase import (
-    COLUMNS,
-    WITHOUT_LLM,
-    LLMScores,
-    fit,
-    normalized,
-    score_windows,
-    window_rows,
-)
-
-__all__ = ["COLUMNS", "FOLDS", "LLMFeatureStudy", "LLMScores", "cross_fitted", "measure", "normalized", "score_windows"]
+from driftrec.ranking.second_phase import COLUMNS, WITHOUT_LLM, LLMScores, fit, window_rows
 
 FOLDS = 5
 
