@@ -119,6 +119,18 @@ async def test_search_on_a_small_catalog_is_exact_and_the_same_every_time(index:
     ]  # ...and a filtered search goes to Chroma either way
 
 
+async def test_the_writer_and_a_reader_of_the_index_score_alike(index: ItemIndex, subset: Dataset) -> None:
+    """The process that embedded the catalog and another that only reads it (a second API process, a later
+    evaluation run) hold the same vectors bit for bit, so their vector scores and candidate pools agree:
+    Chroma stores cosine vectors normalized, an ulp from what the embedder returned."""
+    ids = sorted(subset.items)[:60]
+    reader = ItemIndex(index.client, index.embedder, index.collection.name)
+    written, read = await index.vectors(ids), await reader.vectors(ids)
+    assert all(np.array_equal(written[i], read[i]) for i in ids)
+    query = written[ids[3]] + 0.5 * written[ids[4]]
+    assert await index.query(query, 40) == await reader.query(query, 40)
+
+
 async def test_every_source_excludes_seen_items_and_respects_filters(
     generator: CandidateGenerator, subset: Dataset
 ) -> None:

@@ -206,8 +206,11 @@ class ItemIndex:
                     embeddings=list(embedded),
                     metadatas=[metadatas[item.id] for item in fresh],
                 )
-                for item, vector in zip(fresh, embedded, strict=True):
-                    self._vectors[item.id] = vector
+                # forget, not keep, what was sent: Chroma normalizes cosine vectors as it stores them (~1e-8
+                # apart), so a process that had just written an item scored it off by an ulp from one that read
+                # it — a fresh ingest and a reused one gave other vector scores, pools and learned rankers
+                for item in fresh:
+                    self._vectors.pop(item.id, None)
                 self._matrix = None  # vectors changed: the exact-search matrix is read again on next use
                 written += len(fresh)
         return written
