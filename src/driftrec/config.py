@@ -395,6 +395,15 @@ class RankingSettings(_Group):
         description="Users whose latest answer a process keeps (for reuse, and for the chat's \"why did you "
         'recommend X?"); the least recently asked leave first.',
     )
+    refresh_after_write: bool = Field(
+        default=True,
+        description="With a second phase served (an LLM call per answer): after a user's live events are recorded, "
+        "compute their next answer (the API's default request, k=10) in the background, one user at a time, so the "
+        "request after an event finds it kept or its LLM prompt in vLLM's prefix cache. Bulk imports never do.",
+    )
+    refresh_queue: int = Field(
+        default=1000, ge=1, description="Users whose answer may wait to be refreshed; the oldest waiting leave first."
+    )
     timeout_s: float = Field(
         default=60.0,
         gt=0,

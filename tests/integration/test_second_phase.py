@@ -6,9 +6,11 @@ harness's question (`driftrec eval ranker --llm-feature`, docs/results.md): for 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ import pytest
 from driftrec.agent import Recommender
 from driftrec.config import Settings
 from driftrec.llm import LLM
+from driftrec.models import Action, Interaction
 from driftrec.ranking.second_phase import COLUMNS, ranker_identity
 from tests.conftest import SEED_USERS, copy_of
 
@@ -92,3 +95,33 @@ async def test_a_judgement_past_the_deadline_leaves_the_learned_order_degraded(
     assert answer.ranking == "second-phase" and answer.degraded and answer.error and "LLMTimeout" in answer.error
     assert [r.extra["retrieval_rank"] for r in answer.items] == list(range(1, 11))  # the learned order, kept
     assert len({r.item.id for r in answer.items}) == 10 and answer.order == "learned"
+
+
+async def test_an_event_has_the_next_answer_computed_before_it_is_asked(served: Recommender) -> None:
+    """A live event schedules the user's next answer (one LLM call) in the background: the request after it
+    finds the answer kept, for the history that includes the event; forgetting a user whose answer is being
+    computed leaves no answer of theirs behind."""
+    assert served.memory is not None
+    user = SEED_USERS[5]
+    before = await served.recommend(user, k=10)
+    picked = before.items[0].item.id
+    now = datetime.now(UTC)
+    await served.observe([Interaction(user=user, item=picked, action=Action.RATE, rating=5.0, timestamp=now)])
+    await served.refresher.idle()
+    assert served.refresher.done >= 1 and served.refresher.failed == 0
+    answer = await served.recommend(user, k=10)
+    assert answer.cached and answer.ranking == "second-phase" and not answer.degraded
+    assert picked not in {r.item.id for r in answer.items}  # computed after the event: it is seen now
+    assert answer.seconds < before.seconds  # kept, not computed again
+
+    bulk = SEED_USERS[6]  # a bulk import schedules nothing
+    done = served.refresher.done
+    await served.observe([Interaction(user=bulk, item=picked, action=Action.VIEW, timestamp=now)], upkeep=False)
+    assert len(served.refresher) == 0 and served.refresher.done == done
+
+    gone = SEED_USERS[7]
+    await served.observe([Interaction(user=gone, item=picked, action=Action.VIEW, timestamp=now)])
+    await asyncio.sleep(0.05)  # the answer is on its way (an LLM call takes longer)
+    await served.forget_user(gone)
+    await served.refresher.idle()
+    assert served.last_recommendations(gone) is None

@@ -28,6 +28,7 @@ import numpy as np
 
 from driftrec.agent.answers import RecentAnswers
 from driftrec.agent.chat import ChatAgent, ChatOptions, TurnInfo
+from driftrec.agent.refresh import AnswerRefresher
 from driftrec.agent.requests import Constraints, parse_request
 from driftrec.agent.tools import RecommenderTools
 from driftrec.agent.upkeep import Upkeep
@@ -156,6 +157,8 @@ class Recommender:
         self._started = False
         self._agent: ChatAgent | None = None
         self.upkeep: Upkeep | None = None
+        # answers computed after a user's events when each costs an LLM call (a served second phase)
+        self.refresher = AnswerRefresher(self._refresh, settings.ranking.refresh_queue)
         self.latest_year: int | None = None  # the catalog's newest release year
         self.learned: LearnedRanker | None = None  # the learned ranking stage, when a usable one is saved
         self.learned_error: str | None = None  # why a saved ranker could not be used
@@ -220,6 +223,7 @@ class Recommender:
         if self.upkeep is not None:
             await self.upkeep.stop()
             self.upkeep = None
+        await self.refresher.stop()
         tasks = [t for t in [self._refit, *self._tasks] if t is not None and not t.done()]
         for task in tasks:
             task.cancel()
@@ -497,7 +501,8 @@ class Recommender:
 
         ``upkeep`` (default: the ``memory_upkeep`` setting) schedules each user's profile refresh for
         when their session closes; a bulk import of history passes False and runs
-        ``driftrec memory refresh --all`` instead. Raises UnknownItem if an event names an item outside
+        ``driftrec memory refresh --all`` instead. Live writes (not False) also have each user's next answer
+        computed in the background when answers cost an LLM call (``refresher``). Raises UnknownItem if an event names an item outside
         the catalog (nothing is written then).
         """
         memory = self._require()
@@ -512,10 +517,26 @@ class Recommender:
                     f"(1970 to now + {self.settings.events_max_future_s:g} s, DRIFTREC_EVENTS_MAX_FUTURE_S)",
                     ["body", "events", n, "timestamp"],
                 )
+        bulk = upkeep is False
         upkeep = self.settings.memory.upkeep if upkeep is None else upkeep
         written = await memory.observe(events, upkeep=upkeep and self.llm is not None)
         await self._maybe_refit(wrote=written > 0)
+        if written and not bulk and self._refreshes():
+            self.refresher.schedule(dict.fromkeys(e.user for e in events))
         return written
+
+    def _refreshes(self) -> bool:
+        """Whether a write schedules the user's next answer: only when an answer costs an LLM call (a served
+        second phase) and the setting is on; a bulk import (``upkeep=False``) never does."""
+        return self.settings.ranking.refresh_after_write and self.second_phase is not None and self._started
+
+    async def _refresh(self, user: str) -> None:
+        """The answer the API's default request (k=10) will want, computed and kept now (``refresher``), once
+        the candidate indexes have taken in the write (else the next request's key, which names their
+        position, would not match it)."""
+        if self._refit is not None and not self._refit.done():
+            await asyncio.wait({self._refit})
+        await self.recommend(user, k=10)
 
     async def feedback(
         self, user: str, item: str, signal: Signal | float, *, text: str | None = None, at: datetime | None = None
@@ -755,6 +776,7 @@ class Recommender:
         stated preferences, every profile version, their LLM cache entries and prompt log); returns what
         each store held."""
         memory = self._require()
+        await self.refresher.drop(user)  # first: an answer in flight would keep them after the rest is gone
         report = await memory.forget_user(user)
         self.answers.forget(user)
         if report.rows.get("events"):  # their events leave co-occurrence, popularity and the saved indexes
