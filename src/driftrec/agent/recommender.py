@@ -502,8 +502,8 @@ class Recommender:
         ``upkeep`` (default: the ``memory_upkeep`` setting) schedules each user's profile refresh for
         when their session closes; a bulk import of history passes False and runs
         ``driftrec memory refresh --all`` instead. Live writes (not False) also have each user's next answer
-        computed in the background when answers cost an LLM call (``refresher``). Raises UnknownItem if an event names an item outside
-        the catalog (nothing is written then).
+        computed in the background when answers cost an LLM call (``refresher``). Raises UnknownItem if an
+        event names an item outside the catalog (nothing is written then).
         """
         memory = self._require()
         events = list(events)
