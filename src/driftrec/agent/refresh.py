@@ -78,15 +78,12 @@ class AnswerRefresher:
             await asyncio.wait({self._worker})
 
     async def stop(self) -> None:
+        """Cancel the worker; it cancels the answer in flight (only the worker runs one)."""
         self._waiting.clear()
         worker = self._worker
         if worker is not None and not worker.done():
             worker.cancel()
             await asyncio.wait({worker})
-        current = self._current
-        if current is not None and not current[1].done():
-            current[1].cancel()
-            await asyncio.wait({current[1]})
 
     def __len__(self) -> int:
         return len(self._waiting)
