@@ -26,7 +26,6 @@ class AnswerRefresher:
         self.limit = limit
         self._waiting: dict[str, None] = {}  # insertion-ordered: the oldest write first
         self._current: tuple[str, asyncio.Task[object]] | None = None
-        self._cancelled: asyncio.Task[object] | None = None  # the answer drop() cancelled (not the worker)
         self._worker: asyncio.Task[None] | None = None
         self.done = 0  # answers computed
         self.failed = 0  # answers that raised (logged; the next request computes its own)
@@ -54,9 +53,11 @@ class AnswerRefresher:
                 await task
                 self.done += 1
             except asyncio.CancelledError:
-                if self._cancelled is not task:  # the worker itself was cancelled (stop): pass it on
+                worker = asyncio.current_task()
+                if worker is not None and worker.cancelling():  # the worker itself was cancelled (stop)
                     task.cancel()
                     raise
+                # else drop() cancelled this answer alone: go on with the next user
             except Exception as exc:  # a background answer never takes the service down
                 self.failed += 1
                 log.warning("answer refresh for a user failed: %s: %s", type(exc).__name__, exc)
@@ -68,7 +69,6 @@ class AnswerRefresher:
         self._waiting.pop(user, None)
         current = self._current
         if current is not None and current[0] == user:
-            self._cancelled = current[1]
             current[1].cancel()
             await asyncio.wait({current[1]})
 
