@@ -4,12 +4,13 @@ Chroma, SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from driftrec.agent import Recommender
 from driftrec.config import Settings
-from driftrec.models import Filters, Interaction, ProfileEdit, RecommendationList
+from driftrec.models import Filters, Interaction, ProfileEdit, RecommendationList, SessionSummary, StatedPreference
 from tests.conftest import copy_of, on_backend
 
 USER = "7"  # a seeded MovieLens user with a long history
@@ -58,6 +59,13 @@ async def test_a_repeat_is_reused_until_the_user_or_the_indexes_change(
         assert not after_edit.cached
         assert not [r for r in after_edit.items if "Drama" in r.item.genres]
 
+        # a preference the user stated (in the chat), through the other process
+        assert (await reader.recommend(USER, k=10)).cached
+        await writer.state(USER, [StatedPreference(user=USER, name="Comedy", polarity="dislike", text="no comedies")])
+        after_statement = await reader.recommend(USER, k=10)
+        assert not after_statement.cached
+        assert not [r for r in after_statement.items if "Comedy" in r.item.genres]
+
         # other users' events move the candidate indexes: answers computed before are not reused
         assert (await reader.recommend(USER, k=10)).cached
         now = datetime.now(UTC)
@@ -86,3 +94,48 @@ async def test_reuse_can_be_turned_off(settings: Settings, seeded_data: Path, tm
         first, again = await rec.recommend(USER, k=10), await rec.recommend(USER, k=10)
         assert not first.cached and not again.cached and ids(first) == ids(again)
         assert rec.last_recommendations(USER) == again
+
+
+async def test_the_state_a_repeat_checks_moves_with_every_write_of_the_user_and_no_one_else(
+    settings: Settings, seeded_data: Path, tmp_path: Path, database_url: str | None
+) -> None:
+    """A repeat reads one statement instead of the user's five stores: it must move whenever any of them
+    changes for this user (and a stated preference expiring), and never with another user's writes."""
+    data = copy_of(seeded_data, tmp_path / "data")
+    own = on_backend(settings.model_copy(update={"data_dir": data, "chroma_path": data / "chroma"}), database_url, data)
+    async with Recommender(own, llm=None) as rec:
+        memory = rec.memory
+        assert memory is not None
+        now = datetime.now(UTC)
+
+        def state() -> tuple:
+            return memory.state_blocking(USER, now)
+
+        seen = [state()]
+        assert state() == seen[0]  # nothing written: the same
+
+        async def moved() -> None:
+            current = state()
+            assert current not in seen
+            seen.append(current)
+
+        await rec.observe([Interaction(user="someone-else", item="50", action="view", timestamp=now)])
+        await rec.state("someone-else", [StatedPreference(user="someone-else", name="Drama", polarity="like")])
+        assert state() == seen[-1]  # another user's writes do not move it
+
+        await rec.observe([Interaction(user=USER, item="50", action="view", timestamp=now)])
+        await moved()
+        await rec.edit_profile(USER, [ProfileEdit(name="Horror", kind="dislike")])  # profile head and an edit
+        await moved()
+        await rec.state(USER, [StatedPreference(user=USER, name="Comedy", polarity="like", created_at=now)])
+        await moved()
+        later = now + timedelta(hours=own.memory.statement_hours, minutes=1)
+        assert memory.state_blocking(USER, later) != seen[-1]  # the statement is no longer in force then
+        summary = SessionSummary(user=USER, session_id="a-session", themes=["comedy"])
+        await asyncio.to_thread(memory.summaries.save_blocking, summary, now, memory.titles)
+        await moved()
+
+        await rec.forget_user(USER)
+        await moved()
+        await rec.observe([Interaction(user=USER, item="50", action="view", timestamp=now)])  # they come back
+        await moved()

@@ -2,9 +2,10 @@
 
 A serving process answers the same user many times while nothing about them changes (a page reloaded,
 a list paged through). An answer is kept under everything it was computed from: the request (k, query,
-filters, exclude, explain), the user's state as that request read it from the store (their history's
-version, profile version, summaries, stated preferences, edits: a write through any process is seen by
-the next read), and this process's candidate indexes and ranker. Time alone moves popularity windows and
+filters, exclude, explain), the user's state as that request read it from the store (one statement that
+moves with their events, profile head, summaries, stated preferences in force and edits —
+``Memory.state_blocking``: a write through any process is seen by the next read, and a repeat reads that
+one row instead of the five), and this process's candidate indexes and ranker. Time alone moves popularity windows and
 the open session, so a kept answer is reused for at most ``ttl_s``. A degraded answer is kept (the chat
 explains the latest answer, whatever it was) but never reused: the dependency that failed may be back.
 

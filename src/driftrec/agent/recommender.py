@@ -446,9 +446,13 @@ class Recommender:
         assert self.generator is not None
         if self.learned is None or self.features is None:
             return await self.generator.generate(request, n), "fusion"
-        pool = await candidate_pool(self.generator, request, self.learned.card.pool, self.features)
-        rows = await asyncio.to_thread(self.features.features, list(request.history), request.now.timestamp(), pool)
-        scores = await asyncio.to_thread(self.learned.scores, rows)
+        features, learned = self.features, self.learned
+        pool = await candidate_pool(self.generator, request, learned.card.pool, features)
+
+        def scored() -> np.ndarray:  # the features and the model in one worker-thread hop
+            return learned.scores(features.features(list(request.history), request.now.timestamp(), pool))
+
+        scores = await asyncio.to_thread(scored)
         order = np.argsort(-scores, kind="stable")
         return [pool[i].model_copy(update={"score": float(scores[i])}) for i in order], "learned"
 
@@ -583,12 +587,13 @@ class Recommender:
         deadline = time.monotonic() + self.settings.ranking.timeout_s  # from arrival: retrieval counts too
         now_given, now = now, now or _now()
         await self._maybe_refit()
-        read = await asyncio.to_thread(memory.ranking_inputs_blocking, user, now)  # one hop, one connection
-        live = now_given is None and read.vector_error is None  # a replay, or a read that degrades: compute
-        key = self._answer_key(read, k, query, filters, explain, exclude) if live else None
-        if key is not None and (kept := self.answers.reusable(user, key)) is not None:
+        asked = self._request_key(k, query, filters, explain, exclude) if now_given is None else None  # not a replay
+        kept, read, state = await asyncio.to_thread(self._read_blocking, memory, user, now, asked)  # one hop
+        if kept is not None:
             seconds = round(time.perf_counter() - started, 3)
             return kept.model_copy(update={"items": list(kept.items), "cached": True, "seconds": seconds})
+        assert read is not None
+        key = (asked, state) if asked is not None and read.vector_error is None else None  # a degraded read: compute
         history, profile, vector, vector_problem = read.history, read.profile, read.vector, read.vector_error
         summaries, stated, edits = read.summaries, read.stated, read.edits
         session = open_session(history, memory.gap, now)  # the open session, from the same read
@@ -642,31 +647,31 @@ class Recommender:
         self.answers.remember(user, key, answer)
         return answer
 
-    def _answer_key(
-        self,
-        read: RankingInputs,
-        k: int,
-        query: str | None,
-        filters: Filters | None,
-        explain: bool | None,
-        exclude: frozenset[str],
-    ) -> tuple[Any, ...] | None:
-        """Everything a live answer is computed from but the clock (see agent/answers.py): the request as
-        given (stated preferences and edits, which add to its filters, are keyed themselves); None when
-        the user's history has no version to key on (history caching off)."""
-        if read.history_version is None:
-            return None
+    def _read_blocking(
+        self, memory: Memory, user: str, now: datetime, asked: tuple[Any, ...] | None
+    ) -> tuple[RecommendationList | None, RankingInputs | None, tuple[Any, ...] | None]:
+        """In one worker-thread hop: the user's stored state (one statement), and the answer kept under it
+        and ``asked`` when there is one — else everything a computation reads. The state is read first: a
+        write between the two reads leaves the answer keyed to the older state, so the next request
+        computes again instead of reusing an answer to a state that never was."""
+        if asked is None or self.answers.ttl_s <= 0:
+            return None, memory.ranking_inputs_blocking(user, now), None
+        state = memory.state_blocking(user, now)
+        if (kept := self.answers.reusable(user, (asked, state))) is not None:
+            return kept, None, state
+        return None, memory.ranking_inputs_blocking(user, now), state
+
+    def _request_key(
+        self, k: int, query: str | None, filters: Filters | None, explain: bool | None, exclude: frozenset[str]
+    ) -> tuple[Any, ...]:
+        """Everything a live answer is computed from but the clock and the user's stored state (see
+        agent/answers.py): the request as given, and this process's indexes and rankers."""
         return (
             k,
             query,
             filters.model_dump_json() if filters is not None else None,
             explain,
             exclude,
-            read.history_version,
-            read.profile.version,
-            tuple((s.session_id, s.created_at) for s in read.summaries),
-            tuple((s.name, s.polarity, s.created_at, s.expires_at) for s in read.stated),
-            tuple((e.name, e.kind, e.action, e.created_at) for e in read.edits),
             self._fitted_position,
             self._generation,
             id(self.generator),

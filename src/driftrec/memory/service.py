@@ -51,6 +51,18 @@ from driftrec.retrieval.store import VectorStoreUnavailable, collection_name
 
 log = logging.getLogger(__name__)
 
+# Memory.state_blocking: one single-row aggregate per store over its per-user index, joined, one round trip
+# on either backend. A count and a maximum share one aggregate: alone, PostgreSQL would find MAX(seq) by
+# walking the primary key backwards until the user's latest row — most of the table for a user of old.
+_STATE = (
+    "SELECT e.n, e.top, h.version, h.at, s.n, s.ends, t.n, t.top, d.n, d.top FROM"
+    " (SELECT COUNT(*) AS n, COALESCE(MAX(seq), 0) AS top FROM events WHERE user = ?) AS e,"
+    " (SELECT MAX(version) AS version, MAX(updated_at) AS at FROM profile_heads WHERE user = ?) AS h,"
+    " (SELECT COUNT(*) AS n, COALESCE(SUM(ended_at), 0) AS ends FROM summaries WHERE user = ?) AS s,"
+    " (SELECT COUNT(*) AS n, COALESCE(MAX(seq), 0) AS top FROM statements WHERE user = ? AND ts >= ?) AS t,"
+    " (SELECT COUNT(*) AS n, COALESCE(MAX(seq), 0) AS top FROM profile_edits WHERE user = ?) AS d"
+)
+
 
 @dataclass
 class RefreshResult:
@@ -81,7 +93,6 @@ class RankingInputs:
     """What memory holds about one user that a recommendation reads."""
 
     history_rows: list[tuple]  # stored rows; ``history`` builds the events on first use
-    history_version: tuple[int, int] | None  # moves with every write or forget of this user (None: not known)
     profile: InterestProfile
     vector: np.ndarray | None
     vector_error: str | None  # why the profile vector is missing although a profile exists
@@ -91,8 +102,7 @@ class RankingInputs:
 
     @cached_property
     def history(self) -> list[Interaction]:
-        """The history as events, built when first asked for (an answer reused on the strength of
-        ``history_version`` never needs them)."""
+        """The history as events, built when first asked for."""
         return events_from_rows(self.history_rows)
 
 
@@ -232,10 +242,9 @@ class Memory:
             log.warning("profile vector not read: %s", exc)
             profile, vector = self.profiles.current_blocking(user, vector=False)
             vector_error = "profile vector: the vector store (Chroma) did not answer"
-        rows, history_version = self.events.history_rows_blocking(user)
+        rows, _ = self.events.history_rows_blocking(user)
         return RankingInputs(
             history_rows=rows,
-            history_version=history_version,
             profile=profile,
             vector=vector,
             vector_error=vector_error,
@@ -243,6 +252,19 @@ class Memory:
             stated=self.statements.active_blocking(user, now, self.config.statement_hours),
             edits=self.edits.latest_blocking(user),
         )
+
+    def state_blocking(self, user: str, now: datetime) -> tuple:
+        """One statement that moves whenever anything ``ranking_inputs_blocking`` reads of ``user`` changes,
+        through any process: their events (count, latest sequence number), profile head (version, when),
+        session summaries (count, sum of end times), stated preferences in force at ``now`` (count, latest
+        sequence number) and edits (count, latest sequence number). A repeat request checks this one row
+        instead of reading the five (agent/answers.py). Rows are only added or deleted, but for the profile
+        head (its version and time are read) and a summary written again for a session that gained events
+        (the events' part moved with them); sequence numbers never come back, so a forgotten user who
+        returns reads another state."""
+        since = (now - timedelta(hours=self.config.statement_hours)).timestamp()
+        row = self.db.connection().execute(_STATE, (user, user, user, user, since, user)).fetchone()
+        return tuple(row)
 
     async def recent_summaries(self, user: str, n: int = 3) -> list[SessionSummary]:
         return await asyncio.to_thread(self.summaries.recent_blocking, user, n)
