@@ -78,7 +78,7 @@ class EventStore:
         self, user: str, *, since: datetime | None = None, limit: int | None = None
     ) -> list[Interaction]:
         if since is None and limit is None and self.cache_users:
-            return events_from_rows(self._cached_rows(user)[0])
+            return events_from_rows(self._cached_rows(user))
         query = _SELECT + " WHERE user = ?"
         params: list[object] = [user]
         if since is not None:
@@ -90,16 +90,16 @@ class EventStore:
             rows = rows[-limit:]
         return events_from_rows(rows)
 
-    def history_rows_blocking(self, user: str) -> tuple[list[tuple], tuple[int, int] | None]:
+    def history_rows_blocking(self, user: str) -> list[tuple]:
         """The user's whole history as stored rows (``events_from_rows`` makes them events, when they are
-        needed) and a version of it — (count, latest seq) of the rows read, which moves with every write
-        and forget through any process — or None for the version when histories are not cached (nothing
-        then is kept on the strength of it)."""
+        needed)."""
         if self.cache_users:
             return self._cached_rows(user)
-        return self.db.connection().execute(_SELECT + " WHERE user = ? ORDER BY ts, seq", (user,)).fetchall(), None
+        return self.db.connection().execute(_SELECT + " WHERE user = ? ORDER BY ts, seq", (user,)).fetchall()
 
-    def _cached_rows(self, user: str) -> tuple[list[tuple], tuple[int, int]]:
+    def _cached_rows(self, user: str) -> list[tuple]:
+        """The rows from this process's cache when the store's (count, latest seq) of the user's events — which
+        moves with every write and forget through any process — is what they were read at; else read."""
         conn = self.db.connection()
         count, top = conn.execute(
             "SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM events WHERE user = ?", (user,)
@@ -108,7 +108,7 @@ class EventStore:
             cached = self._cache.get(user)
             if cached is not None and cached[:2] == (count, top):
                 self._cache.move_to_end(user)
-                return cached[2], (count, top)
+                return cached[2]
         rows = conn.execute(_SELECT_SEQ + " WHERE user = ? ORDER BY ts, seq", (user,)).fetchall()
         events = [r[1:] for r in rows]
         # (count, max) of the rows read, not of the check: a write between them reads again next time
@@ -119,7 +119,7 @@ class EventStore:
                 self._cache.move_to_end(user)
                 while len(self._cache) > self.cache_users:
                     self._cache.popitem(last=False)
-        return events, version
+        return events
 
     def forget_cached(self, user: str | None = None) -> None:
         """Drop one user's cached history (forgetting), or every user's (``None``)."""

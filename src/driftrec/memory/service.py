@@ -242,9 +242,8 @@ class Memory:
             log.warning("profile vector not read: %s", exc)
             profile, vector = self.profiles.current_blocking(user, vector=False)
             vector_error = "profile vector: the vector store (Chroma) did not answer"
-        rows, _ = self.events.history_rows_blocking(user)
         return RankingInputs(
-            history_rows=rows,
+            history_rows=self.events.history_rows_blocking(user),
             profile=profile,
             vector=vector,
             vector_error=vector_error,
