@@ -659,7 +659,7 @@ class Recommender:
         state = memory.state_blocking(user, now)
         if (kept := self.answers.reusable(user, (asked, state))) is not None:
             return kept, None, state
-        return None, memory.ranking_inputs_blocking(user, now), state
+        return None, memory.ranking_inputs_blocking(user, now, state), state
 
     def _request_key(
         self, k: int, query: str | None, filters: Filters | None, explain: bool | None, exclude: frozenset[str]

@@ -90,20 +90,23 @@ class EventStore:
             rows = rows[-limit:]
         return events_from_rows(rows)
 
-    def history_rows_blocking(self, user: str) -> list[tuple]:
+    def history_rows_blocking(self, user: str, version: tuple[int, int] | None = None) -> list[tuple]:
         """The user's whole history as stored rows (``events_from_rows`` makes them events, when they are
-        needed)."""
+        needed). ``version``: the store's (count, latest seq) of their events, when the caller just read it
+        (the cache's own check is then not sent again)."""
         if self.cache_users:
-            return self._cached_rows(user)
+            return self._cached_rows(user, version)
         return self.db.connection().execute(_SELECT + " WHERE user = ? ORDER BY ts, seq", (user,)).fetchall()
 
-    def _cached_rows(self, user: str) -> list[tuple]:
+    def _cached_rows(self, user: str, version: tuple[int, int] | None = None) -> list[tuple]:
         """The rows from this process's cache when the store's (count, latest seq) of the user's events — which
         moves with every write and forget through any process — is what they were read at; else read."""
         conn = self.db.connection()
-        count, top = conn.execute(
-            "SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM events WHERE user = ?", (user,)
-        ).fetchone()
+        if version is None:
+            version = conn.execute(
+                "SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM events WHERE user = ?", (user,)
+            ).fetchone()
+        count, top = version
         with self._cache_lock:
             cached = self._cache.get(user)
             if cached is not None and cached[:2] == (count, top):
@@ -112,10 +115,10 @@ class EventStore:
         rows = conn.execute(_SELECT_SEQ + " WHERE user = ? ORDER BY ts, seq", (user,)).fetchall()
         events = [r[1:] for r in rows]
         # (count, max) of the rows read, not of the check: a write between them reads again next time
-        version = (len(rows), max((r[0] for r in rows), default=0))
+        read_at = (len(rows), max((r[0] for r in rows), default=0))
         with self._cache_lock:
             if rows:
-                self._cache[user] = (*version, events)
+                self._cache[user] = (*read_at, events)
                 self._cache.move_to_end(user)
                 while len(self._cache) > self.cache_users:
                     self._cache.popitem(last=False)

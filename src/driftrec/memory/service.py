@@ -231,10 +231,11 @@ class Memory:
     async def history(self, user: str) -> list[InterestProfile]:
         return await self.profiles.history(user)
 
-    def ranking_inputs_blocking(self, user: str, now: datetime) -> RankingInputs:
+    def ranking_inputs_blocking(self, user: str, now: datetime, state: tuple | None = None) -> RankingInputs:
         """Everything memory holds that one recommendation reads, in one worker-thread hop: the history, the
         profile and its vector (with Chroma down: the profile alone, and why), recent summaries, stated
-        preferences still in force, standing edits."""
+        preferences still in force, standing edits. ``state``: the user's ``state_blocking`` row when the
+        caller just read it (its events' part serves the history cache's check)."""
         try:
             profile, vector = self.profiles.current_blocking(user)
             vector_error = None
@@ -243,7 +244,7 @@ class Memory:
             profile, vector = self.profiles.current_blocking(user, vector=False)
             vector_error = "profile vector: the vector store (Chroma) did not answer"
         return RankingInputs(
-            history_rows=self.events.history_rows_blocking(user),
+            history_rows=self.events.history_rows_blocking(user, state[:2] if state is not None else None),
             profile=profile,
             vector=vector,
             vector_error=vector_error,
