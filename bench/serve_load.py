@@ -8,6 +8,9 @@ next request when the last one is answered (a random user of the 943, k=10), for
 warm-up. The load generator shares the 2 cores. Reported: requests per second, p50/p95/p99 in ms, errors,
 and per server the answers reused out of the repeat checks made over its life (its processes log them as
 they stop). `--answer-cache-s 60 0` serves each configuration with answer reuse and without.
+`--write-share S` mixes writes in: a share S of requests are a click (a random user, a random item), and the
+request sent next asks for that user's recommendations, which their new event makes a computed one (a user
+who acts and looks again); the latency percentiles are over both kinds.
 Issue 16's target: at 50 clients, >= 1,000 req/s with p95 <= 50 ms and p99 <= 100 ms, two processes.
 
 The load generator is `wrk` (C; `apt-get install wrk`) when it is installed — it leaves the cores to the
@@ -18,7 +21,7 @@ direction plus noise, not embedded titles: the vector source is muted by the def
 embedding 100k titles would measure the embedder, not serving).
 Run: `.venv/bin/python bench/serve_load.py [--workers 1 2] [--clients 1 10 50] [--seconds 20]
 [--backends sqlite postgresql] [--dataset movielens|synthetic10|synthetic100] [--generator wrk|python]
-[--no-access-log] [--data-dir DIR] [--json-out FILE]`.
+[--no-access-log] [--write-share S] [--data-dir DIR] [--json-out FILE]`.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ from common import percentile
 from driftrec.llm.runtime import free_port
 from driftrec.memory.db import SqliteDatabase, open_database_url
 from driftrec.memory.events import EventStore
+
+MOVIELENS_ITEMS = 1682  # item ids 1..1682: what --write-share clicks
 
 
 def reuse_counts(log: Path) -> dict[str, int]:
@@ -85,8 +90,16 @@ WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"k": 10}'
+local pending = nil
 request = function()
-  return wrk.format(nil, "/v1/users/" .. "%(prefix)s" .. math.random(%(low)d, %(high)d) .. "/recommendations")
+  if pending == nil and math.random() < %(write_share)f then
+    pending = "%(prefix)s" .. math.random(%(low)d, %(high)d)
+    local click = '{"item": "' .. math.random(1, %(items)d) .. '", "signal": "click"}'
+    return wrk.format(nil, "/v1/users/" .. pending .. "/feedback", nil, click)
+  end
+  local user = pending or ("%(prefix)s" .. math.random(%(low)d, %(high)d))
+  pending = nil
+  return wrk.format(nil, "/v1/users/" .. user .. "/recommendations")
 end
 done = function(summary, latency, requests)
   io.write(string.format("RESULT %%d %%d %%d %%d %%d %%d %%d\\n", summary.requests, summary.errors.status,
@@ -96,11 +109,14 @@ end
 """
 
 
-def wrk_loop(base: str, clients: int, seconds: float, users: tuple[str, int, int], folder: Path) -> dict[str, float]:
+def wrk_loop(
+    base: str, clients: int, seconds: float, users: tuple[str, int, int], folder: Path, write_share: float = 0.0
+) -> dict[str, float]:
     """The same closed loop from wrk (one thread, ``clients`` connections), after a 3 s warm-up run."""
     prefix, low, high = users
     script = folder / "recommend.lua"
-    script.write_text(WRK_SCRIPT % {"prefix": prefix, "low": low, "high": high})
+    fields = {"prefix": prefix, "low": low, "high": high, "items": MOVIELENS_ITEMS, "write_share": write_share}
+    script.write_text(WRK_SCRIPT % fields)
     subprocess.run(["wrk", "-t1", f"-c{clients}", "-d3s", "-s", str(script), base], capture_output=True, check=True)
     out = subprocess.run(
         ["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "-s", str(script), base],
@@ -153,7 +169,9 @@ def synthetic_data(data: Path, factor: float) -> tuple[str, int, int]:
     return ("u", 0, spec.users - 1)
 
 
-async def closed_loop(base: str, clients: int, seconds: float, warmup: float = 3.0) -> dict[str, float]:
+async def closed_loop(
+    base: str, clients: int, seconds: float, warmup: float = 3.0, write_share: float = 0.0
+) -> dict[str, float]:
     latencies: list[float] = []
     errors = 0
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -164,11 +182,19 @@ async def closed_loop(base: str, clients: int, seconds: float, warmup: float = 3
         async def client(n: int) -> None:
             nonlocal errors
             rng = random.Random(n)
+            pending: int | None = None
             while (now := time.perf_counter()) < end:
-                answer = await http.post(f"/v1/users/{rng.randint(1, 943)}/recommendations", json={"k": 10})
+                if pending is None and rng.random() < write_share:
+                    pending = rng.randint(1, 943)
+                    click = {"item": str(rng.randint(1, MOVIELENS_ITEMS)), "signal": "click"}
+                    answer = await http.post(f"/v1/users/{pending}/feedback", json=click)
+                    wrote = True
+                else:
+                    user, pending, wrote = pending or rng.randint(1, 943), None, False
+                    answer = await http.post(f"/v1/users/{user}/recommendations", json={"k": 10})
                 done = time.perf_counter()
                 if now >= measure_from:
-                    if answer.status_code == 200 and len(answer.json()["items"]) == 10:
+                    if answer.status_code == 200 and (wrote or len(answer.json()["items"]) == 10):
                         latencies.append((done - now) * 1000)
                     else:
                         errors += 1
@@ -211,8 +237,19 @@ def main() -> None:
         help="keep the prepared data dir here and reuse it when it was prepared for the same --dataset "
         "(the 100x log takes minutes to write); default: a temporary dir",
     )
+    parser.add_argument(
+        "--write-share",
+        type=float,
+        default=0.0,
+        help="this share of requests are a click (POST feedback: a random user, a random item), and the next "
+        "request sent asks for that user's recommendations (computed: their state moved); MovieLens only",
+    )
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
+    if not 0 <= args.write_share < 1:
+        parser.error("--write-share must be in [0, 1)")
+    if args.write_share and args.dataset != "movielens":
+        parser.error("--write-share clicks MovieLens items (ids 1-1682): --dataset movielens only")
     if args.data_dir and any(args.data_dir.glob("*")) and not (args.data_dir / f".serve-load-{args.dataset}").exists():
         parser.error(f"--data-dir {args.data_dir} holds something not prepared by this script for {args.dataset}")
     if args.dataset.startswith("synthetic") and args.backends != ["sqlite"]:
@@ -263,9 +300,9 @@ def main() -> None:
                     with serving(env, workers, log) as base:
                         for clients in args.clients:
                             measured = (
-                                wrk_loop(base, clients, args.seconds, users, Path(tmp))
+                                wrk_loop(base, clients, args.seconds, users, Path(tmp), args.write_share)
                                 if args.generator == "wrk"
-                                else asyncio.run(closed_loop(base, clients, args.seconds))
+                                else asyncio.run(closed_loop(base, clients, args.seconds, write_share=args.write_share))
                             )
                             row = {
                                 "dataset": args.dataset,
@@ -274,6 +311,7 @@ def main() -> None:
                                 "workers": workers,
                                 "answer_cache_s": reuse_s,
                                 "access_log": not args.no_access_log,
+                                "write_share": args.write_share,
                             } | measured
                             print(json.dumps(row), flush=True)
                             served_rows.append(row)

@@ -716,8 +716,8 @@ def eval_offline(
         str,
         typer.Option(
             help="Comma-separated systems (driftrec.eval.systems): random, most-popular, item-knn, bpr, sasrec, "
-            "sasrec-ce, gru4rec-ce, driftrec-retrieval, driftrec-learned; a baseline's options after colons "
-            "(sasrec-ce:seed=1:max_epochs=50)."
+            "sasrec-ce, gru4rec-ce, driftrec-retrieval, driftrec-learned; options after colons "
+            "(sasrec-ce:seed=1:max_epochs=50, driftrec-learned:stages=2)."
         ),
     ] = "random,most-popular,item-knn,bpr,sasrec,driftrec-retrieval",
     stage: Annotated[str, typer.Option(help="valid or test.")] = "test",

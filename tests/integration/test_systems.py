@@ -60,10 +60,11 @@ async def test_unknown_systems_are_named_with_the_known_ones(settings: Settings)
 
 
 async def test_the_learned_stage_is_a_system(settings: Settings) -> None:
+    """Trained on two cut points here (``stages=2``: the default five cost minutes more, the path is the same)."""
     dataset = load_movielens_100k(settings.cache_dir)
     stage = leave_one_out_stage(settings, dataset, "valid", 40)
-    system = make_system("driftrec-learned")
-    assert system.group == "driftrec"
+    system = make_system("driftrec-learned:stages=2")
+    assert (system.name, system.group, system.stages, system.pool) == ("driftrec-learned:stages=2", "driftrec", 2, 100)  # type: ignore[attr-defined]
     await system.fit(stage)
     report = system.report()
     assert report is not None and report["examples"] > 40  # every user's cut points, not only the 40 ranked
@@ -91,7 +92,10 @@ async def test_a_baseline_takes_its_options_in_the_spec_and_is_reported_under_it
     [
         ("sasrec-ce:seeds=2", r"'seeds=2' is not an option of sasrec-ce \(key=value; .*seed"),
         ("sasrec-ce:seed", r"'seed' is not an option"),
-        ("driftrec-learned:pool=50", r"only baselines take options"),
+        ("driftrec-retrieval:pool=50", r"driftrec-retrieval takes no options"),
+        ("driftrec-learned:stages=0", r"stages must be a whole number >= 1, got 0"),
+        ("driftrec-learned:pool=many", r"pool must be a whole number >= 1, got 'many'"),
+        ("driftrec-learned:depth=3", r"'depth=3' is not an option of driftrec-learned \(key=value; stages, pool\)"),
         ("knn:k=5", r"unknown system 'knn'"),
     ],
 )

@@ -84,25 +84,30 @@ def register_system(cls: type[System]) -> type[System]:
 
 
 def make_system(spec: str) -> System:
-    """The system a spec names: a registered name, and for a baseline its constructor's options after
-    colons (``sasrec-ce:seed=1:max_epochs=50``: another seed, a shorter budget); the spec is its name
-    in reports. Raises ValueError naming what is wrong (an unknown system or option, a bad value)."""
+    """The system a spec names: a registered name, then the options its constructor takes after colons
+    (``sasrec-ce:seed=1:max_epochs=50``: another seed, a shorter budget; ``driftrec-learned:stages=2``: two
+    training cut points); the spec is its name in reports. Raises ValueError naming what is wrong (an
+    unknown system or option, a bad value)."""
     name, *options = spec.split(":")
     if name not in SYSTEMS:
         raise ValueError(f"unknown system {name!r}; known: {', '.join(SYSTEMS)}")
     if not options:
         return SYSTEMS[name]()
-    if name not in BASELINES:
-        raise ValueError(f"{spec}: only baselines take options ({', '.join(BASELINES)}); {name} takes none")
-    ranker = BASELINES[name]
-    accepted = [p for p in inspect.signature(ranker).parameters if p != "self"]
+    made = BASELINES.get(name) or SYSTEMS[name]  # a baseline's options are its ranker's
+    accepted = [p for p in inspect.signature(made).parameters if p != "self"]
+    if not accepted:
+        raise ValueError(f"{spec}: {name} takes no options")
     kwargs: dict[str, object] = {}
     for option in options:
         key, equals, value = option.partition("=")
         if not equals or key not in accepted:
             raise ValueError(f"{spec}: {option!r} is not an option of {name} (key=value; {', '.join(accepted)})")
         kwargs[key] = _option_value(value)
-    return BaselineSystem(spec, ranker(**kwargs))
+    if name in BASELINES:
+        return BaselineSystem(spec, BASELINES[name](**kwargs))
+    system = SYSTEMS[name](**kwargs)  # type: ignore[call-arg]
+    system.name = spec  # type: ignore[misc]  # reported under its spec, beside the default
+    return system
 
 
 def check_systems(specs: Sequence[str]) -> None:
@@ -177,15 +182,20 @@ class DriftrecRetrieval(System):
 
 @register_system
 class DriftrecLearned(System):
-    """driftrec's learned ranking stage: LambdaMART over every source's top ``POOL``, trained on the
-    stage's log alone (each user's last events as cut points, ``ranking.training``), then ordering each
-    user's pool. Trained here on whatever log the stage gives; the ranker study adds pool recall,
+    """driftrec's learned ranking stage: LambdaMART over every source's top ``pool``, trained on the
+    stage's log alone (each user's last ``stages`` events as cut points, ``ranking.training``), then
+    ordering each user's pool. Trained here on whatever log the stage gives; the ranker study adds pool recall,
     ablations and sampled rows on top."""
 
     name = "driftrec-learned"
     group = "driftrec"
-    POOL: ClassVar[int] = 100
-    STAGES: ClassVar[int] = 5
+
+    def __init__(self, stages: int = 5, pool: int = 100):
+        for option, value in (("stages", stages), ("pool", pool)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"driftrec-learned: {option} must be a whole number >= 1, got {value!r}")
+        self.stages = stages  # training cut points: each user's last event, the one before, ...
+        self.pool = pool  # candidates per user the ranker orders
 
     async def fit(self, stage: StageData) -> None:
         from driftrec.ranking.training import train_ranker
@@ -197,8 +207,8 @@ class DriftrecLearned(System):
             index,
             stage.dataset.items,
             stage.train_data().sequences,
-            stages=self.STAGES,
-            pool=self.POOL,
+            stages=self.stages,
+            pool=self.pool,
         )
         self.seconds = time.perf_counter() - started
 
@@ -207,13 +217,15 @@ class DriftrecLearned(System):
 
         index = await stage.item_index()
         cases = {u: (c.history, Target.session(c.now, c.targets)) for u, c in stage.cases.items()}
-        pool = await build_pool(stage.settings.retrieval, index, stage.dataset.items, stage.log, cases, self.POOL)
+        pool = await build_pool(stage.settings.retrieval, index, stage.dataset.items, stage.log, cases, self.pool)
         return pool.ranked(self.model, k)
 
     def report(self) -> dict[str, object] | None:
         card = self.model.card
         return {
             "examples": card.users,
+            "stages": self.stages,
+            "pool": self.pool,
             "best_iteration": card.best_iteration,
             "valid_ndcg@10 (stopping set)": card.valid_ndcg10,
             "params": card.params,
