@@ -21,7 +21,7 @@ direction plus noise, not embedded titles: the vector source is muted by the def
 embedding 100k titles would measure the embedder, not serving).
 Run: `.venv/bin/python bench/serve_load.py [--workers 1 2] [--clients 1 10 50] [--seconds 20]
 [--backends sqlite postgresql] [--dataset movielens|synthetic10|synthetic100] [--generator wrk|python]
-[--no-access-log] [--write-share S] [--data-dir DIR] [--json-out FILE]`.
+[--no-access-log] [--write-share S] [--answer-follows-indexes] [--data-dir DIR] [--json-out FILE]`.
 """
 
 from __future__ import annotations
@@ -244,6 +244,12 @@ def main() -> None:
         help="this share of requests are a click (POST feedback: a random user, a random item), and the next "
         "request sent asks for that user's recommendations (computed: their state moved); MovieLens only",
     )
+    parser.add_argument(
+        "--answer-follows-indexes",
+        action="store_true",
+        help="DRIFTREC_RANKING_ANSWER_FOLLOWS_INDEXES=true: any user's event ends every kept answer (the behaviour "
+        "before 2026-12-04)",
+    )
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     if not 0 <= args.write_share < 1:
@@ -265,6 +271,7 @@ def main() -> None:
             "DRIFTREC_API_RATE_PER_MINUTE": "0",
             "DRIFTREC_MEMORY_UPKEEP": "false",
             "DRIFTREC_API_ACCESS_LOG": str(not args.no_access_log).lower(),
+            "DRIFTREC_RANKING_ANSWER_FOLLOWS_INDEXES": str(args.answer_follows_indexes).lower(),
         }
         if "DRIFTREC_CACHE_DIR" in os.environ:
             base_env["DRIFTREC_CACHE_DIR"] = os.environ["DRIFTREC_CACHE_DIR"]
@@ -312,6 +319,7 @@ def main() -> None:
                                 "answer_cache_s": reuse_s,
                                 "access_log": not args.no_access_log,
                                 "write_share": args.write_share,
+                                "answer_follows_indexes": args.answer_follows_indexes,
                             } | measured
                             print(json.dumps(row), flush=True)
                             served_rows.append(row)

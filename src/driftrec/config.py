@@ -383,11 +383,20 @@ class RankingSettings(_Group):
     answer_cache_s: float = Field(
         default=60.0,
         ge=0,
-        description="Keep each user's latest answer this long for a repeat of the same request while nothing it "
-        "was computed from changed (their events, profile, summaries, stated preferences and edits, read from the "
-        "store on every request; this process's candidate indexes and ranker): only time's own drift (popularity "
-        "windows, the open session) can be this stale. Degraded answers are not reused. 0: never reuse; also off "
-        "with DRIFTREC_MEMORY_HISTORY_CACHE_USERS=0 (the history then has no version to check).",
+        description="Keep each user's latest answer this long for a repeat of the same request while nothing of "
+        "theirs it was computed from changed (their events, profile, summaries, stated preferences and edits, read "
+        "from the store on every request) nor this process's ranker or index rebuilds: only time's own drift "
+        "(popularity windows, the open session) and other users' events taken into the candidate indexes since "
+        "(see DRIFTREC_RANKING_ANSWER_FOLLOWS_INDEXES) can be this stale. Degraded answers are not reused. 0: never "
+        "reuse; also off with DRIFTREC_MEMORY_HISTORY_CACHE_USERS=0 (the history then has no version to check).",
+    )
+    answer_follows_indexes: bool = Field(
+        default=False,
+        description="True: a kept answer is reused only while the candidate indexes are where they were when it was "
+        "computed, so any user's event ends every kept answer (exact, but under a steady trickle of writes almost "
+        "nothing is reused). False: other users' events (co-occurrence, popularity, transitions) reach a user's "
+        "kept answer within DRIFTREC_RANKING_ANSWER_CACHE_S; the user's own writes, a forgotten user and a rebuilt "
+        "index or ranker end it at once either way.",
     )
     answer_cache_users: int = Field(
         default=10_000,

@@ -5,8 +5,9 @@ a list paged through). An answer is kept under everything it was computed from: 
 filters, exclude, explain), the user's state as that request read it from the store (one statement that
 moves with their events, profile head, summaries, stated preferences in force and edits —
 ``Memory.state_blocking``: a write through any process is seen by the next read, and a repeat reads that
-one row instead of the five), and this process's candidate indexes and ranker. Time alone moves
-popularity windows and the open session, so a kept answer is reused for at most ``ttl_s``. A degraded
+one row instead of the five), and this process's ranker and index build (the indexes' event position too
+only with ``answer_follows_indexes``). Time alone moves popularity windows and the open session, and other
+users' events move the shared indexes, so a kept answer is reused for at most ``ttl_s``. A degraded
 answer is kept (the chat explains the latest answer, whatever it was) but never reused: the dependency
 that failed may be back.
 

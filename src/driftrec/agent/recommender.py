@@ -665,14 +665,16 @@ class Recommender:
         self, k: int, query: str | None, filters: Filters | None, explain: bool | None, exclude: frozenset[str]
     ) -> tuple[Any, ...]:
         """Everything a live answer is computed from but the clock and the user's stored state (see
-        agent/answers.py): the request as given, and this process's indexes and rankers."""
+        agent/answers.py): the request as given, and this process's indexes and rankers — the indexes'
+        event position only with ``answer_follows_indexes`` (else other users' events reach a kept answer
+        within its time to live)."""
         return (
             k,
             query,
             filters.model_dump_json() if filters is not None else None,
             explain,
             exclude,
-            self._fitted_position,
+            self._fitted_position if self.settings.ranking.answer_follows_indexes else None,
             self._generation,
             id(self.generator),
             id(self.features),
