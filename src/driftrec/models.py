@@ -52,6 +52,11 @@ def utcnow() -> datetime:
 
 
 _set_attribute = object.__setattr__
+_new = object.__new__
+# BaseModel's three slots, set through their descriptors: half the cost of object.__setattr__ by name
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -66,11 +71,11 @@ def trusted(cls: type[M], values: dict[str, Any]) -> M:
         if cls.__pydantic_post_init__ or cls.__private_attributes__ or aliased:
             raise TypeError(f"{cls.__name__} cannot be built without validation")
         _TRUSTABLE.add(cls)
-    model = cls.__new__(cls)
+    model = _new(cls)
     _set_attribute(model, "__dict__", values)
-    _set_attribute(model, "__pydantic_fields_set__", set(values))
-    _set_attribute(model, "__pydantic_extra__", None)
-    _set_attribute(model, "__pydantic_private__", None)
+    _set_fields_set(model, set(values))
+    _set_extra(model, None)
+    _set_private(model, None)
     return model
 
 
