@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -145,8 +146,32 @@ async def test_a_cached_history_is_always_what_is_stored(tmp_path: Path, databas
     await other.append([ev("ada", "4", 30)])  # the same id back, with one new event: never the old ones
     assert [e.item for e in await serving.history("ada")] == ["4"]
 
+    extended = serving.tail_reads
+    await other.append([ev("ada", "6", 31)])  # a user who acts and looks again: the new row alone is read
+    assert [e.item for e in await serving.history("ada")] == ["4", "6"] and serving.tail_reads == extended + 1
+
     for user in ("bob", "cy", "dee"):  # at most two users cached: the least recently read leave
         await other.append([ev(user, "5", 40)])
         await serving.history(user)
     assert len(serving._cache) == 2 and "ada" not in serving._cache
-    assert [e.item for e in await serving.history("ada")] == ["4"]
+    assert [e.item for e in await serving.history("ada")] == ["4", "6"]
+
+
+async def test_a_cached_history_follows_any_mix_of_writes_times_and_forgets(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    """Many writes in random order of time (ties included) through another process, and forgets: after each,
+    the serving process's cached history equals a fresh read of the store, event for event, in time order."""
+    rng = random.Random(7)
+    serving = EventStore(open_database_url(database_url, tmp_path), cache_users=10)
+    other = store_at(database_url, tmp_path)
+    for step in range(120):
+        user = rng.choice(["ada", "bob"])
+        if rng.random() < 0.05:
+            await asyncio.to_thread(other.db.delete_user_blocking, user)
+        else:
+            minutes = rng.choice([0, 10, 10, 20, 30, step])  # ties with stored events, earlier and later ones
+            await other.append([ev(user, str(rng.randint(1, 50)), minutes) for _ in range(rng.randint(1, 3))])
+        for who in ("ada", "bob"):
+            assert await serving.history(who) == await other.history(who), f"step {step}, {who}"
+    assert serving.tail_reads > 30  # most reads after a write took the new rows alone

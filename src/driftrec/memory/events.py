@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
+import operator
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from driftrec.memory.db import GENERATION, Database, SqliteDatabase
 from driftrec.models import Action, Interaction, trusted
@@ -58,6 +61,7 @@ class EventStore:
         # tracking, so a large cache adds nothing to its pauses (cached models would: 100+ ms full collections)
         self._cache: OrderedDict[str, tuple[int, int, list[tuple]]] = OrderedDict()
         self._cache_lock = threading.Lock()
+        self.tail_reads = 0  # cached histories extended with the new rows alone (``_with_tail``)
 
     # -- blocking core (runs in worker threads) ---------------------------------------------------
 
@@ -100,29 +104,59 @@ class EventStore:
 
     def _cached_rows(self, user: str, version: tuple[int, int] | None = None) -> list[tuple]:
         """The rows from this process's cache when the store's (count, latest seq) of the user's events — which
-        moves with every write and forget through any process — is what they were read at; else read."""
+        moves with every write and forget through any process — is what they were read at; the cached rows
+        and the new ones when only new ones came (``_with_tail``); else read whole."""
         conn = self.db.connection()
         if version is None:
             version = conn.execute(
                 "SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM events WHERE user = ?", (user,)
             ).fetchone()
         count, top = version
+        if count == 0:
+            with self._cache_lock:
+                self._cache.pop(user, None)
+            return []
         with self._cache_lock:
             cached = self._cache.get(user)
             if cached is not None and cached[:2] == (count, top):
                 self._cache.move_to_end(user)
                 return cached[2]
-        rows = conn.execute(_SELECT_SEQ + " WHERE user = ? ORDER BY ts, seq", (user,)).fetchall()
-        events = [r[1:] for r in rows]
-        # (count, max) of the rows read, not of the check: a write between them reads again next time
-        read_at = (len(rows), max((r[0] for r in rows), default=0))
+        found = self._with_tail(conn, user, cached) if cached is not None and count > cached[0] else None
+        if found is not None:
+            read_at, events = found
+            self.tail_reads += 1  # under the GIL; a count for tests and logs, not a lock-guarded total
+        else:
+            rows = conn.execute(_SELECT_SEQ + " WHERE user = ? ORDER BY ts, seq", (user,)).fetchall()
+            events = [r[1:] for r in rows]
+            # (count, max) of the rows read, not of the check: a write between them reads again next time
+            read_at = (len(rows), max((r[0] for r in rows), default=0))
         with self._cache_lock:
-            if rows:
+            if events:
                 self._cache[user] = (*read_at, events)
                 self._cache.move_to_end(user)
                 while len(self._cache) > self.cache_users:
                     self._cache.popitem(last=False)
         return events
+
+    def _with_tail(
+        self, conn: Any, user: str, cached: tuple[int, int, list[tuple]]
+    ) -> tuple[tuple[int, int], list[tuple]] | None:
+        """After a user's new events, read only the rows past the cached ones' latest sequence number, with
+        the user's event count in the same statement (one snapshot). When the cached rows and those add up to
+        that count, they are exactly the stored history (events are only ever deleted all at once, by
+        forgetting, and a sequence number never comes back); else None, and the caller reads it whole (a
+        forget, or a write that committed out of sequence order). What a user who acts and looks again costs:
+        their new event or two, not their whole history again."""
+        cached_count, cached_top, cached_rows = cached
+        rows = conn.execute(_SELECT_TAIL, (user, user, cached_top)).fetchall()
+        if not rows or cached_count + len(rows) != rows[0][-1]:
+            return None
+        tail = [r[1:-1] for r in rows]
+        if tail[0][_TS] >= cached_rows[-1][_TS]:
+            events = cached_rows + tail
+        else:  # an event dated before the latest cached one: merged in time order, ties by sequence (cached first)
+            events = list(heapq.merge(cached_rows, tail, key=operator.itemgetter(_TS)))
+        return (len(events), max(cached_top, max(r[0] for r in rows))), events
 
     def forget_cached(self, user: str | None = None) -> None:
         """Drop one user's cached history (forgetting), or every user's (``None``)."""
@@ -194,6 +228,12 @@ class EventStore:
 
 _SELECT = "SELECT event_id, user, item, action, ts, rating, text, session_id FROM events"
 _SELECT_SEQ = "SELECT seq, event_id, user, item, action, ts, rating, text, session_id FROM events"
+# a user's rows past a sequence number, each with the user's event count (one snapshot: ``_with_tail``)
+_SELECT_TAIL = (
+    "SELECT seq, event_id, user, item, action, ts, rating, text, session_id,"
+    " (SELECT COUNT(*) FROM events WHERE user = ?) FROM events WHERE user = ? AND seq > ? ORDER BY ts, seq"
+)
+_TS = 4  # a row's time (``_SELECT``'s columns)
 
 
 def events_from_rows(rows: list[tuple]) -> list[Interaction]:

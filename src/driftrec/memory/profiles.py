@@ -115,7 +115,12 @@ class ProfileStore:
             if found is None:
                 raise RuntimeError(f"profile v{head} of a user is current but missing")
             return found if vector else (found[0], None)
-        return InterestProfile(user=user, version=0, updated_at=datetime.fromtimestamp(0, UTC)), None
+        return self.empty(user), None
+
+    @staticmethod
+    def empty(user: str) -> InterestProfile:
+        """A new user's profile: version 0, nothing in it."""
+        return InterestProfile(user=user, version=0, updated_at=datetime.fromtimestamp(0, UTC))
 
     async def current(self, user: str, *, vector: bool = True) -> tuple[InterestProfile, np.ndarray | None]:
         return await asyncio.to_thread(functools.partial(self.current_blocking, user, vector=vector))

@@ -235,22 +235,32 @@ class Memory:
         """Everything memory holds that one recommendation reads, in one worker-thread hop: the history, the
         profile and its vector (with Chroma down: the profile alone, and why), recent summaries, stated
         preferences still in force, standing edits. ``state``: the user's ``state_blocking`` row when the
-        caller just read it (its events' part serves the history cache's check)."""
-        try:
-            profile, vector = self.profiles.current_blocking(user)
-            vector_error = None
-        except VectorStoreUnavailable as exc:
-            log.warning("profile vector not read: %s", exc)
-            profile, vector = self.profiles.current_blocking(user, vector=False)
-            vector_error = "profile vector: the vector store (Chroma) did not answer"
+        caller just read it (its events' part serves the history cache's check, and a store it counts empty
+        for the user is not read: most users have no summaries, stated preferences or edits, and a new one
+        no profile). A write after ``state`` was read may then be missed here: the answer is keyed to that
+        state, so the next request computes again."""
+
+        def has(at: int) -> bool:
+            return state is None or bool(state[at])
+
+        vector_error = None
+        if not has(2):  # no profile head
+            profile, vector = self.profiles.empty(user), None
+        else:
+            try:
+                profile, vector = self.profiles.current_blocking(user)
+            except VectorStoreUnavailable as exc:
+                log.warning("profile vector not read: %s", exc)
+                profile, vector = self.profiles.current_blocking(user, vector=False)
+                vector_error = "profile vector: the vector store (Chroma) did not answer"
         return RankingInputs(
             history_rows=self.events.history_rows_blocking(user, state[:2] if state is not None else None),
             profile=profile,
             vector=vector,
             vector_error=vector_error,
-            summaries=self.summaries.recent_blocking(user, self.config.recent_summaries),
-            stated=self.statements.active_blocking(user, now, self.config.statement_hours),
-            edits=self.edits.latest_blocking(user),
+            summaries=self.summaries.recent_blocking(user, self.config.recent_summaries) if has(4) else [],
+            stated=self.statements.active_blocking(user, now, self.config.statement_hours) if has(6) else [],
+            edits=self.edits.latest_blocking(user) if has(8) else [],
         )
 
     def state_blocking(self, user: str, now: datetime) -> tuple:
