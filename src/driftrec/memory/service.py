@@ -62,6 +62,8 @@ _STATE = (
     " (SELECT COUNT(*) AS n, COALESCE(MAX(seq), 0) AS top FROM statements WHERE user = ? AND ts >= ?) AS t,"
     " (SELECT COUNT(*) AS n, COALESCE(MAX(seq), 0) AS top FROM profile_edits WHERE user = ?) AS d"
 )
+# where each store's part of a ``_STATE`` row starts (events: count and latest seq; the profile head's version)
+_EVENTS, _PROFILE, _SUMMARIES, _STATED, _EDITS = 0, 2, 4, 6, 8
 
 
 @dataclass
@@ -240,11 +242,11 @@ class Memory:
         no profile). A write after ``state`` was read may then be missed here: the answer is keyed to that
         state, so the next request computes again."""
 
-        def has(at: int) -> bool:
-            return state is None or bool(state[at])
+        def has(part: int) -> bool:
+            return state is None or bool(state[part])
 
         vector_error = None
-        if not has(2):  # no profile head
+        if not has(_PROFILE):  # no profile head
             profile, vector = self.profiles.empty(user), None
         else:
             try:
@@ -254,13 +256,15 @@ class Memory:
                 profile, vector = self.profiles.current_blocking(user, vector=False)
                 vector_error = "profile vector: the vector store (Chroma) did not answer"
         return RankingInputs(
-            history_rows=self.events.history_rows_blocking(user, state[:2] if state is not None else None),
+            history_rows=self.events.history_rows_blocking(
+                user, state[_EVENTS : _EVENTS + 2] if state is not None else None
+            ),
             profile=profile,
             vector=vector,
             vector_error=vector_error,
-            summaries=self.summaries.recent_blocking(user, self.config.recent_summaries) if has(4) else [],
-            stated=self.statements.active_blocking(user, now, self.config.statement_hours) if has(6) else [],
-            edits=self.edits.latest_blocking(user) if has(8) else [],
+            summaries=self.summaries.recent_blocking(user, self.config.recent_summaries) if has(_SUMMARIES) else [],
+            stated=self.statements.active_blocking(user, now, self.config.statement_hours) if has(_STATED) else [],
+            edits=self.edits.latest_blocking(user) if has(_EDITS) else [],
         )
 
     def state_blocking(self, user: str, now: datetime) -> tuple:
