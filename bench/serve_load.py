@@ -3,8 +3,9 @@
 A fresh data dir with the MovieLens-100K catalog and all 100,000 ratings as events (`driftrec ingest
 movielens-100k --events`); `driftrec serve --workers W` with no LLM (`DRIFTREC_LLM_ENABLED=false`: fusion
 or learned order, what the service answers when no model is asked) on SQLite or on PostgreSQL (a real
-server from the `pgserver` wheel; the events copied into it). C clients on loopback, each sending its
-next request when the last one is answered (a random user of the 943, k=10), for D seconds after a
+server from the `pgserver` wheel; the events copied into it, then `VACUUM ANALYZE` as autovacuum would
+soon do in a running deployment; `--no-vacuum` serves the table as copied). C clients on loopback, each
+sending its next request when the last one is answered (a random user of the 943, k=10), for D seconds after a
 warm-up. The load generator shares the 2 cores. Reported: requests per second, p50/p95/p99 in ms, errors,
 and per server the answers reused out of the repeat checks made over its life (its processes log them as
 they stop). `--answer-cache-s 60 0` serves each configuration with answer reuse and without.
@@ -21,7 +22,7 @@ direction plus noise, not embedded titles: the vector source is muted by the def
 embedding 100k titles would measure the embedder, not serving).
 Run: `.venv/bin/python bench/serve_load.py [--workers 1 2] [--clients 1 10 50] [--seconds 20]
 [--backends sqlite postgresql] [--dataset movielens|synthetic10|synthetic100] [--generator wrk|python]
-[--no-access-log] [--write-share S] [--answer-follows-indexes] [--data-dir DIR] [--json-out FILE]`.
+[--no-access-log] [--write-share S] [--answer-follows-indexes] [--no-vacuum] [--data-dir DIR] [--json-out FILE]`.
 """
 
 from __future__ import annotations
@@ -250,6 +251,12 @@ def main() -> None:
         help="DRIFTREC_RANKING_ANSWER_FOLLOWS_INDEXES=true: any user's event ends every kept answer (the behaviour "
         "before 2026-12-04)",
     )
+    parser.add_argument(
+        "--no-vacuum",
+        action="store_true",
+        help="PostgreSQL: serve the events table as copied, without VACUUM ANALYZE (heap reads where a vacuumed "
+        "table answers the per-user state from the index alone)",
+    )
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     if not 0 <= args.write_share < 1:
@@ -299,6 +306,11 @@ def main() -> None:
                     url = server.get_uri()
                     events = EventStore(SqliteDatabase(data / "memory.db")).all_blocking()
                     EventStore(open_database_url(url, data)).append_blocking(events)
+                    if not args.no_vacuum:  # what autovacuum does soon after a bulk load in a running deployment
+                        import psycopg
+
+                        with psycopg.connect(url, autocommit=True) as conn:
+                            conn.execute("VACUUM ANALYZE events")
                     env["DRIFTREC_DATABASE_URL"] = url
                 for workers, reuse_s in itertools.product(args.workers, args.answer_cache_s):
                     env["DRIFTREC_RANKING_ANSWER_CACHE_S"] = str(reuse_s)
@@ -320,6 +332,7 @@ def main() -> None:
                                 "access_log": not args.no_access_log,
                                 "write_share": args.write_share,
                                 "answer_follows_indexes": args.answer_follows_indexes,
+                                "vacuumed": backend == "postgresql" and not args.no_vacuum,
                             } | measured
                             print(json.dumps(row), flush=True)
                             served_rows.append(row)
