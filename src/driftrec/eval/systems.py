@@ -104,8 +104,8 @@ def make_system(spec: str) -> System:
             raise ValueError(f"{spec}: {option!r} is not an option of {name} (key=value; {', '.join(accepted)})")
         kwargs[key] = _option_value(value)
     if name in BASELINES:
-        return BaselineSystem(spec, BASELINES[name](**kwargs))
-    system = SYSTEMS[name](**kwargs)  # type: ignore[call-arg]
+        return BaselineSystem(spec, made(**kwargs))
+    system = made(**kwargs)  # type: ignore[call-arg]
     system.name = spec  # type: ignore[misc]  # reported under its spec, beside the default
     return system
 
