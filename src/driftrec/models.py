@@ -7,9 +7,10 @@ edge with an error naming the field instead of deep inside ranking.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, overload
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
@@ -148,6 +149,51 @@ class Interaction(_Frozen):
     @classmethod
     def _aware(cls, value: datetime) -> datetime:
         return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class History(Sequence[Interaction]):
+    """A user's events, oldest first, made from stored rows as they are read. ``items`` holds every event's
+    item without building the events, which is most of what a recommendation reads (the seen set, the
+    sources' seeds, the titles consumed); an event is built the first time it is asked for, then kept.
+    A computed recommendation builds its last few events instead of the whole history (~1.8 us each)."""
+
+    __slots__ = ("_built", "_make", "_rows", "items")
+
+    def __init__(self, rows: Sequence[tuple], make: Callable[[tuple], Interaction], items: list[str]):
+        self.items = items  # every event's item, in order
+        self._rows = rows
+        self._make = make
+        self._built: list[Interaction | None] = [None] * len(rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @overload
+    def __getitem__(self, index: int) -> Interaction: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Interaction]: ...
+    def __getitem__(self, index: int | slice) -> Interaction | list[Interaction]:
+        if isinstance(index, slice):
+            return [self._event(i) for i in range(*index.indices(len(self._rows)))]
+        if index < 0:
+            index += len(self._rows)
+        if not 0 <= index < len(self._rows):
+            raise IndexError("history index out of range")
+        return self._event(index)
+
+    def __iter__(self) -> Iterator[Interaction]:
+        return (self._event(i) for i in range(len(self._rows)))
+
+    def _event(self, index: int) -> Interaction:
+        event = self._built[index]
+        if event is None:
+            event = self._built[index] = self._make(self._rows[index])
+        return event
+
+
+def item_ids(events: Iterable[Interaction]) -> list[str]:
+    """The items of ``events`` in order: a ``History``'s without building its events."""
+    return events.items if isinstance(events, History) else [e.item for e in events]
 
 
 class Session(BaseModel):

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from pydantic import BaseModel, Field, ValidationError
 
+from driftrec.memory.events import events_from_rows, history_from_rows
 from driftrec.memory.sessions import open_session, sessionize
-from driftrec.models import Action, Candidate, Filters, Interaction, Item, Provenance, trusted
+from driftrec.models import Action, Candidate, Filters, Interaction, Item, Provenance, item_ids, trusted
 from driftrec.retrieval.sources import RetrievalRequest, top_scored, top_touched
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -71,6 +72,37 @@ def test_the_open_session_from_the_tail_is_the_open_session_of_the_whole_history
         whole = sessionize(events, gap, now=now)
         expected = whole[-1] if whole and not whole[-1].closed else None
         assert open_session(events, gap, now) == expected
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_history_built_as_read_is_the_history_built_whole(seed: int) -> None:
+    """``History`` builds an event when it is first read: every way of reading it gives what the list of
+    all events gives, each event is built once, and the consumers that need only items build none."""
+    rng = random.Random(seed)
+    rows = [
+        (f"e{i}", "u", str(rng.randint(1, 30)), rng.choice(["view", "like", "rate"]), 1.7e9 + 60 * i, None, None, None)
+        for i in range(rng.randint(0, 40))
+    ]
+    whole = events_from_rows(rows)
+    history = history_from_rows(rows)
+    assert history.items == [e.item for e in whole] == item_ids(whole) == item_ids(history)
+    assert frozenset(item_ids(history)) == frozenset(e.item for e in whole)
+    assert not any(history._built)  # items alone: no event built
+    assert len(history) == len(whole)
+    for index in range(-len(whole), len(whole)):
+        assert history[index] == whole[index]
+    for cut in (slice(None), slice(-5, None), slice(2, 7), slice(None, None, -1), slice(50, 60)):
+        assert history[cut] == whole[cut]
+    assert list(history) == whole and list(reversed(history)) == whole[::-1]
+    assert all(a is b for a, b in zip(history, history, strict=True))  # built once, then kept
+    for beyond in (len(whole), -len(whole) - 1):
+        with pytest.raises(IndexError):
+            history[beyond]
+    if whole:
+        now = whole[-1].timestamp + timedelta(minutes=5)
+        assert open_session(history, timedelta(minutes=30), now) == open_session(whole, timedelta(minutes=30), now)
+        request = RetrievalRequest(user="u", history=history_from_rows(rows), now=now)
+        assert request.seen == frozenset(e.item for e in whole)
 
 
 def _naive_top(ids, scores, n, request, catalog):

@@ -51,6 +51,7 @@ from driftrec.models import (
     ProfileEdit,
     RecommendationList,
     StatedPreference,
+    item_ids,
 )
 from driftrec.privacy import acting_for
 from driftrec.ranking import Reranker, build_context
@@ -850,7 +851,7 @@ def _distinct_titles(
     candidates: list[Candidate], history: Iterable[Interaction], keys: Mapping[str, str]
 ) -> list[Candidate]:
     """Candidates without a second copy of a title, nor a copy of a title the user already consumed."""
-    taken = {keys[e.item] for e in history if e.item in keys}
+    taken = {keys[i] for i in item_ids(history) if i in keys}
     out = []
     for candidate in candidates:
         key = keys.get(candidate.item.id) or _title_key(candidate.item.title)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from driftrec.memory.db import GENERATION, Database, SqliteDatabase
-from driftrec.models import Action, Interaction, trusted
+from driftrec.models import Action, History, Interaction, trusted
 from driftrec.retrieval.log import EventColumns, UserCodes
 
 
@@ -238,25 +238,30 @@ _TS = 4  # a row's time (``_SELECT``'s columns)
 
 def events_from_rows(rows: list[tuple]) -> list[Interaction]:
     """Stored rows (``_SELECT``'s columns, as ``history_rows_blocking`` returns them) as events, without
-    validating again: every row was validated when it was written (this runs for each computed
-    recommendation, over the user's whole history)."""
-    action, moment = _ACTIONS.__getitem__, datetime.fromtimestamp
-    return [
-        trusted(
-            Interaction,
-            {
-                "user": r[1],
-                "item": r[2],
-                "action": action(r[3]),
-                "timestamp": moment(r[4], UTC),
-                "rating": r[5],
-                "text": r[6],
-                "session_id": r[7],
-                "event_id": r[0],
-            },
-        )
-        for r in rows
-    ]
+    validating again: every row was validated when it was written."""
+    return [_event_from_row(r) for r in rows]
+
+
+def history_from_rows(rows: list[tuple]) -> History:
+    """Stored rows as a ``History``: the items at once, each event when it is first read (a computed
+    recommendation reads every item of the user's history but builds only its last few events)."""
+    return History(rows, _event_from_row, [r[2] for r in rows])
+
+
+def _event_from_row(r: tuple) -> Interaction:
+    return trusted(
+        Interaction,
+        {
+            "user": r[1],
+            "item": r[2],
+            "action": _ACTIONS[r[3]],
+            "timestamp": datetime.fromtimestamp(r[4], UTC),
+            "rating": r[5],
+            "text": r[6],
+            "session_id": r[7],
+            "event_id": r[0],
+        },
+    )
 
 
 _ACTIONS = {a.value: a for a in Action}

@@ -29,13 +29,14 @@ from driftrec.memory.conversation import ConversationStore, StatementStore
 from driftrec.memory.db import Database, open_database
 from driftrec.memory.drift import DriftPolicy, apply_proposal
 from driftrec.memory.edits import EditStore, uphold
-from driftrec.memory.events import EventStore, events_from_rows
+from driftrec.memory.events import EventStore, history_from_rows
 from driftrec.memory.evidence import Rejection, gather, ground
 from driftrec.memory.keys import KeyStore
 from driftrec.memory.llm_steps import propose_update, summarize_session
 from driftrec.memory.profiles import ProfileStore, StaleProfileError, SummaryStore
 from driftrec.memory.sessions import open_session, sessionize
 from driftrec.models import (
+    History,
     Interaction,
     InterestProfile,
     Item,
@@ -103,9 +104,9 @@ class RankingInputs:
     edits: list[ProfileEdit]
 
     @cached_property
-    def history(self) -> list[Interaction]:
-        """The history as events, built when first asked for."""
-        return events_from_rows(self.history_rows)
+    def history(self) -> History:
+        """The history as events, each built when first read (its items at once)."""
+        return history_from_rows(self.history_rows)
 
 
 @dataclass

@@ -11,7 +11,7 @@ import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from driftrec.models import Candidate, Interaction, InterestProfile, Item, SessionSummary
+from driftrec.models import Candidate, Interaction, InterestProfile, Item, SessionSummary, item_ids
 
 LABELS: tuple[str, ...] = tuple(string.ascii_uppercase)  # 26 one-token labels
 
@@ -67,8 +67,9 @@ def build_context(
 ) -> RankContext:
     """A RankContext from what memory knows: the history (oldest first) gives the recent items and
     the seen set; summaries give the session themes."""
-    known = [e for e in history if e.item in catalog][-recent_items:] if recent_items else []
-    recent = [RecentItem(catalog[e.item], e.signal()) for e in known]
+    items = item_ids(history)
+    known = [i for i, item in enumerate(items) if item in catalog][-recent_items:] if recent_items else []
+    recent = [RecentItem(catalog[items[i]], history[i].signal()) for i in known]  # only these events are built
     themes = list(dict.fromkeys(t for s in summaries for t in s.themes))
     return RankContext(
         user=user,
@@ -79,7 +80,7 @@ def build_context(
         sessions=list(summary_texts),
         themes=themes,
         recent=recent if recent_items else [],
-        seen=frozenset(e.item for e in history) | frozenset(exclude),
+        seen=frozenset(items) | frozenset(exclude),
         query=query,
     )
 

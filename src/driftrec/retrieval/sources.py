@@ -12,11 +12,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
+from itertools import islice
 
 import numpy as np
 from scipy import sparse
 
-from driftrec.models import Filters, Interaction, Item
+from driftrec.models import Filters, Interaction, Item, item_ids
 from driftrec.retrieval.embeddings import normalize
 from driftrec.retrieval.log import EventColumns, UserCodes
 from driftrec.retrieval.store import ItemIndex
@@ -41,7 +42,7 @@ class RetrievalRequest:
     @cached_property
     def seen(self) -> frozenset[str]:
         """Items the user consumed, plus ``exclude`` (made once per request; every source asks)."""
-        return frozenset(e.item for e in self.history) | self.exclude
+        return frozenset(item_ids(self.history)) | self.exclude
 
 
 def _allowed(item_id: str, catalog: Mapping[str, Item], filters: Filters | None) -> bool:
@@ -354,7 +355,8 @@ class CoOccurrenceIndex:
     def _seeds(self, recent_items: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """The latest ``recent`` known items as count rows, the n-th latest weighted decay^n (an item seen
         twice adds up); empty arrays when none is known."""
-        seeds = [self.position[i] for i in reversed(recent_items) if i in self.position][: self.recent]
+        known = (self.position[i] for i in reversed(recent_items) if i in self.position)
+        seeds = list(islice(known, self.recent))  # the latest ones only: a history can be long
         weights: dict[int, float] = {}
         for rank, pos in enumerate(seeds):
             weights[pos] = weights.get(pos, 0.0) + self.decay**rank
@@ -393,7 +395,7 @@ class CoOccurrenceIndex:
         return await asyncio.to_thread(self.candidates_blocking, request, n, catalog)
 
     def candidates_blocking(self, request: RetrievalRequest, n: int, catalog: Mapping[str, Item]) -> Scored:
-        seeds = [e.item for e in (list(request.history) + list(request.session))]
+        seeds = item_ids(request.history) + item_ids(request.session)
         if not seeds or not self.ids:
             return []
         return top_touched(self.ids, *self.touched_scores(seeds), n, request, catalog)
