@@ -293,6 +293,13 @@ class APISettings(_Group):
         default=600, ge=0, description="Requests a minute per API key (or client address when open); 0: no limit."
     )
     rate_burst: int = Field(default=60, ge=1, description="Requests per key allowed at once above the rate.")
+    key_poll_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="A request without a key: how long a process trusts its last answer to 'does any key "
+        "exist?' (a first key made by `driftrec keys create` closes a running open service within this time; "
+        "keys that are sent are checked on every request, so a revoked key fails at once); 0: ask each time.",
+    )
     docs: bool = Field(default=True, description="Serve the OpenAPI schema and /docs; off for an exposed service.")
     gc_threshold: int = Field(
         default=20_000,

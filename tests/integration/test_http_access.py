@@ -8,6 +8,7 @@ PostgreSQL) without an LLM: access control happens before any LLM is asked."""
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,6 +124,31 @@ def test_keys_are_stored_hashed_and_revoked_at_once(
     store.revoke(key.id)
     assert http.get(f"/v1/users/{ALICE}/profile", headers=bearer(token)).status_code == 401
     assert store.get(key.id).revoked_at is not None
+
+
+def test_a_first_key_closes_a_running_open_service_within_key_poll_s(
+    settings: Settings, seeded_data: Path, tmp_path: Path, database_url: str | None
+) -> None:
+    """An open service does not ask the store "does any key exist?" on every request: it trusts its last
+    answer for ``api.key_poll_s``. A key made elsewhere (as `driftrec keys create` does) closes it within
+    that time; with 0 it is asked on each request and closes at once."""
+    data = copy_of(seeded_data, tmp_path / "open")
+    base = on_backend(
+        settings.model_copy(update={"data_dir": data, "chroma_path": data / "chroma", "api_rate_per_minute": 0}),
+        database_url,
+        data,
+    )
+    store = KeyStore.open(base)
+    for poll_s in (0.5, 0.0):
+        own = base.model_copy(update={"api_key_poll_s": poll_s})
+        with TestClient(create_app(Recommender(own, llm=None))) as client:
+            assert client.get("/v1/genres").status_code == 200  # open: no key exists
+            token, key = store.create(None, "first")
+            if poll_s:
+                time.sleep(poll_s + 0.1)
+            assert client.get("/v1/genres").status_code == 401
+            assert client.get("/v1/genres", headers=bearer(token)).status_code == 200
+            store.revoke(key.id)  # open again for the next round
 
 
 def test_forgetting_a_user_takes_their_keys(http: TestClient, own_settings: Settings) -> None:

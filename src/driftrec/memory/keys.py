@@ -64,6 +64,7 @@ class KeyStore:
 
     def __init__(self, db: Database):
         self.db = db
+        self._required: tuple[bool, float] | None = None  # the last answer to required(), and when (monotonic)
 
     @classmethod
     def open(cls, settings: Settings) -> KeyStore:
@@ -79,6 +80,7 @@ class KeyStore:
                 "INSERT INTO api_keys (id, hash, user, name, created) VALUES (?, ?, ?, ?, ?)",
                 (key_id, _digest(token), user, name, time.time()),
             )
+        self._required = None  # this process made a key: it is required from now on, not after trust_s
         return token, self.get(key_id)
 
     def get(self, key_id: str) -> ApiKey:
@@ -94,6 +96,7 @@ class KeyStore:
             ).rowcount
         if not found:
             raise UnknownKey(f"no API key has the id {key_id!r}")
+        self._required = None
         return self.get(key_id)
 
     def all(self) -> list[ApiKey]:
@@ -117,11 +120,22 @@ class KeyStore:
             self.db.connection().execute("SELECT 1 FROM api_keys WHERE revoked IS NULL LIMIT 1").fetchone() is not None
         )
 
-    async def acheck(self, token: str | None) -> tuple[ApiKey | None, bool]:
-        """(the key, whether keys are required), in one worker-thread hop."""
+    async def acheck(self, token: str | None, *, trust_s: float = 0.0) -> tuple[ApiKey | None, bool]:
+        """(the key, whether keys are required), in one worker-thread hop. Without a token, an answer to
+        "are keys required?" read less than ``trust_s`` seconds ago is used without asking the store (a
+        hop and a query on every request of an open service; a first key made elsewhere is then seen within
+        ``trust_s``); a token is always checked, so a revoked key fails at once."""
+        known = self._required
+        if not token and known is not None and time.monotonic() - known[1] < trust_s:
+            return None, known[0]
 
         def both() -> tuple[ApiKey | None, bool]:
             key = self.check(token) if token else None
-            return key, key is not None or self.required()
+            if key is not None:
+                return key, True
+            asked_at = time.monotonic()
+            required = self.required()
+            self._required = (required, asked_at)
+            return None, required
 
         return await asyncio.to_thread(both)

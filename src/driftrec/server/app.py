@@ -153,7 +153,9 @@ class Health(BaseModel):
     status: Literal["ok", "degraded", "unavailable"]
 
 
-def rec_of(request: Request) -> Recommender:
+async def rec_of(request: Request) -> Recommender:
+    """The app's recommender. A coroutine: FastAPI runs a plain function dependency in a worker thread,
+    a hop per request for an attribute read."""
     return request.app.state.rec
 
 
@@ -237,7 +239,7 @@ def create_app(
         if shared is not None and token and secrets.compare_digest(given, shared.encode("utf-8")):
             access = Access(None, "key:shared")
         else:
-            key, required = await request.app.state.rec.keys().acheck(token)
+            key, required = await request.app.state.rec.keys().acheck(token, trust_s=settings.api.key_poll_s)
             if key is not None:
                 access = Access(key.user, f"key:{key.id}")
             elif required or shared is not None:
