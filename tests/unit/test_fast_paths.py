@@ -12,7 +12,18 @@ from pydantic import BaseModel, Field, ValidationError
 
 from driftrec.memory.events import events_from_rows, history_from_rows
 from driftrec.memory.sessions import open_session, sessionize
-from driftrec.models import Action, Candidate, Filters, Interaction, Item, Provenance, item_ids, trusted
+from driftrec.models import (
+    Action,
+    Candidate,
+    Filters,
+    Interaction,
+    Item,
+    Provenance,
+    Recommendation,
+    item_ids,
+    trusted,
+)
+from driftrec.ranking import Reranker, build_context
 from driftrec.retrieval.sources import RetrievalRequest, top_scored, top_touched
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -44,6 +55,23 @@ def test_trusted_candidates_serialize_like_validated_ones() -> None:
     built = trusted(Candidate, {"item": item, "score": 0.25, "provenance": provenance})
     validated = Candidate(item=item, score=0.25, provenance=[Provenance(source="cooc", score=0.5, rank=1)])
     assert built == validated and built.model_dump_json() == validated.model_dump_json()
+
+
+async def test_ranked_recommendations_are_the_validated_ones() -> None:
+    """The ranker builds its recommendations without validating them again: each equals (and serializes
+    like) the recommendation validated from its own values."""
+    items = [Item(id=str(i), title=f"Film {i}", genres=["Drama" if i % 2 else "Comedy"]) for i in range(1, 9)]
+    candidates = [
+        trusted(Candidate, {"item": it, "score": 1.0 / n, "provenance": [Provenance(source="cooc", score=0.5, rank=n)]})
+        for n, it in enumerate(items, start=1)
+    ]
+    history = [Interaction(user="u", item="1", timestamp=START)]
+    context = build_context("u", candidates, 4, history=history, catalog={i.id: i for i in items})
+    result = await Reranker(None).rank(context)
+    assert [r.item.id for r in result.recommendations] == ["2", "3", "4", "5"]  # fusion order, the seen one out
+    for built in result.recommendations:
+        validated = Recommendation.model_validate(built.model_dump())
+        assert built == validated and built.model_dump_json() == validated.model_dump_json()
 
 
 def test_a_model_with_aliases_is_never_built_without_validation() -> None:

@@ -851,7 +851,8 @@ def _distinct_titles(
     candidates: list[Candidate], history: Iterable[Interaction], keys: Mapping[str, str]
 ) -> list[Candidate]:
     """Candidates without a second copy of a title, nor a copy of a title the user already consumed."""
-    taken = {keys[i] for i in item_ids(history) if i in keys}
+    taken = set(map(keys.get, item_ids(history)))
+    taken.discard(None)
     out = []
     for candidate in candidates:
         key = keys.get(candidate.item.id) or _title_key(candidate.item.title)

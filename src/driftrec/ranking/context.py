@@ -68,8 +68,13 @@ def build_context(
     """A RankContext from what memory knows: the history (oldest first) gives the recent items and
     the seen set; summaries give the session themes."""
     items = item_ids(history)
-    known = [i for i, item in enumerate(items) if item in catalog][-recent_items:] if recent_items else []
-    recent = [RecentItem(catalog[items[i]], history[i].signal()) for i in known]  # only these events are built
+    known: list[int] = []  # the latest ``recent_items`` events whose items are in the catalog, read from the end
+    for i in range(len(items) - 1, -1, -1):
+        if len(known) >= recent_items:
+            break
+        if items[i] in catalog:
+            known.append(i)
+    recent = [RecentItem(catalog[items[i]], history[i].signal()) for i in reversed(known)]  # only these are built
     themes = list(dict.fromkeys(t for s in summaries for t in s.themes))
     return RankContext(
         user=user,

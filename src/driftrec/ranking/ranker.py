@@ -16,7 +16,7 @@ from typing import Literal
 
 from driftrec.config import RankingSettings
 from driftrec.llm import LLM, LLMError, Usage
-from driftrec.models import Candidate, Recommendation
+from driftrec.models import Candidate, Recommendation, trusted
 from driftrec.privacy import subject
 from driftrec.prompts import PromptError
 from driftrec.ranking.aggregate import borda, fuse_with_retrieval, shuffles
@@ -269,21 +269,24 @@ class Reranker:
                 written |= dict(zip(todo, texts, strict=True))
             except (LLMError, PromptError) as exc:
                 log.warning("explanations for user %s fell back to templates: %s", subject(), exc)
-        return [
-            Recommendation(
-                item=by_id[item].item,
-                rank=n,
-                score=float(score),
-                reason=written.get(item)
-                or template_reason(by_id[item].item, matched[item], by_id[item].provenance, context.profile),
-                matched_interests=matched[item],
-                provenance=by_id[item].provenance,
-                degraded=result.degraded,
-                extra={
-                    "retrieval_rank": retrieval_rank[item],
-                    **({"llm_rank": llm_rank[item]} if item in llm_rank else {}),
-                    **({"logprob": round(logprobs[item], 4)} if item in logprobs else {}),
-                    "reason_source": "llm" if item in written else "template",
+        return [  # built from values made here (ranks from 1, texts, the candidates' own parts): not validated again
+            trusted(
+                Recommendation,
+                {
+                    "item": by_id[item].item,
+                    "rank": n,
+                    "score": float(score),
+                    "reason": written.get(item)
+                    or template_reason(by_id[item].item, matched[item], by_id[item].provenance, context.profile),
+                    "matched_interests": list(matched[item]),
+                    "provenance": list(by_id[item].provenance),
+                    "degraded": result.degraded,
+                    "extra": {
+                        "retrieval_rank": retrieval_rank[item],
+                        **({"llm_rank": llm_rank[item]} if item in llm_rank else {}),
+                        **({"logprob": round(logprobs[item], 4)} if item in logprobs else {}),
+                        "reason_source": "llm" if item in written else "template",
+                    },
                 },
             )
             for n, (item, score) in enumerate(fused, start=1)

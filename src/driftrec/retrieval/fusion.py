@@ -8,6 +8,7 @@ would cost more than the fusion), and a test checks it against ranx's implementa
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from operator import itemgetter
 
 
 def rrf(
@@ -15,10 +16,11 @@ def rrf(
 ) -> list[tuple[str, float]]:
     """Fuse best-first item lists; ties are broken by first appearance (source order, then rank)."""
     scores: dict[str, float] = {}
+    get = scores.get
     for source, ranking in rankings.items():
         weight = 1.0 if weights is None else weights.get(source, 1.0)
         if weight == 0:
             continue
-        for rank, item in enumerate(ranking, start=1):
-            scores[item] = scores.get(item, 0.0) + weight / (k + rank)
-    return sorted(scores.items(), key=lambda kv: -kv[1])
+        for rank, item in enumerate(ranking, start=k + 1):
+            scores[item] = get(item, 0.0) + weight / rank
+    return sorted(scores.items(), key=itemgetter(1), reverse=True)  # a stable sort: ties keep first appearance
