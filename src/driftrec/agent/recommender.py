@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -63,9 +63,11 @@ from driftrec.retrieval import CandidateGenerator, ItemIndex, RetrievalRequest
 from driftrec.retrieval.candidates import empty_indexes
 from driftrec.retrieval.log import UserCodes
 from driftrec.retrieval.snapshot import Snapshot, SnapshotDir, catalog_key, store_key
+from driftrec.retrieval.sources import Scored
 from driftrec.retrieval.store import ensure_items, open_item_index
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Signal = Literal["like", "dislike", "click", "view", "skip", "purchase"]
 
@@ -441,12 +443,19 @@ class Recommender:
         await self._fit()
         return model
 
-    async def _candidates(self, request: RetrievalRequest, n: int) -> tuple[list[Candidate], str]:
+    async def _candidates(
+        self,
+        request: RetrievalRequest,
+        n: int,
+        in_memory: tuple[CandidateGenerator, dict[str, Scored]] | None = None,
+    ) -> tuple[list[Candidate], str]:
         """The candidates in the order the LLM stage starts from: the learned ranker's over its pool when
-        there is one, else fusion's top ``n``; and which of the two it was."""
+        there is one, else fusion's top ``n``; and which of the two it was. ``in_memory``: the generator's
+        in-memory lists for fusion's top ``n``, already asked (used while that generator is still the one)."""
         assert self.generator is not None
         if self.learned is None or self.features is None:
-            return await self.generator.generate(request, n), "fusion"
+            given = in_memory[1] if in_memory is not None and in_memory[0] is self.generator else None
+            return await self.generator.generate(request, n, in_memory=given), "fusion"
         features, learned = self.features, self.learned
         pool = await candidate_pool(self.generator, request, learned.card.pool, features)
 
@@ -589,30 +598,38 @@ class Recommender:
         now_given, now = now, now or _now()
         await self._maybe_refit()
         asked = self._request_key(k, query, filters, explain, exclude) if now_given is None else None  # not a replay
-        kept, read, state = await asyncio.to_thread(self._read_blocking, memory, user, now, asked)  # one hop
+        assert self.generator is not None and self.reranker is not None
+        n = max(self.settings.retrieval.candidates, self.settings.ranking.candidates, k)
+        generator, fusion = self.generator, self.learned is None or self.features is None
+
+        def prepare(read: RankingInputs) -> tuple[RetrievalRequest, list[str], dict[str, Scored] | None]:
+            """In the read's worker thread: the retrieval request, the genres to push back, and (fusion order)
+            the in-memory sources' lists, so a computed answer takes one hop for its reads and sources."""
+            session = open_session(read.history, memory.gap, now)  # the open session, from the same read
+            excluded, demoted = standing(read.edits, read.history, self.catalog)
+            request = RetrievalRequest(
+                user=user,
+                history=read.history,
+                now=now,
+                session=session.interactions if session else (),
+                profile_vector=read.vector,
+                query=query,
+                filters=_with_stated(filters, read.stated, excluded),
+                exclude=exclude,
+            )
+            return request, demoted, generator.generated_in_memory_blocking(request, n) if fusion else None
+
+        kept, read, state, prepared = await asyncio.to_thread(self._read_blocking, memory, user, now, asked, prepare)
         if kept is not None:
             seconds = round(time.perf_counter() - started, 3)
             return kept.model_copy(update={"items": list(kept.items), "cached": True, "seconds": seconds})
-        assert read is not None
+        assert read is not None and prepared is not None
         key = (asked, state) if asked is not None and read.vector_error is None else None  # a degraded read: compute
-        history, profile, vector, vector_problem = read.history, read.profile, read.vector, read.vector_error
-        summaries, stated, edits = read.summaries, read.stated, read.edits
-        session = open_session(history, memory.gap, now)  # the open session, from the same read
-        excluded, demoted = standing(edits, history, self.catalog)
-        filters = _with_stated(filters, stated, excluded)
-        request = RetrievalRequest(
-            user=user,
-            history=history,
-            now=now,
-            session=session.interactions if session else (),
-            profile_vector=vector,
-            query=query,
-            filters=filters,
-            exclude=exclude,
-        )
-        assert self.generator is not None and self.reranker is not None
-        n = max(self.settings.retrieval.candidates, self.settings.ranking.candidates, k)
-        ordered, stage = await self._candidates(request, n)
+        history, profile, vector_problem = read.history, read.profile, read.vector_error
+        summaries, stated = read.summaries, read.stated
+        request, demoted, in_memory = prepared
+        filters = request.filters
+        ordered, stage = await self._candidates(request, n, (generator, in_memory) if in_memory is not None else None)
         candidates = _distinct_titles(ordered, history, self._title_keys)
         candidates = _demote(candidates, demoted, filters)
         context = build_context(
@@ -649,18 +666,25 @@ class Recommender:
         return answer
 
     def _read_blocking(
-        self, memory: Memory, user: str, now: datetime, asked: tuple[Any, ...] | None
-    ) -> tuple[RecommendationList | None, RankingInputs | None, tuple[Any, ...] | None]:
+        self,
+        memory: Memory,
+        user: str,
+        now: datetime,
+        asked: tuple[Any, ...] | None,
+        prepare: Callable[[RankingInputs], T],
+    ) -> tuple[RecommendationList | None, RankingInputs | None, tuple[Any, ...] | None, T | None]:
         """In one worker-thread hop: the user's stored state (one statement), and the answer kept under it
-        and ``asked`` when there is one — else everything a computation reads. The state is read first: a
-        write between the two reads leaves the answer keyed to the older state, so the next request
-        computes again instead of reusing an answer to a state that never was."""
+        and ``asked`` when there is one — else everything a computation reads, and ``prepare`` of it. The
+        state is read first: a write between the two reads leaves the answer keyed to the older state, so the
+        next request computes again instead of reusing an answer to a state that never was."""
         if asked is None or self.answers.ttl_s <= 0:
-            return None, memory.ranking_inputs_blocking(user, now), None
+            read = memory.ranking_inputs_blocking(user, now)
+            return None, read, None, prepare(read)
         state = memory.state_blocking(user, now)
         if (kept := self.answers.reusable(user, (asked, state))) is not None:
-            return kept, None, state
-        return None, memory.ranking_inputs_blocking(user, now, state), state
+            return kept, None, state, None
+        read = memory.ranking_inputs_blocking(user, now, state)
+        return None, read, state, prepare(read)
 
     def _request_key(
         self, k: int, query: str | None, filters: Filters | None, explain: bool | None, exclude: frozenset[str]

@@ -183,22 +183,46 @@ class CandidateGenerator:
             weights["vector"] = max(weights["vector"], self.query_vector_weight)
         return weights
 
+    def in_memory_blocking(
+        self, request: RetrievalRequest, n: int, sources: Iterable[str] = SOURCES
+    ) -> dict[str, Scored]:
+        """The in-memory sources among ``sources``, each's top ``n`` (blocking: the caller's worker thread)."""
+        index = {"cooc": self.cooc, "transition": self.transition, "popularity": self.popularity}
+        asked = set(sources)
+        wanted = [s for s in SOURCES if s in asked and s in index]
+        return {s: index[s].candidates_blocking(request, n, self.catalog) for s in wanted}
+
+    def generated_in_memory_blocking(self, request: RetrievalRequest, n: int = 50) -> dict[str, Scored]:
+        """What ``generate(request, n)`` asks the in-memory sources, asked now (blocking): a caller already in
+        a worker thread (the recommender's read of the user) hands it to ``generate`` as ``in_memory``, which
+        then needs no hop of its own for them."""
+        weights = self.weights_for(request)
+        return self.in_memory_blocking(request, 2 * n, [s for s in SOURCES if weights is None or weights[s] > 0])
+
     async def per_source(
-        self, request: RetrievalRequest, n: int, *, alpha: float | None = None, sources: Iterable[str] = SOURCES
+        self,
+        request: RetrievalRequest,
+        n: int,
+        *,
+        alpha: float | None = None,
+        sources: Iterable[str] = SOURCES,
+        in_memory: Mapping[str, Scored] | None = None,
     ) -> dict[str, Scored]:
         """Each source's own top ``n``: vector search (a Chroma call) concurrently with the in-memory sources,
         which run together in one worker-thread hop (each takes well under a millisecond: a hop apiece would
-        cost more than it overlaps). A source whose store does not answer (Chroma down) contributes nothing
-        and is named in ``request.failed``: the answer degrades, it does not fail."""
+        cost more than it overlaps) unless ``in_memory`` has their lists already. A source whose store does
+        not answer (Chroma down) contributes nothing and is named in ``request.failed``: the answer degrades,
+        it does not fail."""
         wanted = [s for s in SOURCES if s in set(sources)]
-        local = [s for s in wanted if s != "vector"]
+        given = dict(in_memory or {})
+        local = [s for s in wanted if s != "vector" and s not in given]
 
-        def in_memory() -> list[Scored]:
-            index = {"cooc": self.cooc, "transition": self.transition, "popularity": self.popularity}
-            return [index[s].candidates_blocking(request, n, self.catalog) for s in local]
+        def asked() -> list[Scored]:
+            found = self.in_memory_blocking(request, n, local)
+            return [found[s] for s in local]
 
         vector = self.vector.candidates(request, n, alpha) if "vector" in wanted else None
-        memory = asyncio.to_thread(in_memory) if local else None
+        memory = asyncio.to_thread(asked) if local else None
         done = iter(await asyncio.gather(*(c for c in (vector, memory) if c is not None), return_exceptions=True))
         outcome: dict[str, Scored | BaseException] = {}
         if vector is not None:
@@ -206,6 +230,7 @@ class CandidateGenerator:
         if memory is not None:
             got = next(done)
             outcome |= {s: got if isinstance(got, BaseException) else got[i] for i, s in enumerate(local)}
+        outcome |= {s: given[s] for s in wanted if s in given}
         lists: dict[str, Scored] = {}
         for source in wanted:
             result = outcome[source]
@@ -242,15 +267,24 @@ class CandidateGenerator:
         ]
 
     async def generate(
-        self, request: RetrievalRequest, n: int = 50, *, per_source: int | None = None
+        self,
+        request: RetrievalRequest,
+        n: int = 50,
+        *,
+        per_source: int | None = None,
+        in_memory: Mapping[str, Scored] | None = None,
     ) -> list[Candidate]:
         """The fused top ``n``; each source with a non-zero weight contributes its top ``per_source`` (default 2n).
+        ``in_memory``: ``generated_in_memory_blocking(request, n)``, when the caller asked it in its own hop.
 
         A user with no history gets popularity (and, with a query, vector) candidates: the cold start.
         """
         weights = self.weights_for(request)
         active = [s for s in SOURCES if weights is None or weights[s] > 0]
-        fused = self.fuse(await self.per_source(request, per_source or 2 * n, sources=active), n, weights)
+        if in_memory is not None and per_source not in (None, 2 * n):
+            raise ValueError("in_memory lists are each source's top 2n: per_source must be left out")
+        lists = await self.per_source(request, per_source or 2 * n, sources=active, in_memory=in_memory)
+        fused = self.fuse(lists, n, weights)
         if len(fused) < n and "vector" not in active:
             # A young event log gives co-occurrence and popularity little to say: vector search fills in.
             have = {c.item.id for c in fused}

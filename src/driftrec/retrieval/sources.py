@@ -45,11 +45,6 @@ class RetrievalRequest:
         return frozenset(item_ids(self.history)) | self.exclude
 
 
-def _allowed(item_id: str, catalog: Mapping[str, Item], filters: Filters | None) -> bool:
-    item = catalog.get(item_id)
-    return item is not None and (filters is None or filters.matches(item))
-
-
 class VectorSource:
     """Nearest items to u_f = alpha * u_s + (1 - alpha) * u_l, optionally blended with a text query."""
 
@@ -592,11 +587,11 @@ def _first_allowed(
     ids: list[str], ranked: Iterable[tuple[int, float]], n: int, request: RetrievalRequest, catalog: Mapping[str, Item]
 ) -> Scored:
     """The first ``n`` of (position, score) pairs, best first, whose items are neither seen nor filtered out."""
-    seen = request.seen
+    seen, filters = request.seen, request.filters
     out: Scored = []
     for pos, score in ranked:
         item = ids[pos]
-        if item in seen or not _allowed(item, catalog, request.filters):
+        if item in seen or item not in catalog or (filters is not None and not filters.matches(catalog[item])):
             continue
         out.append((item, score))
         if len(out) >= n:
