@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,12 +120,14 @@ def wrk_loop(
     fields = {"prefix": prefix, "low": low, "high": high, "items": MOVIELENS_ITEMS, "write_share": write_share}
     script.write_text(WRK_SCRIPT % fields)
     subprocess.run(["wrk", "-t1", f"-c{clients}", "-d3s", "-s", str(script), base], capture_output=True, check=True)
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "-s", str(script), base],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    with subprocess.Popen(
+        ["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "-s", str(script), base], stdout=subprocess.PIPE, text=True
+    ) as run:
+        time.sleep(seconds / 2)
+        split = connections_per_process(int(base.rsplit(":", 1)[1]))
+        out, _ = run.communicate()
+    if run.returncode:
+        raise RuntimeError(f"wrk exited with {run.returncode}")
     fields = [int(x) for x in next(line for line in out.splitlines() if line.startswith("RESULT")).split()[1:]]
     requests, status_errors, socket_errors, p50, p95, p99, duration_us = fields
     return {
@@ -135,7 +138,21 @@ def wrk_loop(
         "p95_ms": round(p95 / 1000, 1),
         "p99_ms": round(p99 / 1000, 1),
         "errors": status_errors + socket_errors,
+        "connections_per_process": split,
     }
+
+
+def connections_per_process(port: int) -> list[int]:
+    """How the load generator's connections are split over the serving processes (each accepts from the
+    shared socket, so the split is whatever the accept race made it; the busier process sets the tail),
+    most first; empty when ``ss`` is not there."""
+    try:
+        out = subprocess.run(
+            ["ss", "-Htnp", "state", "established", "sport", "=", f":{port}"], capture_output=True, text=True
+        ).stdout
+    except FileNotFoundError:
+        return []
+    return sorted(Counter(re.findall(r"pid=(\d+)", out)).values(), reverse=True)
 
 
 def synthetic_data(data: Path, factor: float) -> tuple[str, int, int]:
