@@ -196,8 +196,8 @@ def endpoint_env(settings: Settings, llm: LLM, data: Path, **extra: str) -> dict
 
 
 @contextlib.contextmanager
-def served(data: Path, env: dict[str, str], *, timeout_s: float = 180.0) -> Iterator[str]:
-    """``driftrec serve`` in its own process on a free port of 127.0.0.1; yields its base URL."""
+def served(data: Path, env: dict[str, str], *, timeout_s: float = 180.0, workers: int = 1) -> Iterator[str]:
+    """``driftrec serve [--workers N]`` on a free port of 127.0.0.1; yields its base URL."""
     import subprocess
     import sys
     import time
@@ -209,7 +209,10 @@ def served(data: Path, env: dict[str, str], *, timeout_s: float = 180.0) -> Iter
     port = free_port()
     log = open(data / "server.log", "w")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
-        [sys.executable, "-m", "driftrec.cli", "serve", "--port", str(port)], env=env, stdout=log, stderr=log
+        [sys.executable, "-m", "driftrec.cli", "serve", "--port", str(port), "--workers", str(workers)],
+        env=env,
+        stdout=log,
+        stderr=log,
     )
     base = f"http://127.0.0.1:{port}"
     try:

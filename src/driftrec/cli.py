@@ -169,6 +169,7 @@ def serve(
     import uvicorn
 
     from driftrec import create_app
+    from driftrec.server.processes import balanced_sockets_supported, run_processes
 
     settings = _settings()
     if workers == 1:
@@ -188,16 +189,11 @@ def serve(
         )
         raise typer.Exit(2)
     # each worker process builds its own app from the environment (the factory), on one shared store
-    uvicorn.run(
-        "driftrec.server:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="info",
-        log_config=_serve_logging(),
-        access_log=settings.api.access_log,
-    )
+    options = {"log_level": "info", "log_config": _serve_logging(), "access_log": settings.api.access_log}
+    if balanced_sockets_supported():  # a listening socket per process: connections spread over them
+        run_processes("driftrec.server:create_app", host=host, port=port, workers=workers, **options)
+    else:
+        uvicorn.run("driftrec.server:create_app", factory=True, host=host, port=port, workers=workers, **options)
 
 
 def _serve_logging() -> dict:

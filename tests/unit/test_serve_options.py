@@ -1,4 +1,4 @@
-"""`driftrec serve` hands uvicorn the access-log setting, in one process and with several."""
+"""`driftrec serve` hands uvicorn the access-log setting, in one process and with several (a socket each)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,11 @@ def test_the_access_log_follows_its_setting(
 ) -> None:
     import uvicorn
 
+    from driftrec.server import processes
+
     given: dict[str, Any] = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: given.update(options))
+    monkeypatch.setattr(processes, "run_processes", lambda app, **options: given.update(options))
     monkeypatch.setenv("DRIFTREC_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("DRIFTREC_LLM_ENABLED", "false")
     monkeypatch.setenv("DRIFTREC_API_ACCESS_LOG", setting)

@@ -1,0 +1,75 @@
+"""`driftrec serve --workers 2` for real: each process accepts from a socket of its own on the port, so a
+client that opens its connections at once (a pool, a proxy's keep-alive upstream) reaches both processes.
+With uvicorn's one shared socket the process that woke first took most of them (48/2 and 50/0 measured on
+PostgreSQL, docs/benchmarks.md). Real MovieLens data, real embedded Chroma, SQLite; no LLM (not what is
+tested). Linux only: elsewhere SO_REUSEPORT does not balance and the shared socket stays."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from driftrec.config import Settings
+from driftrec.server.processes import balanced_sockets_supported
+from tests.conftest import copy_of, served
+
+pytestmark = pytest.mark.skipif(not balanced_sockets_supported(), reason="SO_REUSEPORT balances on Linux only")
+
+
+def _sockets_by_process(port: int) -> tuple[Counter[int], Counter[int]]:
+    """(listening sockets, established connections) on ``port`` per process id, read from /proc."""
+    listening, established = set(), set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                {"0A": listening, "01": established}.get(fields[3], set()).add(fields[9])
+    listens: Counter[int] = Counter()
+    serves: Counter[int] = Counter()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            links = [os.readlink(fd) for fd in (proc / "fd").iterdir()]
+        except OSError:  # gone, or not ours
+            continue
+        for link in links:
+            inode = link.removeprefix("socket:[").removesuffix("]")
+            listens[int(proc.name)] += inode in listening
+            serves[int(proc.name)] += inode in established
+    return +listens, +serves
+
+
+def test_two_processes_each_listen_on_the_port_and_a_burst_of_connections_reaches_both(
+    settings: Settings, seeded_data: Path, tmp_path: Path
+) -> None:
+    data = copy_of(seeded_data, tmp_path / "data")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTREC_")} | {
+        "DRIFTREC_DATA_DIR": str(data),
+        "DRIFTREC_CACHE_DIR": str(settings.cache_dir),
+        "DRIFTREC_LLM_ENABLED": "false",
+        "DRIFTREC_MEMORY_UPKEEP": "false",
+        "DRIFTREC_API_RATE_PER_MINUTE": "0",
+    }
+    with served(data, env, workers=2) as base:
+        port = int(base.rsplit(":", 1)[1])
+        listens, _ = _sockets_by_process(port)
+        assert sorted(listens.values()) == [1, 1]  # a listening socket per worker; the supervisor's never listens
+        clients = [httpx.Client(base_url=base, timeout=60) for _ in range(40)]
+        try:
+            with ThreadPoolExecutor(len(clients)) as pool:  # a burst: each its own kept-alive connection
+                assert all(r.status_code == 200 for r in pool.map(lambda c: c.get("/health"), clients))
+            _, serves = _sockets_by_process(port)
+            workers = set(listens)
+            assert sum(serves[pid] for pid in workers) == 40
+            assert min(serves[pid] for pid in workers) >= 5  # both serve (a binomial split below 5 of 40: ~1e-7)
+            answers = [c.post("/v1/users/1/recommendations", json={"k": 5}) for c in clients]
+            assert all(a.status_code == 200 and len(a.json()["items"]) == 5 for a in answers)
+        finally:
+            for client in clients:
+                client.close()
