@@ -13,6 +13,10 @@ they stop). `--answer-cache-s 60 0` serves each configuration with answer reuse 
 request sent next asks for that user's recommendations, which their new event makes a computed one (a user
 who acts and looks again); the latency percentiles are over both kinds.
 Issue 16's target: at 50 clients, >= 1,000 req/s with p95 <= 50 ms and p99 <= 100 ms, two processes.
+`--spread even` serves W one-process servers on their own ports, one wrk each (a load balancer spreading the
+connections evenly), instead of `--workers W` processes racing to accept from one socket, which splits wrk's
+connections unevenly (e.g. 29/21 or 38/12; reported as `connections_per_process`) and the busier process sets
+the tail.
 
 The load generator is `wrk` (C; `apt-get install wrk`) when it is installed — it leaves the cores to the
 servers — else a Python httpx client (which itself takes a good share of the 2 cores).
@@ -22,7 +26,8 @@ direction plus noise, not embedded titles: the vector source is muted by the def
 embedding 100k titles would measure the embedder, not serving).
 Run: `.venv/bin/python bench/serve_load.py [--workers 1 2] [--clients 1 10 50] [--seconds 20]
 [--backends sqlite postgresql] [--dataset movielens|synthetic10|synthetic100] [--generator wrk|python]
-[--no-access-log] [--write-share S] [--answer-follows-indexes] [--no-vacuum] [--data-dir DIR] [--json-out FILE]`.
+[--no-access-log] [--write-share S] [--answer-follows-indexes] [--no-vacuum] [--spread accept|even] [--data-dir DIR]
+[--json-out FILE]`.
 """
 
 from __future__ import annotations
@@ -88,6 +93,19 @@ def serving(env: dict[str, str], workers: int, log: Path) -> Iterator[str]:
             process.wait(60)
 
 
+@contextlib.contextmanager
+def serving_each(env: dict[str, str], processes: int, log: Path) -> Iterator[list[str]]:
+    """``processes`` servers of one process each, every one on its own port (what a load balancer in front
+    spreads connections over); their logs go to ``log``, one after another."""
+    with contextlib.ExitStack() as stack:
+        bases = [stack.enter_context(serving(env, 1, log.with_suffix(f".{n}.log"))) for n in range(processes)]
+        try:
+            yield bases
+        finally:
+            stack.close()  # the servers stop (and log their reuse counts) before their logs are joined
+            log.write_text("".join(log.with_suffix(f".{n}.log").read_text(errors="replace") for n in range(processes)))
+
+
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -107,6 +125,9 @@ done = function(summary, latency, requests)
   io.write(string.format("RESULT %%d %%d %%d %%d %%d %%d %%d\\n", summary.requests, summary.errors.status,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
     latency:percentile(50), latency:percentile(95), latency:percentile(99), summary.duration))
+  local q = {}
+  for p = 1, 999 do q[#q + 1] = latency:percentile(p / 10) end
+  io.write("QUANTILES " .. table.concat(q, " ") .. "\\n")
 end
 """
 
@@ -139,6 +160,66 @@ def wrk_loop(
         "p99_ms": round(p99 / 1000, 1),
         "errors": status_errors + socket_errors,
         "connections_per_process": split,
+    }
+
+
+def wrk_spread(
+    bases: list[str], clients: int, seconds: float, users: tuple[str, int, int], folder: Path, write_share: float = 0.0
+) -> dict[str, object]:
+    """The closed loop with the connections spread evenly: one wrk per server (its own port), ``clients /
+    len(bases)`` connections each, all at once. The latency percentiles are those of the requests of all of
+    them (each wrk's distribution, as 999 quantiles weighted by its requests, merged)."""
+    prefix, low, high = users
+    script = folder / "recommend.lua"
+    fields = {"prefix": prefix, "low": low, "high": high, "items": MOVIELENS_ITEMS, "write_share": write_share}
+    script.write_text(WRK_SCRIPT % fields)
+    share = [clients // len(bases) + (n < clients % len(bases)) for n in range(len(bases))]
+
+    def run(duration: str) -> list[str]:
+        started = [
+            subprocess.Popen(
+                ["wrk", "-t1", f"-c{c}", f"-d{duration}", "-s", str(script), b], stdout=subprocess.PIPE, text=True
+            )
+            for b, c in zip(bases, share, strict=True)
+        ]
+        outs = [p.communicate()[0] for p in started]
+        if any(p.returncode for p in started):
+            raise RuntimeError("wrk failed")
+        return outs
+
+    run("3s")
+    outs = run(f"{seconds:g}s")
+    requests = errors = 0
+    rate = 0.0
+    weighted: list[tuple[float, float]] = []
+    for out in outs:
+        lines = out.splitlines()
+        got = [int(x) for x in next(line for line in lines if line.startswith("RESULT")).split()[1:]]
+        quantiles = [int(x) for x in next(line for line in lines if line.startswith("QUANTILES")).split()[1:]]
+        requests += got[0]
+        errors += got[1] + got[2]
+        rate += (got[0] - got[1]) / (got[6] / 1e6)
+        weighted += [(q / 1000, got[0] / len(quantiles)) for q in quantiles]
+    weighted.sort()
+    total = sum(w for _, w in weighted)
+
+    def merged(p: float) -> float:
+        seen = 0.0
+        for value, weight in weighted:
+            seen += weight
+            if seen >= p / 100 * total:
+                return round(value, 1)
+        return round(weighted[-1][0], 1)
+
+    return {
+        "clients": clients,
+        "requests": requests,
+        "req_per_s": round(rate, 1),
+        "p50_ms": merged(50),
+        "p95_ms": merged(95),
+        "p99_ms": merged(99),
+        "errors": errors,
+        "connections_per_process": share,
     }
 
 
@@ -274,10 +355,20 @@ def main() -> None:
         help="PostgreSQL: serve the events table as copied, without VACUUM ANALYZE (heap reads where a vacuumed "
         "table answers the per-user state from the index alone)",
     )
+    parser.add_argument(
+        "--spread",
+        choices=["accept", "even"],
+        default="accept",
+        help="accept: `driftrec serve --workers W`, whose processes take connections from one shared socket "
+        "(the split is whatever the accept race made it); even: W servers of one process on their own ports, "
+        "one wrk each with clients/W connections (a load balancer spreading connections evenly; wrk only)",
+    )
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     if not 0 <= args.write_share < 1:
         parser.error("--write-share must be in [0, 1)")
+    if args.spread == "even" and args.generator != "wrk":
+        parser.error("--spread even runs one wrk per server: --generator wrk only")
     if args.write_share and args.dataset != "movielens":
         parser.error("--write-share clicks MovieLens items (ids 1-1682): --dataset movielens only")
     if args.data_dir and any(args.data_dir.glob("*")) and not (args.data_dir / f".serve-load-{args.dataset}").exists():
@@ -333,13 +424,18 @@ def main() -> None:
                     env["DRIFTREC_RANKING_ANSWER_CACHE_S"] = str(reuse_s)
                     log = Path(tmp) / f"serve-{backend}-{workers}-{reuse_s:g}.log"
                     served_rows = []
-                    with serving(env, workers, log) as base:
+                    with (
+                        serving_each(env, workers, log) if args.spread == "even" else serving(env, workers, log)
+                    ) as served:
                         for clients in args.clients:
-                            measured = (
-                                wrk_loop(base, clients, args.seconds, users, Path(tmp), args.write_share)
-                                if args.generator == "wrk"
-                                else asyncio.run(closed_loop(base, clients, args.seconds, write_share=args.write_share))
-                            )
+                            if isinstance(served, list):
+                                measured = wrk_spread(served, clients, args.seconds, users, Path(tmp), args.write_share)
+                            elif args.generator == "wrk":
+                                measured = wrk_loop(served, clients, args.seconds, users, Path(tmp), args.write_share)
+                            else:
+                                measured = asyncio.run(
+                                    closed_loop(served, clients, args.seconds, write_share=args.write_share)
+                                )
                             row = {
                                 "dataset": args.dataset,
                                 "generator": args.generator,
@@ -350,6 +446,7 @@ def main() -> None:
                                 "write_share": args.write_share,
                                 "answer_follows_indexes": args.answer_follows_indexes,
                                 "vacuumed": backend == "postgresql" and not args.no_vacuum,
+                                "spread": args.spread,
                             } | measured
                             print(json.dumps(row), flush=True)
                             served_rows.append(row)
