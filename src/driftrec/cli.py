@@ -168,8 +168,7 @@ def serve(
     """Run the HTTP service (FastAPI; OpenAPI at /docs). Set DRIFTREC_API_KEY to require a bearer key."""
     import uvicorn
 
-    from driftrec import create_app
-    from driftrec.server.processes import balanced_sockets_supported, run_processes
+    from driftrec import create_app, serve_processes
 
     settings = _settings()
     if workers == 1:
@@ -190,10 +189,8 @@ def serve(
         raise typer.Exit(2)
     # each worker process builds its own app from the environment (the factory), on one shared store
     options = {"log_level": "info", "log_config": _serve_logging(), "access_log": settings.api.access_log}
-    if balanced_sockets_supported():  # a listening socket per process: connections spread over them
-        run_processes("driftrec.server:create_app", host=host, port=port, workers=workers, **options)
-    else:
-        uvicorn.run("driftrec.server:create_app", factory=True, host=host, port=port, workers=workers, **options)
+    # on Linux a listening socket per process, so connections spread over them (server/processes.py)
+    serve_processes("driftrec.server:create_app", host=host, port=port, workers=workers, **options)
 
 
 def _serve_logging() -> dict:

@@ -18,11 +18,11 @@ def test_the_access_log_follows_its_setting(
 ) -> None:
     import uvicorn
 
-    from driftrec.server import processes
+    import driftrec
 
     given: dict[str, Any] = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: given.update(options))
-    monkeypatch.setattr(processes, "run_processes", lambda app, **options: given.update(options))
+    monkeypatch.setattr(driftrec, "serve_processes", lambda app, **options: given.update(options), raising=False)
     monkeypatch.setenv("DRIFTREC_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("DRIFTREC_LLM_ENABLED", "false")
     monkeypatch.setenv("DRIFTREC_API_ACCESS_LOG", setting)

@@ -627,11 +627,10 @@ class Recommender:
         key = (asked, state) if asked is not None and read.vector_error is None else None  # a degraded read: compute
         history, profile, vector_problem = read.history, read.profile, read.vector_error
         summaries, stated = read.summaries, read.stated
-        request, demoted, in_memory = prepared
-        filters = request.filters
+        request, demoted, in_memory = prepared  # request.filters: the caller's, with the user's stated refusals
         ordered, stage = await self._candidates(request, n, (generator, in_memory) if in_memory is not None else None)
         candidates = _distinct_titles(ordered, history, self._title_keys)
-        candidates = _demote(candidates, demoted, filters)
+        candidates = _demote(candidates, demoted, request.filters)
         context = build_context(
             user,
             candidates,

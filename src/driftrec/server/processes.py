@@ -56,11 +56,17 @@ class PortClaim(socket.socket):
         return _own_socket, (int(self.family), host, port)
 
 
-def run_processes(app: str, *, host: str, port: int, workers: int, **options: Any) -> None:
+def serve_processes(app: str, *, host: str, port: int, workers: int, **options: Any) -> None:
     """Serve the app factory ``app`` ("module:function") from ``workers`` processes on ``host:port``, each
-    with its own socket; ``options`` go to uvicorn's Config."""
+    with its own socket where the kernel balances them (else uvicorn's one shared socket); ``options`` go to
+    uvicorn's Config."""
+    import uvicorn
     from uvicorn import Config
     from uvicorn.supervisors import Multiprocess
+
+    if not balanced_sockets_supported():
+        uvicorn.run(app, factory=True, host=host, port=port, workers=workers, **options)
+        return
 
     config = Config(app, factory=True, host=host, port=port, workers=workers, **options)
     claim = PortClaim.on(host, port)
