@@ -14,9 +14,9 @@ request sent next asks for that user's recommendations, which their new event ma
 who acts and looks again); the latency percentiles are over both kinds.
 Issue 16's target: at 50 clients, >= 1,000 req/s with p95 <= 50 ms and p99 <= 100 ms, two processes.
 `--spread even` serves W one-process servers on their own ports, one wrk each (a load balancer spreading the
-connections evenly), instead of `--workers W` processes racing to accept from one socket, which splits wrk's
-connections unevenly (e.g. 29/21 or 38/12; reported as `connections_per_process`) and the busier process sets
-the tail.
+connections evenly), instead of `--workers W` processes, whose split of wrk's connections (reported as
+`connections_per_process`) is the kernel's hash over their sockets on Linux — before 2026-12-04 an accept race
+on one shared socket, 38/12 and 50/0 measured — and whose busier process sets the tail.
 
 The load generator is `wrk` (C; `apt-get install wrk`) when it is installed — it leaves the cores to the
 servers — else a Python httpx client (which itself takes a good share of the 2 cores).
@@ -132,14 +132,26 @@ end
 """
 
 
-def wrk_loop(
-    base: str, clients: int, seconds: float, users: tuple[str, int, int], folder: Path, write_share: float = 0.0
-) -> dict[str, float]:
-    """The same closed loop from wrk (one thread, ``clients`` connections), after a 3 s warm-up run."""
+def wrk_script(folder: Path, users: tuple[str, int, int], write_share: float) -> Path:
+    """The Lua script every wrk run here loads: random users (``users``: prefix, lowest, highest), a share of
+    clicks each followed by that user's request, the RESULT and QUANTILES lines at the end."""
     prefix, low, high = users
     script = folder / "recommend.lua"
     fields = {"prefix": prefix, "low": low, "high": high, "items": MOVIELENS_ITEMS, "write_share": write_share}
     script.write_text(WRK_SCRIPT % fields)
+    return script
+
+
+def wrk_line(out: str, name: str) -> list[int]:
+    """The numbers of the line the script wrote under ``name``."""
+    return [int(x) for x in next(line for line in out.splitlines() if line.startswith(name)).split()[1:]]
+
+
+def wrk_loop(
+    base: str, clients: int, seconds: float, users: tuple[str, int, int], folder: Path, write_share: float = 0.0
+) -> dict[str, float]:
+    """The same closed loop from wrk (one thread, ``clients`` connections), after a 3 s warm-up run."""
+    script = wrk_script(folder, users, write_share)
     subprocess.run(["wrk", "-t1", f"-c{clients}", "-d3s", "-s", str(script), base], capture_output=True, check=True)
     with subprocess.Popen(
         ["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "-s", str(script), base], stdout=subprocess.PIPE, text=True
@@ -149,8 +161,7 @@ def wrk_loop(
         out, _ = run.communicate()
     if run.returncode:
         raise RuntimeError(f"wrk exited with {run.returncode}")
-    fields = [int(x) for x in next(line for line in out.splitlines() if line.startswith("RESULT")).split()[1:]]
-    requests, status_errors, socket_errors, p50, p95, p99, duration_us = fields
+    requests, status_errors, socket_errors, p50, p95, p99, duration_us = wrk_line(out, "RESULT")
     return {
         "clients": clients,
         "requests": requests,
@@ -169,10 +180,7 @@ def wrk_spread(
     """The closed loop with the connections spread evenly: one wrk per server (its own port), ``clients /
     len(bases)`` connections each, all at once. The latency percentiles are those of the requests of all of
     them (each wrk's distribution, as 999 quantiles weighted by its requests, merged)."""
-    prefix, low, high = users
-    script = folder / "recommend.lua"
-    fields = {"prefix": prefix, "low": low, "high": high, "items": MOVIELENS_ITEMS, "write_share": write_share}
-    script.write_text(WRK_SCRIPT % fields)
+    script = wrk_script(folder, users, write_share)
     share = [clients // len(bases) + (n < clients % len(bases)) for n in range(len(bases))]
 
     def run(duration: str) -> list[str]:
@@ -193,9 +201,7 @@ def wrk_spread(
     rate = 0.0
     weighted: list[tuple[float, float]] = []
     for out in outs:
-        lines = out.splitlines()
-        got = [int(x) for x in next(line for line in lines if line.startswith("RESULT")).split()[1:]]
-        quantiles = [int(x) for x in next(line for line in lines if line.startswith("QUANTILES")).split()[1:]]
+        got, quantiles = wrk_line(out, "RESULT"), wrk_line(out, "QUANTILES")
         requests += got[0]
         errors += got[1] + got[2]
         rate += (got[0] - got[1]) / (got[6] / 1e6)
@@ -224,9 +230,8 @@ def wrk_spread(
 
 
 def connections_per_process(port: int) -> list[int]:
-    """How the load generator's connections are split over the serving processes (each accepts from the
-    shared socket, so the split is whatever the accept race made it; the busier process sets the tail),
-    most first; empty when ``ss`` is not there."""
+    """How the load generator's connections are split over the serving processes (the busier process sets
+    the tail), most first; empty when ``ss`` is not there."""
     try:
         out = subprocess.run(
             ["ss", "-Htnp", "state", "established", "sport", "=", f":{port}"], capture_output=True, text=True
@@ -359,9 +364,9 @@ def main() -> None:
         "--spread",
         choices=["accept", "even"],
         default="accept",
-        help="accept: `driftrec serve --workers W`, whose processes take connections from one shared socket "
-        "(the split is whatever the accept race made it); even: W servers of one process on their own ports, "
-        "one wrk each with clients/W connections (a load balancer spreading connections evenly; wrk only)",
+        help="accept: `driftrec serve --workers W`, whose processes accept from a socket each (Linux: the kernel "
+        "hashes connections to them; elsewhere one shared socket); even: W servers of one process on their own "
+        "ports, one wrk each with clients/W connections (a load balancer spreading connections evenly; wrk only)",
     )
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
