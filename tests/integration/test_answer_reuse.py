@@ -41,6 +41,11 @@ async def test_a_repeat_is_reused_until_the_user_or_the_indexes_change(
         again = await reader.recommend(USER, k=10)
         assert again.cached and ids(again) == ids(first)
         assert again.model_dump(exclude={"cached", "seconds"}) == first.model_dump(exclude={"cached", "seconds"})
+        # the HTTP path's text: a repeat sends the kept text as kept, a computed answer its one serialization
+        sent = RecommendationList.model_validate_json(await reader.recommend_json(USER, k=10))
+        assert sent.cached and sent.model_dump(exclude={"seconds"}) == again.model_dump(exclude={"seconds"})
+        computed = RecommendationList.model_validate_json(await reader.recommend_json(USER, k=4))
+        assert not computed.cached and ids(computed) == ids(first)[:4]
 
         # another request of the same user is computed, and becomes the latest
         assert not (await reader.recommend(USER, k=5)).cached

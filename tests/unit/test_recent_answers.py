@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from driftrec.agent.answers import RecentAnswers
+from driftrec.agent.answers import RecentAnswers, answer_body, answer_json
 from driftrec.models import Item, Provenance, Recommendation, RecommendationList
 
 
@@ -26,9 +26,9 @@ def test_the_same_request_reuses_the_answer_until_it_expires() -> None:
     clock = Clock()
     answers = RecentAnswers(ttl_s=60, max_users=10, clock=clock)
     given = answer("ann")
-    answers.remember("ann", ("k", 10), given)
+    assert answers.remember("ann", ("k", 10), given) == answer_body(given)  # what is kept
     clock.now = 59.0
-    assert answers.reusable("ann", ("k", 10)) == given
+    assert answers.reusable("ann", ("k", 10)) == answer_body(given)
     assert answers.reusable("ann", ("k", 5)) is None  # another request
     assert answers.reusable("bob", ("k", 10)) is None  # another user
     clock.now = 60.5
@@ -104,4 +104,34 @@ def test_kept_answers_give_the_garbage_collector_almost_nothing_to_walk() -> Non
     del answer, computed  # the request is over: only what the cache keeps is left
     gc.collect()
     assert len(gc.get_objects()) - before < 3 * 1_000  # the entry and its key; the answer is one string
-    assert answers.reusable("u7", ("k", 7)) == ten("u7")  # parsed back equal
+    assert answers.last("u7") == ten("u7")  # parsed back equal
+
+
+def test_a_kept_body_with_its_timing_is_the_answer_as_the_model_writes_it() -> None:
+    """The HTTP service sends a kept answer's text with the timing appended, never building the answer:
+    it must be byte for byte what ``model_dump_json`` writes, whatever the answer holds."""
+    item = Item(id="1", title='Say "Anything" (1989) \u00e9\u2603', genres=["Comedy", "Drama"], year=1989)
+    full = RecommendationList(
+        user="ann",
+        items=[
+            Recommendation(
+                item=item,
+                rank=1,
+                score=-0.25,
+                reason=None,
+                matched_interests=["Comedy"],
+                provenance=[Provenance(source="cooc", score=1e-9, rank=3)],
+                extra={"retrieval_rank": 1, "why": ["a", None]},
+            )
+        ],
+        degraded=True,
+        ranking="verbalizer",
+        prompt="rank@3",
+        candidates=50,
+        error="LLMTimeout: x",
+    )
+    for given in (answer("ann"), full):
+        for seconds in (0.0, 0.001, 0.1, 1.234, 12.0, 3600.5):
+            for cached in (False, True):
+                timed = given.model_copy(update={"seconds": seconds, "cached": cached})
+                assert answer_json(answer_body(timed), seconds, cached) == timed.model_dump_json()

@@ -26,7 +26,7 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from driftrec.agent.answers import RecentAnswers
+from driftrec.agent.answers import RecentAnswers, answer_json
 from driftrec.agent.chat import ChatAgent, ChatOptions, TurnInfo
 from driftrec.agent.refresh import AnswerRefresher
 from driftrec.agent.requests import Constraints, parse_request
@@ -587,6 +587,33 @@ class Recommender:
         a title), always ``min(k, available)`` items. ``query`` is free text ("comedies from the 90s, no
         kids' movies"); with ``understand`` the constraints it states (genres wanted and refused, years)
         are added to ``filters`` and enforced by retrieval (agent/requests.py)."""
+        computed, body, seconds = await self._answer(
+            user, k, query=query, filters=filters, explain=explain, exclude=exclude, now=now, understand=understand
+        )
+        if computed is not None:
+            return computed
+        return RecommendationList.model_validate_json(answer_json(body, seconds, cached=True))
+
+    async def recommend_json(self, user: str, k: int = 10, **options: Any) -> str:
+        """``recommend``'s answer (same options) as JSON text, serialized once: the text kept for a repeat
+        of the request is what is sent, and a repeat sends it without building the answer (the HTTP path)."""
+        computed, body, seconds = await self._answer(user, k, **options)
+        return answer_json(body, seconds, cached=computed is None)
+
+    async def _answer(
+        self,
+        user: str,
+        k: int,
+        *,
+        query: str | None = None,
+        filters: Filters | None = None,
+        explain: bool | None = None,
+        exclude: Iterable[str] = (),
+        now: datetime | None = None,
+        understand: bool = True,
+    ) -> tuple[RecommendationList | None, str, float]:
+        """The answer computed (with its kept body), or None and the body of the kept answer reused; and the
+        seconds it took."""
         if k < 1:
             raise ValueError("k must be at least 1")
         memory = self._require()
@@ -621,8 +648,7 @@ class Recommender:
 
         kept, read, state, prepared = await asyncio.to_thread(self._read_blocking, memory, user, now, asked, prepare)
         if kept is not None:
-            seconds = round(time.perf_counter() - started, 3)
-            return kept.model_copy(update={"items": list(kept.items), "cached": True, "seconds": seconds})
+            return None, kept, round(time.perf_counter() - started, 3)
         assert read is not None and prepared is not None
         key = (asked, state) if asked is not None and read.vector_error is None else None  # a degraded read: compute
         history, profile, vector_problem = read.history, read.profile, read.vector_error
@@ -661,8 +687,7 @@ class Recommender:
             error="; ".join(problems) or None,
             seconds=round(time.perf_counter() - started, 3),
         )
-        self.answers.remember(user, key, answer)
-        return answer
+        return answer, self.answers.remember(user, key, answer), answer.seconds
 
     def _read_blocking(
         self,
@@ -671,8 +696,9 @@ class Recommender:
         now: datetime,
         asked: tuple[Any, ...] | None,
         prepare: Callable[[RankingInputs], T],
-    ) -> tuple[RecommendationList | None, RankingInputs | None, tuple[Any, ...] | None, T | None]:
-        """In one worker-thread hop: the user's stored state (one statement), and the answer kept under it
+    ) -> tuple[str | None, RankingInputs | None, tuple[Any, ...] | None, T | None]:
+        """In one worker-thread hop: the user's stored state (one statement), and the answer kept under it (its
+        body)
         and ``asked`` when there is one — else everything a computation reads, and ``prepare`` of it. The
         state is read first: a write between the two reads leaves the answer keyed to the older state, so the
         next request computes again instead of reusing an answer to a state that never was."""

@@ -322,12 +322,13 @@ def create_app(
 
     @app.post("/v1/users/{user}/recommendations", responses=ERRORS, response_model=RecommendationList, dependencies=own)
     async def recommend(user: UserId, body: RecommendIn, rec: Rec) -> Response:
-        answer = await rec.recommend(
+        # serialized once, by the model itself: the JSON FastAPI would send, without validating the answer
+        # again on the way out (a tenth of a served request's CPU; tests/integration/test_http.py compares),
+        # and the text kept for a repeat, which is then sent as kept
+        text = await rec.recommend_json(
             user, body.k, query=body.query, filters=body.filters, explain=body.explain, exclude=body.exclude
         )
-        # serialized once by the model itself: the JSON FastAPI would send, without validating the answer
-        # again on the way out (a tenth of a served request's CPU; tests/integration/test_http.py compares)
-        return Response(answer.model_dump_json(), media_type="application/json")
+        return Response(text, media_type="application/json")
 
     @app.post("/v1/users/{user}/feedback", responses=ERRORS, response_model=Interaction, dependencies=own)
     async def feedback(user: UserId, body: FeedbackIn, rec: Rec) -> Interaction:
