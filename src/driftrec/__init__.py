@@ -66,6 +66,7 @@ _PUBLIC: dict[str, tuple[str, str]] = {
     "run_session_study": ("driftrec.eval.session_study", "run_session_study"),
     "run_suite": ("driftrec.eval.suite", "run_suite"),
     "save_catalog": ("driftrec.agent.recommender", "save_catalog"),
+    "serve_logging": ("driftrec.server.logs", "serve_logging"),
     "serve_processes": ("driftrec.server.processes", "serve_processes"),
     "settings_table": ("driftrec.config", "settings_table"),
     "show_rest": ("driftrec.demo", "show_rest"),

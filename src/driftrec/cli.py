@@ -168,16 +168,17 @@ def serve(
     """Run the HTTP service (FastAPI; OpenAPI at /docs). Set DRIFTREC_API_KEY to require a bearer key."""
     import uvicorn
 
-    from driftrec import create_app, serve_processes
+    from driftrec import create_app, serve_logging, serve_processes
 
     settings = _settings()
+    logs = serve_logging(settings.api.access_log_flush_s)
     if workers == 1:
         uvicorn.run(
             create_app(),
             host=host,
             port=port,
             log_level="info",
-            log_config=_serve_logging(),
+            log_config=logs,
             access_log=settings.api.access_log,
         )
         return
@@ -188,21 +189,9 @@ def serve(
         )
         raise typer.Exit(2)
     # each worker process builds its own app from the environment (the factory), on one shared store
-    options = {"log_level": "info", "log_config": _serve_logging(), "access_log": settings.api.access_log}
+    options = {"log_level": "info", "log_config": logs, "access_log": settings.api.access_log}
     # on Linux a listening socket per process, so connections spread over them (server/processes.py)
     serve_processes("driftrec.server:create_app", host=host, port=port, workers=workers, **options)
-
-
-def _serve_logging() -> dict:
-    """uvicorn's logging, plus driftrec's own INFO lines (index fits and saves, answers reused) through the
-    same handler: driftrec's log lines name users only by pseudonym."""
-    import copy
-
-    from uvicorn.config import LOGGING_CONFIG
-
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config["loggers"]["driftrec"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
-    return config
 
 
 def _run_or_exit(coroutine):
