@@ -151,6 +151,9 @@ def chat(
     _run_or_exit(run())
 
 
+ONE_WRITE_HTTP = "driftrec.server.protocol:OneWriteHttp"  # uvicorn's HTTP/1.1, a response in one write
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
@@ -180,6 +183,7 @@ def serve(
             log_level="info",
             log_config=logs,
             access_log=settings.api.access_log,
+            http=ONE_WRITE_HTTP,
         )
         return
     if settings.embedded and settings.llm.enabled:
@@ -189,7 +193,7 @@ def serve(
         )
         raise typer.Exit(2)
     # each worker process builds its own app from the environment (the factory), on one shared store
-    options = {"log_level": "info", "log_config": logs, "access_log": settings.api.access_log}
+    options = {"log_level": "info", "log_config": logs, "access_log": settings.api.access_log, "http": ONE_WRITE_HTTP}
     # on Linux a listening socket per process, so connections spread over them (server/processes.py)
     serve_processes("driftrec.server:create_app", host=host, port=port, workers=workers, **options)
 

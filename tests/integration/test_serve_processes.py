@@ -8,6 +8,7 @@ tested). Linux only: elsewhere SO_REUSEPORT does not balance and the shared sock
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -59,7 +60,9 @@ def test_two_processes_each_listen_on_the_port_and_a_burst_of_connections_reache
     }
     with served(data, env, workers=2) as base:
         port = int(base.rsplit(":", 1)[1])
-        listens, _ = _sockets_by_process(port)
+        deadline = time.monotonic() + 120  # the first worker up answered the health check; the other may be starting
+        while len(listens := _sockets_by_process(port)[0]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert sorted(listens.values()) == [1, 1]  # a listening socket per worker; the supervisor's never listens
         clients = [httpx.Client(base_url=base, timeout=60) for _ in range(40)]
         try:

@@ -1,4 +1,5 @@
-"""`driftrec serve` hands uvicorn the access-log setting, in one process and with several (a socket each)."""
+"""`driftrec serve` hands uvicorn the access-log setting and its HTTP protocol, in one process and with several
+(a socket each)."""
 
 from __future__ import annotations
 
@@ -31,3 +32,4 @@ def test_the_access_log_follows_its_setting(
     assert given["access_log"] is (setting == "true")
     assert given["log_config"]["loggers"]["driftrec"]["level"] == "INFO"  # driftrec's own lines either way
     assert given["log_config"]["handlers"]["access"]["class"] == "driftrec.server.logs.BatchedLines"  # by default
+    assert given["http"] == "driftrec.server.protocol:OneWriteHttp"  # a response in one write
