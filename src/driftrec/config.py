@@ -311,16 +311,8 @@ class APISettings(_Group):
     access_log: bool = Field(
         default=True,
         description="`driftrec serve` writes a line per request (uvicorn's access log, users as pseudonyms); "
-        "off behind a proxy that logs requests (formatting the lines costs ~5 % of computed recommendations' "
-        "throughput even in batches; docs/benchmarks.md).",
-    )
-    access_log_flush_s: float = Field(
-        default=1.0,
-        ge=0,
-        description="The access log's lines are written in batches at most this often (one write for many "
-        "requests, as nginx's `access_log buffer= flush=`; a process killed outright loses at most this long "
-        "of lines, a normal stop none); 0: a write per line, which cost ~4 % of computed recommendations' "
-        "throughput against batches (docs/benchmarks.md).",
+        "off behind a proxy that logs requests (the lines cost ~9 % of computed recommendations' throughput; "
+        "docs/benchmarks.md).",
     )
 
 

@@ -212,8 +212,6 @@ def create_app(
             yield
         finally:
             access.removeFilter(redact)
-            for handler in access.handlers:
-                handler.flush()  # the access lines still waiting for their batch (server/logs.py)
             if rec.settings.api.gc_threshold:
                 gc.set_threshold(*before)
             if owned:
