@@ -697,9 +697,8 @@ class Recommender:
         asked: tuple[Any, ...] | None,
         prepare: Callable[[RankingInputs], T],
     ) -> tuple[str | None, RankingInputs | None, tuple[Any, ...] | None, T | None]:
-        """In one worker-thread hop: the user's stored state (one statement), and the answer kept under it (its
-        body)
-        and ``asked`` when there is one — else everything a computation reads, and ``prepare`` of it. The
+        """In one worker-thread hop: the user's stored state (one statement), and the body of the answer kept
+        under it and ``asked`` when there is one — else everything a computation reads, and ``prepare`` of it. The
         state is read first: a write between the two reads leaves the answer keyed to the older state, so the
         next request computes again instead of reusing an answer to a state that never was."""
         if asked is None or self.answers.ttl_s <= 0:
