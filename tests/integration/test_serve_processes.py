@@ -1,9 +1,9 @@
 """`driftrec serve --workers 2` for real: each process accepts from a socket of its own on the port, so a
 client that opens its connections at once (a pool, a proxy's keep-alive upstream) reaches both processes.
 With uvicorn's one shared socket the process that woke first took most of them (48/2 and 50/0 measured on
-PostgreSQL, docs/benchmarks.md). Every request reaches the access log, users as pseudonyms.
-Real MovieLens data, real embedded Chroma, SQLite; no LLM (not what is
-tested). Linux only: elsewhere SO_REUSEPORT does not balance and the shared socket stays."""
+PostgreSQL, docs/benchmarks.md). Every request reaches the access log, users as pseudonyms. Real MovieLens
+data, real embedded Chroma, SQLite; no LLM (not what is tested). Linux only: elsewhere SO_REUSEPORT does not
+balance and the shared socket stays."""
 
 from __future__ import annotations
 
