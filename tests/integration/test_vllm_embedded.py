@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from driftrec.config import Settings
 from driftrec.llm import LLM, open_llm
-from driftrec.llm.runtime import session_pids
+from driftrec.llm.runtime import server_dtype, session_pids
 from driftrec.models import Item
 from driftrec.prompts import render
 
@@ -106,3 +106,13 @@ async def test_server_is_gone_after_shutdown(settings: Settings) -> None:
     assert reply.usage.completion_tokens > 0
     await second.aclose()
     assert session_pids(sid) == []
+
+
+async def test_the_server_computes_in_the_precision_this_cpu_is_fastest_at(llm: LLM) -> None:
+    """bfloat16 on a CPU with bf16 instructions, float32 elsewhere: vLLM's own log says which it loaded."""
+    assert llm.server is not None
+    assert llm.server.dtype == server_dtype("native") in ("bfloat16", "float32")
+    started = llm.server.log_path.read_text().rsplit("=== driftrec starting:", 1)[1]
+    assert f"--dtype {llm.server.dtype}" in started.splitlines()[0]
+    assert f"dtype=torch.{llm.server.dtype}" in started
+    assert llm.client.precision == llm.server.dtype  # and the response cache keys replies by it

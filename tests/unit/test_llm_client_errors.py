@@ -217,3 +217,14 @@ async def test_the_response_cache_answers_a_repeated_call_without_the_server(tmp
     assert len(fake.requests) == 2  # MESSAGES once, "another prompt" once
     assert client.cache is not None and (client.cache.hits, client.cache.misses) == (1, 2)
     assert second.usage.cached == 1 and first.usage.cached == 0
+
+
+async def test_a_cached_reply_is_reused_only_at_the_same_precision(tmp_path: Path) -> None:
+    """A bfloat16 server answers differently from a float32 one: the cache keeps their replies apart."""
+    fake = FakeOpenAI(default=Behaviour(body=completion('{"label": "yes", "reasons": []}')))
+    cache = tmp_path / "cache.db"
+    async with serve_fake(fake):
+        for precision in ("float32", "bfloat16", "float32", "bfloat16", None):
+            async with client_for(fake, cache_path=cache, precision=precision) as client:
+                await client.structured(MESSAGES, Verdict)
+    assert len(fake.requests) == 3  # float32 once, bfloat16 once, unknown precision once

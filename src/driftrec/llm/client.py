@@ -206,9 +206,13 @@ class LLMClient:
         vllm_extensions: bool = True,
         choice_param: str | None = "structured_outputs",
         cache_path: Path | None = None,
+        precision: str | None = None,
     ):
         self.base_url = base_url
         self.model = model
+        # The embedded server's dtype: a bfloat16 server's replies differ from a float32 one's, so a cached
+        # reply is reused only by a server of the same model and precision.
+        self.precision = precision
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.backoff_s = backoff_s
@@ -470,13 +474,19 @@ class LLMClient:
             params["extra_body"] = {"chat_template_kwargs": {"enable_thinking": False}}
         return params
 
+    def cache_key(self, kind: str, messages: list[Message], params: dict[str, Any]) -> str:
+        """The response cache's key: the model (with the server's precision when known), the call and its
+        parameters."""
+        model = f"{self.model}@{self.precision}" if self.precision else self.model
+        return cache_key(model, kind, messages, params)
+
     async def _create(
         self, kind: str, messages: list[Message], params: dict[str, Any], timeout_s: float | None
     ) -> tuple[Any, Usage]:
         usage = Usage(calls=1)
         started = time.perf_counter()
         response = error = None
-        key = cache_key(self.model, kind, messages, params) if self.cache else None
+        key = self.cache_key(kind, messages, params) if self.cache else None
         try:
             cached = await self.cache.get(key) if self.cache and key else None
             if cached is not None:

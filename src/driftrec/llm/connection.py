@@ -65,7 +65,7 @@ def served_name(settings: Settings) -> str:
     )
 
 
-def _client(settings: Settings, base_url: str, model: str) -> LLMClient:
+def _client(settings: Settings, base_url: str, model: str, precision: str | None = None) -> LLMClient:
     return LLMClient(
         base_url,
         model,
@@ -78,6 +78,7 @@ def _client(settings: Settings, base_url: str, model: str) -> LLMClient:
         seed=settings.llm.seed,
         log_path=settings.llm.log_path,
         cache_path=settings.llm.cache_path,
+        precision=precision,
     )
 
 
@@ -99,7 +100,7 @@ async def open_llm(settings: Settings, *, warm: bool = True) -> LLM:
             startup_timeout_s=settings.vllm.startup_timeout_s,
         )
         await server.start()
-        client = _client(settings, server.base_url, served_name(settings))
+        client = _client(settings, server.base_url, served_name(settings), server.dtype)
         try:
             if warm:
                 await warm_up(client)

@@ -28,6 +28,29 @@ from driftrec.llm.errors import RuntimeStartError
 
 _LIVE: weakref.WeakSet[VLLMServer] = weakref.WeakSet()
 STRUCTURED_OUTPUTS_CONFIG = {"backend": "xgrammar", "disable_any_whitespace": True}
+BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})  # the CPU multiplies bf16 itself
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The instruction-set flags of this machine's first CPU (empty where /proc/cpuinfo is not Linux's)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == "flags":
+            return frozenset(value.split())
+    return frozenset()
+
+
+def server_dtype(setting: str, flags: frozenset[str] | None = None) -> str:
+    """The ``--dtype`` the server gets: ``native`` is bfloat16 on a CPU with bf16 instructions (AMX or
+    AVX512-BF16: prefill 4-5x faster than float32, docs/benchmarks.md) and float32 elsewhere (bf16 emulated
+    on AVX2 is ~7x slower); any other setting is passed as it is."""
+    if setting != "native":
+        return setting
+    return "bfloat16" if (cpu_flags() if flags is None else flags) & BF16_CPU_FLAGS else "float32"
 
 
 def free_port() -> int:
@@ -67,7 +90,7 @@ class VLLMServer:
         served_name: str,
         log_path: Path,
         port: int | None = None,
-        dtype: str = "float32",
+        dtype: str = "native",
         max_model_len: int = 8192,
         kvcache_gb: int = 1,
         extra_args: list[str] | None = None,
@@ -79,7 +102,7 @@ class VLLMServer:
         self.served_name = served_name
         self.log_path = log_path
         self.port = port or free_port()
-        self.dtype = dtype
+        self.dtype = server_dtype(dtype)
         self.max_model_len = max_model_len
         self.kvcache_gb = kvcache_gb
         self.extra_args = list(extra_args or [])
