@@ -6,11 +6,30 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+
+
+def machine(llm_dtype: str | None = None) -> str:
+    """The machine a figure was measured on: cores, CPU model, architecture; and the embedded LLM's precision
+    when it served (bfloat16 on a CPU with bf16 instructions is 4-5x faster than float32: docs/benchmarks.md)."""
+    from driftrec.llm.runtime import BF16_CPU_FLAGS, cpu_flags
+
+    model = next(
+        (
+            line.partition(":")[2].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "cpu",
+    )
+    bf16 = "bf16 instructions" if cpu_flags() & BF16_CPU_FLAGS else "no bf16 instructions"
+    served = f"; LLM in {llm_dtype}" if llm_dtype else ""
+    return f"{os.cpu_count()} cores, {model} ({platform.machine()}, {bf16}){served}"
 
 
 def percentile(values: list[float], q: float) -> float:

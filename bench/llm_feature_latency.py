@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from common import machine
 from driftrec.config import load_settings
 from driftrec.data import load_movielens_100k
 from driftrec.eval.protocols import first_users, leave_one_out, training_log
@@ -97,7 +97,7 @@ async def main(users: int, windows: list[int]) -> dict[str, object]:
         finally:
             await llm.aclose()
     return {
-        "machine": f"{platform.machine()} python {platform.python_version()}",
+        "machine": machine(llm.client.precision),
         "model": llm.client.model,
         "users_per_window": users,
         "results": out,

@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import platform
 import statistics
 import time
 import uuid
 
+from common import machine
 from driftrec.config import load_settings
 from driftrec.llm import LLM, open_llm
 
@@ -57,7 +57,7 @@ async def main() -> dict[str, object]:
     results: dict[str, object] = {
         "model": llm.client.model,
         "endpoint": "embedded" if llm.server else llm.client.base_url,
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}",
+        "machine": machine(llm.client.precision),
         "startup_s": round(startup, 1),
         "warmup_s": round(warmup, 1),
     }

@@ -24,15 +24,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import statistics
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from common import movielens_data, percentile, report
+from common import machine, movielens_data, percentile, report
 from driftrec import Recommender, load_settings
 from driftrec.agent.answers import RecentAnswers
 from driftrec.models import Action, Interaction
@@ -111,7 +109,7 @@ async def measure(data: Path, train_users: int, users: int, window: int, stages:
                 degraded += was_degraded
                 modes.add(mode)
         events = await after_events(rec, asked)
-        model = rec.llm.client.model
+        model, precision = rec.llm.client.model, rec.llm.client.precision
     return {
         "model": model,
         "window": window,
@@ -124,7 +122,7 @@ async def measure(data: Path, train_users: int, users: int, window: int, stages:
         "modes": sorted(modes),
         "train_s": round(train_s, 1),
         "second_phase": asdict(phase.card),
-        "machine": f"{os.cpu_count()} cores, {platform.machine()}",
+        "machine": machine(precision),
     }
 
 
