@@ -773,6 +773,13 @@ def eval_ranker(
     ] = False,
     llm_users: Annotated[int | None, typer.Option(help="With --llm-feature: only the first N users.")] = None,
     llm_window: Annotated[int, typer.Option(help="With --llm-feature: candidates shown to the LLM.")] = 20,
+    llm_profile: Annotated[
+        bool,
+        typer.Option(
+            help="With --llm-feature: a second call per user shows the same window with the user's count-based "
+            "profile instead of their items; its columns (profile-match) are measured too."
+        ),
+    ] = False,
     out: Annotated[str, typer.Option(help="Folder for ranker.json and ranker.md.")] = "runs/ranker",
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report.")] = False,
 ) -> None:
@@ -802,6 +809,7 @@ def eval_ranker(
                 llm_users=llm_users,
                 llm_window=llm_window,
                 llm_out=Path(out),
+                llm_profile=llm_profile,
                 progress=status.update,
             )
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from driftrec.config import Settings
 from driftrec.data.dataset import Dataset
-from driftrec.eval.llm_feature import LLMFeatureStudy, measure
+from driftrec.eval.llm_feature import LLMFeatureStudy, measure, profile_document
 from driftrec.eval.llm_study import sampled_candidates
 from driftrec.eval.metrics import DEFAULT_METRICS, accuracy, bootstrap_ci, per_user, significance
 from driftrec.eval.protocols import UserSplit, first_users, leave_one_out, training_log
@@ -263,13 +263,15 @@ async def run_ranker_study(
     llm_users: int | None = None,
     llm_window: int = 20,
     llm_out: Path | None = None,
+    llm_profile: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[RankerStudy, LearnedRanker]:
     """``llm_records``: a sampled LLM study's records; their users get two more 1+19 rows, the LLM's
     order and the learned order blended with it (weight cross-fitted over users: ``cross_fitted_blend``).
     ``llm``: a served LLM scores the learned stage's top ``llm_window`` of the first ``llm_users`` users,
     and a cross-fitted second phase measures its columns (``eval.llm_feature``; records resume from the
-    folder ``llm_out``, one file per model and window)."""
+    folder ``llm_out``, one file per model and window); ``llm_profile``: a second call per user judges the
+    same window from the user's count-based profile alone, and its columns are measured too."""
     say = progress or (lambda _: None)
     recorded = llm_orders(llm_records) if llm_records is not None else {}
     if recorded and not sampled:
@@ -356,7 +358,7 @@ async def run_ranker_study(
     llm_feature = None
     if llm is not None:
         llm_feature = await _llm_feature(
-            llm, dataset, splits, test, model, chosen[:llm_users], targets, llm_window, llm_out, say
+            llm, dataset, splits, test, model, chosen[:llm_users], targets, llm_window, llm_out, say, llm_profile
         )
     recall = {"union": test.recall()} | {s: test.source_hits[s] / max(1, len(chosen)) for s in SOURCES}
     study = RankerStudy(
@@ -392,8 +394,10 @@ async def _llm_feature(
     window: int,
     out: Path | None,
     say: Callable[[str], None],
+    profile: bool = False,
 ) -> LLMFeatureStudy:
-    """The learned stage's top ``window`` per user, scored by the LLM, measured in a second phase."""
+    """The learned stage's top ``window`` per user, scored by the LLM (and from the user's profile alone, with
+    ``profile``), measured in a second phase."""
     learned: dict[str, list[str]] = {}
     scores: dict[str, dict[str, float]] = {}
     for user in users:
@@ -401,20 +405,42 @@ async def _llm_feature(
             test.ids[user], model.scores(test.rows[user]), len(test.ids[user])
         )
     windows = {u: learned[u][:window] for u in users}
-    asked = 0
 
-    def tick(message: str) -> None:
-        nonlocal asked
-        asked += 1
-        say(f"LLM feature: {asked}/{len(users)} users ({message})")
+    def counted(label: str) -> Callable[[str], None]:
+        done = 0
 
-    records_file = None if out is None else out / f"llm-feature-{safe_name(llm.client.model)}-w{window}.jsonl"
+        def tick(message: str) -> None:
+            nonlocal done
+            done += 1
+            say(f"{label}: {done}/{len(users)} users ({message})")
+
+        return tick
+
+    def records_file(kind: str) -> Path | None:
+        return None if out is None else out / f"{kind}-{safe_name(llm.client.model)}-w{window}.jsonl"
+
     histories = {u: splits[u].seen_before("test") for u in users}
-    records = await score_windows(llm, histories, dataset.items, windows, out=records_file, progress=tick)
+    records = await score_windows(
+        llm, histories, dataset.items, windows, out=records_file("llm-feature"), progress=counted("LLM feature")
+    )
     answered = {u: r for u, r in records.items() if r.logprobs}
+    profiles = None
+    if profile:
+        documents = {u: profile_document(histories[u], dataset.items) for u in users}
+        judged = await score_windows(
+            llm,
+            histories,
+            dataset.items,
+            windows,
+            out=records_file("llm-profile"),
+            progress=counted("LLM from the profile"),
+            profiles=documents,
+        )
+        profiles = {u: r for u, r in judged.items() if r.logprobs}
+        answered = {u: r for u, r in answered.items() if u in profiles}  # users with both judgements
     if len(answered) < FOLDS_MIN_USERS:
         raise ValueError(f"the LLM answered for {len(answered)} users: too few to cross-fit a second phase")
-    return measure(answered, learned, scores, targets, window=window, model=llm.client.model)
+    return measure(answered, learned, scores, targets, window=window, model=llm.client.model, profiles=profiles)
 
 
 def write_report(study: RankerStudy, out_dir: Path, name: str = "ranker") -> Path:

@@ -41,10 +41,20 @@ from driftrec.retrieval.store import ItemIndex
 
 COLUMNS = ("learned_score", "learned_rank", "llm_logprob", "llm_rank")
 WITHOUT_LLM = COLUMNS[:2]
+# The LLM's judgement of the same window from the user's profile alone (no items): measured by
+# ``eval.llm_feature`` (``driftrec eval ranker --llm-profile``), not served.
+PROFILE_COLUMNS = ("profile_logprob", "profile_rank")
 # The second phase may not undo either judgement, only weigh them: a higher learned score or LLM probability
 # never lowers a candidate, a later place never raises it. Unconstrained, the without-LLM twin (two views of
 # one order) learned steps that reshuffled the learned order and lost 0.008 NDCG@10 to it (SmolLM2 run).
-MONOTONE = {"learned_score": 1, "learned_rank": -1, "llm_logprob": 1, "llm_rank": -1}
+MONOTONE = {
+    "learned_score": 1,
+    "learned_rank": -1,
+    "llm_logprob": 1,
+    "llm_rank": -1,
+    "profile_logprob": 1,
+    "profile_rank": -1,
+}
 PARAMS: dict[str, object] = {
     "objective": "lambdarank",
     "metric": "ndcg",
@@ -86,29 +96,32 @@ def normalized(logprobs: Mapping[str, float]) -> dict[str, float]:
     return {k: v - total for k, v in finite.items()}
 
 
-def window_rows(record: LLMScores, learned_scores: Mapping[str, float]) -> np.ndarray:
-    """One row per shown item over ``COLUMNS``, in the shown (learned) order."""
+def judgement_columns(record: LLMScores, shown: Sequence[str]) -> np.ndarray:
+    """Two columns per item of ``shown``: its label's log-probability in ``record`` (NaN when it got none)
+    and its place in the LLM's order (after the last when the LLM did not order it)."""
     llm_rank = {item: n for n, item in enumerate(record.order, start=1)}
     return np.array(
-        [
-            [
-                learned_scores[item],
-                n,
-                record.logprobs.get(item, np.nan),
-                llm_rank.get(item, len(record.shown) + 1),
-            ]
-            for n, item in enumerate(record.shown, start=1)
-        ],
-        np.float64,
-    )
+        [[record.logprobs.get(item, np.nan), llm_rank.get(item, len(shown) + 1)] for item in shown], np.float64
+    ).reshape(len(shown), 2)
 
 
-def fit(rows: Sequence[np.ndarray], labels: Sequence[np.ndarray], columns: Sequence[str]) -> tuple[Any, int, list[int]]:
-    """LambdaMART on the given users' windows, early stopping on every fifth of them. Returns the booster,
-    its best iteration and the indexes of the users it stopped on."""
+def window_rows(record: LLMScores, learned_scores: Mapping[str, float]) -> np.ndarray:
+    """One row per shown item over ``COLUMNS``, in the shown (learned) order."""
+    learned = np.array([[learned_scores[item], n] for n, item in enumerate(record.shown, start=1)], np.float64)
+    return np.hstack([learned.reshape(len(record.shown), 2), judgement_columns(record, record.shown)])
+
+
+def fit(
+    rows: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    columns: Sequence[str],
+    layout: Sequence[str] = COLUMNS,
+) -> tuple[Any, int, list[int]]:
+    """LambdaMART on ``columns`` of the given users' windows (``rows`` laid out as ``layout``), early stopping
+    on every fifth of them. Returns the booster, its best iteration and the indexes of the users it stopped on."""
     import lightgbm as lgb
 
-    use = [COLUMNS.index(c) for c in columns]
+    use = [list(layout).index(c) for c in columns]
     stop = sorted(set(range(0, len(rows), 5)))
     train = [n for n in range(len(rows)) if n not in set(stop)]
 
@@ -152,9 +165,12 @@ async def score_windows(
     out: Path | None = None,
     concurrency: int = 2,
     progress: Callable[[str], None] | None = None,
+    profiles: Mapping[str, str] | None = None,
 ) -> dict[str, LLMScores]:
     """Ask the LLM about each user's window (``histories``: what they did before it); resumable via ``out``.
-    A user whose call fails is returned with no logprobs and not recorded: the next run asks again."""
+    A user whose call fails is returned with no logprobs and not recorded: the next run asks again. With
+    ``profiles`` (user -> profile document) the prompt shows the user's profile instead of their latest items:
+    the LLM judges the window by the profile alone."""
     done = await asyncio.to_thread(read_records, out, _scores, _user) if out is not None else {}
     todo = [u for u in windows if u not in done]
     semaphore = asyncio.Semaphore(concurrency)
@@ -165,7 +181,14 @@ async def score_windows(
             Candidate(item=catalog[i], score=0.0, provenance=[Provenance(source="learned", score=0.0, rank=r)])
             for r, i in enumerate(windows[user], start=1)
         ]
-        context = build_context(user, shown, 10, history=histories[user], catalog=catalog, recent_items=RECENT_ITEMS)
+        if profiles is None:
+            context = build_context(
+                user, shown, 10, history=histories[user], catalog=catalog, recent_items=RECENT_ITEMS
+            )
+        else:
+            context = build_context(
+                user, shown, 10, history=histories[user], catalog=catalog, profile_text=profiles[user], recent_items=0
+            )
         async with semaphore:
             started = time.perf_counter()
             try:
