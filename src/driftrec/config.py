@@ -94,7 +94,7 @@ class VLLMSettings(_Group):
     port: int | None = Field(default=None, ge=1, le=65535, description="Port; unset picks a free one.")
     dtype: Literal["native", "float32", "bfloat16", "float16", "auto"] = Field(
         default="native",
-        description="native: bfloat16 on a CPU with bf16 instructions (AMX or AVX512-BF16; 4-5x faster "
+        description="native: bfloat16 on a CPU with bf16 instructions (AMX or AVX512-BF16; 3-4x faster "
         "prefill than float32), else float32 (bf16 is ~7x slower on AVX2). A GPU: bfloat16 or auto.",
     )
     max_model_len: int = Field(default=8192, ge=256, description="Context length the server allocates.")

@@ -1,4 +1,4 @@
-"""The embedded server's precision follows the CPU: bfloat16 where the CPU multiplies it (4-5x faster prefill
+"""The embedded server's precision follows the CPU: bfloat16 where the CPU multiplies it (3-4x faster prefill
 than float32 on AMX, docs/benchmarks.md), float32 where bf16 would be emulated (~7x slower on AVX2)."""
 
 from __future__ import annotations

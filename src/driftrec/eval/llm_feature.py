@@ -178,7 +178,7 @@ def measure(
     columns, alone and beside the LLM's."""
     users = sorted(records)
     here = {u: targets[u] for u in users}
-    every = (*COLUMNS, *PROFILE_COLUMNS) if profiles else COLUMNS
+    every = STUDY_COLUMNS if profiles else COLUMNS
     with_all, with_iterations, importance = cross_fitted(records, learned_scores, here, every, profiles)
     without_llm, without_iterations, _ = cross_fitted(records, learned_scores, here, WITHOUT_LLM)
 

@@ -46,7 +46,7 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
 
 def server_dtype(setting: str, flags: frozenset[str] | None = None) -> str:
     """The ``--dtype`` the server gets: ``native`` is bfloat16 on a CPU with bf16 instructions (AMX or
-    AVX512-BF16: prefill 4-5x faster than float32, docs/benchmarks.md) and float32 elsewhere (bf16 emulated
+    AVX512-BF16: prefill 3-4x faster than float32, docs/benchmarks.md) and float32 elsewhere (bf16 emulated
     on AVX2 is ~7x slower); any other setting is passed as it is."""
     if setting != "native":
         return setting
