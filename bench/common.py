@@ -16,7 +16,7 @@ from pathlib import Path
 
 def machine(llm_dtype: str | None = None) -> str:
     """The machine a figure was measured on: cores, CPU model, architecture; and the embedded LLM's precision
-    when it served (bfloat16 on a CPU with bf16 instructions is 4-5x faster than float32: docs/benchmarks.md)."""
+    when it served (bfloat16 on a CPU with bf16 instructions is 3-4x faster than float32: docs/benchmarks.md)."""
     from driftrec.llm.runtime import BF16_CPU_FLAGS, cpu_flags
 
     model = next(

@@ -181,14 +181,15 @@ async def score_windows(
             Candidate(item=catalog[i], score=0.0, provenance=[Provenance(source="learned", score=0.0, rank=r)])
             for r, i in enumerate(windows[user], start=1)
         ]
-        if profiles is None:
-            context = build_context(
-                user, shown, 10, history=histories[user], catalog=catalog, recent_items=RECENT_ITEMS
-            )
-        else:
-            context = build_context(
-                user, shown, 10, history=histories[user], catalog=catalog, profile_text=profiles[user], recent_items=0
-            )
+        context = build_context(  # the latest items, or (``profiles``) the profile and no items
+            user,
+            shown,
+            10,
+            history=histories[user],
+            catalog=catalog,
+            profile_text=profiles[user] if profiles is not None else "",
+            recent_items=0 if profiles is not None else RECENT_ITEMS,
+        )
         async with semaphore:
             started = time.perf_counter()
             try:
