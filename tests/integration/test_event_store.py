@@ -7,12 +7,14 @@ import asyncio
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 from pydantic import ValidationError
 
@@ -46,6 +48,35 @@ async def test_replays_and_retries_never_double_count(tmp_path: Path, database_u
     assert [e.item for e in history] == ["1", "2", "3"]
     assert history[1].action is Action.LIKE and history[2].event_id == "client-42"
     assert event_id(batch[0]) == event_id(ev("u", "1", 0))
+
+
+@pytest.mark.parametrize("size", [1, 7, "over"])  # SQLite: one statement for 1 and 7; "over" its parameter limit
+def test_a_batch_lands_whole_or_not_at_all_in_its_order(
+    tmp_path: Path, database_url: str | None, size: int | str
+) -> None:
+    """A batch is written all or nothing, each new event once (repeats within it and of stored events
+    skipped), in the batch's order of sequence numbers; a row the schema refuses leaves nothing of the batch.
+    On SQLite a batch that fits one statement's parameters is one multi-row INSERT, larger ones a transaction."""
+    store = store_at(database_url, tmp_path)
+    if size == "over":  # one event more than a statement's parameters hold: a transaction of many rows
+        size = sqlite3.connect(":memory:").getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 8 + 1
+    assert isinstance(size, int)
+    before = [ev("u", "0", -1, event_id="kept")]
+    assert store.append_blocking(before) == 1
+    batch = [ev("u", str(i % 1682), i, event_id=f"e{i}") for i in range(size)]
+    replayed = [*batch, batch[0], before[0]]  # one of its own again, one already stored
+    assert store.append_blocking(replayed) == size
+    assert [e.event_id for e in store.history_blocking("u")] == ["kept", *(f"e{i}" for i in range(size))]
+    seqs = [row[0] for row in store.db.connection().execute("SELECT seq FROM events ORDER BY seq").fetchall()]
+    assert seqs == sorted(seqs) and len(seqs) == size + 1
+
+    refused = [(f"x{i}", "v", str(i), "click", float(i), None, None, None) for i in range(size)]
+    refused[size // 2] = ("x-bad", None, "1", "click", 0.0, None, None, None)  # user is NOT NULL
+    with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError)):
+        store.db.append_rows(
+            "events", ("event_id", "user", "item", "action", "ts", "rating", "text", "session_id"), refused
+        )
+    assert store.count_blocking("v") == 0 and store.count_blocking() == size + 1
 
 
 def test_bad_events_are_rejected_naming_the_field() -> None:

@@ -25,6 +25,8 @@ from driftrec.memory.db import GENERATION, Database, SqliteDatabase
 from driftrec.models import Action, History, Interaction, trusted
 from driftrec.retrieval.log import EventColumns, UserCodes
 
+_COLUMNS = ("event_id", "user", "item", "action", "ts", "rating", "text", "session_id")  # as written
+
 
 def event_id(event: Interaction) -> str:
     """The event's own id, or a content hash: the same event always gets the same id."""
@@ -71,12 +73,7 @@ class EventStore:
             (event_id(e), e.user, e.item, e.action.value, e.timestamp.timestamp(), e.rating, e.text, e.session_id)
             for e in events
         ]
-        with self.db.transaction() as conn:
-            return conn.executemany(
-                "INSERT INTO events (event_id, user, item, action, ts, rating, text, session_id) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                rows,
-            )
+        return self.db.append_rows("events", _COLUMNS, rows)
 
     def history_blocking(
         self, user: str, *, since: datetime | None = None, limit: int | None = None
