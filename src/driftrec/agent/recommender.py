@@ -700,12 +700,11 @@ class Recommender:
         """In one worker-thread hop: the user's stored state (one statement), and the body of the answer kept
         under it and ``asked`` when there is one — else everything a computation reads, and ``prepare`` of it. The
         state is read first: a write between the two reads leaves the answer keyed to the older state, so the
-        next request computes again instead of reusing an answer to a state that never was."""
-        if asked is None or self.answers.ttl_s <= 0:
-            read = memory.ranking_inputs_blocking(user, now)
-            return None, read, None, prepare(read)
+        next request computes again instead of reusing an answer to a state that never was. It is read with no
+        answer to reuse too: the stores it counts empty for the user are then not asked (on PostgreSQL a round
+        trip each, and a wait for the GIL after each under load)."""
         state = memory.state_blocking(user, now)
-        if (kept := self.answers.reusable(user, (asked, state))) is not None:
+        if asked is not None and (kept := self.answers.reusable(user, (asked, state))) is not None:
             return kept, None, state, None
         read = memory.ranking_inputs_blocking(user, now, state)
         return None, read, state, prepare(read)
