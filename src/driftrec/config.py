@@ -270,6 +270,14 @@ class IndexSettings(_Group):
         description="How often a serving process looks for events written by other processes (one indexed "
         "MAX(seq) query) and takes them into its candidate indexes.",
     )
+    catch_up_s: float = Field(
+        default=0.05,
+        ge=0,
+        description="After this process writes events, how long it waits before taking them into its candidate "
+        "indexes: writes within that time are taken in by one update instead of one each (an update costs about "
+        "the same for 1 event or 100). A user's own events count in their next answer at once either way (their "
+        "history is read per request); other users' reach the co-occurrence counts this much later.",
+    )
     dir: Path | None = Field(
         default=None,
         description="Where saved candidate indexes live (unset: <data_dir>/indexes). A volume the API hosts "

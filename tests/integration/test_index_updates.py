@@ -163,6 +163,29 @@ async def test_a_process_sees_events_another_wrote_and_forgetting_removes_them(
         assert not any(user.startswith("fan") for user in reader._users.codes)
 
 
+async def test_writes_close_together_are_taken_in_by_one_update(
+    settings: Settings, seeded_data: Path, tmp_path: Path
+) -> None:
+    """A process's own writes start an update of its candidate indexes after ``index_catch_up_s``: the writes
+    that come meanwhile are taken in by that one update (not one update each), and every one of them counts."""
+    data = copy_of(seeded_data, tmp_path / "data")
+    own = settings.model_copy(update={"data_dir": data, "chroma_path": data / "chroma", "index_catch_up_s": 0.5})
+    now = datetime(1998, 6, 1, tzinfo=UTC)
+    async with Recommender(own, llm=None) as rec:
+        assert rec.generator is not None
+        at = list(rec.catalog).index("1500")
+        before, updates = rec.generator.popularity.counts(now)[at], rec.catch_ups
+        for n in range(10):  # ten clicks, one request each
+            click = Interaction(user=f"fan{n}", item="1500", action="click", timestamp=now - timedelta(minutes=n + 1))
+            assert await rec.observe([click], upkeep=False) == 1
+        assert rec.generator.popularity.counts(now)[at] == before  # not yet: the update waits for more writes
+        assert rec._refit is not None
+        await rec._refit
+        assert rec.catch_ups == updates + 1
+        assert rec.generator.popularity.counts(now)[at] == before + 10
+        assert all(f"fan{n}" in rec._users.codes for n in range(10))
+
+
 def snapshot_users(path: Path) -> set[str]:
     with np.load(path, allow_pickle=False) as arrays:
         return set(arrays["users"].tolist())
