@@ -168,6 +168,12 @@ class Connection:
 GENERATION = "log_generation"  # meta key: bumped whenever events are deleted
 
 
+def _insert_sql(table: str, columns: Sequence[str], rows: int = 1) -> str:
+    """INSERT of ``rows`` rows of ``columns`` into ``table`` (``?`` placeholders), skipping conflicting rows."""
+    row = f"({', '.join('?' * len(columns))})"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * rows)} ON CONFLICT DO NOTHING"
+
+
 class Database(abc.ABC):
     """The store's interface: connections per worker thread, all-or-nothing transactions, forgetting."""
 
@@ -201,9 +207,8 @@ class Database(abc.ABC):
         """Insert ``rows`` into ``table`` all or nothing, skipping those that conflict with a stored row,
         serialized against every transaction (so rows are committed in the order of their sequence
         numbers); returns how many were inserted."""
-        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
         with self.transaction() as conn:
-            return conn.executemany(sql + "ON CONFLICT DO NOTHING", rows) if rows else 0
+            return conn.executemany(_insert_sql(table, columns), rows) if rows else 0
 
     def ping(self) -> None:
         """One round trip to the store; raises StoreUnavailable when it does not answer."""
@@ -351,8 +356,7 @@ class SqliteDatabase(Database):
         conn = self.connection()
         if not rows or len(rows) * len(columns) > conn.raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER):
             return super().append_rows(table, columns, rows)
-        row = f"({', '.join('?' * len(columns))})"
-        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * len(rows))} ON CONFLICT DO NOTHING"
+        sql = _insert_sql(table, columns, len(rows))
         return conn.execute(sql, [value for values in rows for value in values]).rowcount
 
     @contextlib.contextmanager
