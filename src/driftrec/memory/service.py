@@ -234,20 +234,17 @@ class Memory:
     async def history(self, user: str) -> list[InterestProfile]:
         return await self.profiles.history(user)
 
-    def ranking_inputs_blocking(self, user: str, now: datetime, state: tuple | None = None) -> RankingInputs:
+    def ranking_inputs_blocking(self, user: str, now: datetime, state: tuple) -> RankingInputs:
         """Everything memory holds that one recommendation reads, in one worker-thread hop: the history, the
         profile and its vector (with Chroma down: the profile alone, and why), recent summaries, stated
-        preferences still in force, standing edits. ``state``: the user's ``state_blocking`` row when the
-        caller just read it (its events' part serves the history cache's check, and a store it counts empty
-        for the user is not read: most users have no summaries, stated preferences or edits, and a new one
+        preferences still in force, standing edits. ``state``: the user's ``state_blocking`` row, just read by
+        the caller (its events' part serves the history cache's check, and a store it counts empty for the
+        user is not read: most users have no summaries, stated preferences or edits, and a new one
         no profile). A write after ``state`` was read may then be missed here: the answer is keyed to that
         state, so the next request computes again."""
 
-        def has(part: int) -> bool:
-            return state is None or bool(state[part])
-
         vector_error = None
-        if not has(_PROFILE):  # no profile head
+        if not state[_PROFILE]:  # no profile head
             profile, vector = self.profiles.empty(user), None
         else:
             try:
@@ -257,15 +254,13 @@ class Memory:
                 profile, vector = self.profiles.current_blocking(user, vector=False)
                 vector_error = "profile vector: the vector store (Chroma) did not answer"
         return RankingInputs(
-            history_rows=self.events.history_rows_blocking(
-                user, state[_EVENTS : _EVENTS + 2] if state is not None else None
-            ),
+            history_rows=self.events.history_rows_blocking(user, state[_EVENTS : _EVENTS + 2]),
             profile=profile,
             vector=vector,
             vector_error=vector_error,
-            summaries=self.summaries.recent_blocking(user, self.config.recent_summaries) if has(_SUMMARIES) else [],
-            stated=self.statements.active_blocking(user, now, self.config.statement_hours) if has(_STATED) else [],
-            edits=self.edits.latest_blocking(user) if has(_EDITS) else [],
+            summaries=self.summaries.recent_blocking(user, self.config.recent_summaries) if state[_SUMMARIES] else [],
+            stated=self.statements.active_blocking(user, now, self.config.statement_hours) if state[_STATED] else [],
+            edits=self.edits.latest_blocking(user) if state[_EDITS] else [],
         )
 
     def state_blocking(self, user: str, now: datetime) -> tuple:
