@@ -142,6 +142,18 @@ def wrk_script(folder: Path, users: tuple[str, int, int], write_share: float) ->
     return script
 
 
+def busy_cpu_s() -> float:
+    """The machine's CPU seconds spent busy so far, all cores (``/proc/stat``; 0 where there is none): over a
+    run, divided by its requests, what a request costs the machine — the servers and the load generator —
+    steadier than the throughput when the VM's speed drifts."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return 0.0
+    idle = fields[3] + fields[4]  # idle and iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def wrk_line(out: str, name: str) -> list[int]:
     """The numbers of the line the script wrote under ``name``."""
     return [int(x) for x in next(line for line in out.splitlines() if line.startswith(name)).split()[1:]]
@@ -153,12 +165,14 @@ def wrk_loop(
     """The same closed loop from wrk (one thread, ``clients`` connections), after a 3 s warm-up run."""
     script = wrk_script(folder, users, write_share)
     subprocess.run(["wrk", "-t1", f"-c{clients}", "-d3s", "-s", str(script), base], capture_output=True, check=True)
+    busy = busy_cpu_s()
     with subprocess.Popen(
         ["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "-s", str(script), base], stdout=subprocess.PIPE, text=True
     ) as run:
         time.sleep(seconds / 2)
         split = connections_per_process(int(base.rsplit(":", 1)[1]))
         out, _ = run.communicate()
+    busy = busy_cpu_s() - busy
     if run.returncode:
         raise RuntimeError(f"wrk exited with {run.returncode}")
     requests, status_errors, socket_errors, p50, p95, p99, duration_us = wrk_line(out, "RESULT")
@@ -171,6 +185,7 @@ def wrk_loop(
         "p99_ms": round(p99 / 1000, 1),
         "errors": status_errors + socket_errors,
         "connections_per_process": split,
+        "machine_cpu_ms_per_request": round(1000 * busy / max(requests, 1), 3),
     }
 
 
@@ -196,7 +211,9 @@ def wrk_spread(
         return outs
 
     run("3s")
+    busy = busy_cpu_s()
     outs = run(f"{seconds:g}s")
+    busy = busy_cpu_s() - busy
     requests = errors = 0
     rate = 0.0
     weighted: list[tuple[float, float]] = []
@@ -226,6 +243,7 @@ def wrk_spread(
         "p99_ms": merged(99),
         "errors": errors,
         "connections_per_process": share,
+        "machine_cpu_ms_per_request": round(1000 * busy / max(requests, 1), 3),
     }
 
 

@@ -174,7 +174,7 @@ def serve(
     from driftrec import create_app, serve_logging, serve_processes
 
     settings = _settings()
-    logs = serve_logging()
+    logs = serve_logging(settings.api.access_log_flush_s)
     if workers == 1:
         uvicorn.run(
             create_app(),

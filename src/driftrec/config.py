@@ -320,9 +320,16 @@ class APISettings(_Group):
     )
     access_log: bool = Field(
         default=True,
-        description="`driftrec serve` writes a line per request (uvicorn's access log, users as pseudonyms); "
-        "off behind a proxy that logs requests (the lines cost ~9 % of computed recommendations' throughput; "
-        "docs/benchmarks.md).",
+        description="`driftrec serve` writes a line per request (uvicorn's access log format, users as "
+        "pseudonyms); off behind a proxy that logs requests.",
+    )
+    access_log_flush_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="`driftrec serve` writes its access lines together at most every this many seconds (as "
+        "nginx's `access_log ... flush=`); a process killed outright loses at most this long of them; 0: a "
+        "write per line.",
     )
 
 

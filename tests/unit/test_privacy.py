@@ -13,7 +13,7 @@ from driftrec.agent.chat import ChatAgent, ChatOptions
 from driftrec.memory.conversation import ConversationStore, StatementStore
 from driftrec.memory.db import SqliteDatabase
 from driftrec.privacy import SUBJECT, acting_for, pseudonym
-from driftrec.server.app import RedactUsers
+from driftrec.server.logs import RedactUsers
 
 
 def test_pseudonyms_are_keyed_stable_and_do_not_contain_the_id(tmp_path: Path) -> None:

@@ -12,14 +12,12 @@ import contextlib
 import gc
 import json
 import logging
-import re
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -44,6 +42,7 @@ from driftrec.models import (
     UserId,
 )
 from driftrec.server.limits import RateLimiter
+from driftrec.server.logs import RedactUsers
 from driftrec.server.strict import StrictJSON, validation_error
 
 log = logging.getLogger("driftrec.server")
@@ -106,24 +105,6 @@ class ForgetOut(BaseModel):
     vectors: dict[str, int]
     llm: dict[str, int]
     files: dict[str, int] = {}  # saved candidate indexes that held their events (deleted, rebuilt without)
-
-
-class RedactUsers(logging.Filter):
-    """Access-log lines carry the user's pseudonym, not their id, so a forgotten user is not in the log."""
-
-    def __init__(self, tag: Callable[[str], str]):
-        super().__init__()
-        self.tag = tag
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        args = record.args
-        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
-            path = _USER_PATH.sub(lambda m: m.group(1) + "~" + self.tag(unquote(m.group(2))), args[2])
-            record.args = (*args[:2], path, *args[3:])
-        return True
-
-
-_USER_PATH = re.compile(r"(/v1/users/)([^/?]+)")
 
 
 class Problem(BaseModel):

@@ -5,13 +5,16 @@ when it sends ``http.response.body``: two writes, two system calls, and a client
 headers it cannot use without the body). Both messages are sent in the same turn of the event loop, so the
 transport here keeps what is written during a turn and writes it once at the end of that turn — what
 Node.js's ``cork()`` / ``uncork()`` on the next tick does, with no added delay: every byte leaves in the
-turn it was written. Everything else about the transport and the protocol is uvicorn's.
+turn it was written. Its access lines go through ``AccessWriter`` (server/logs.py) when the access log is
+``driftrec serve``'s own, with no log record made per request. Everything else is uvicorn's.
 """
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
+
+from driftrec.server.logs import AccessWriter
 
 try:  # uvicorn's fast parser when installed (uvicorn[standard]), else its pure-Python one
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _Protocol
@@ -66,6 +69,11 @@ class TurnWrites:
 
 class OneWriteHttp(_Protocol):  # type: ignore[misc, valid-type]
     """uvicorn's HTTP/1.1 protocol over ``TurnWrites``: ``driftrec serve`` runs with it (``http=``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.access_log and (writer := AccessWriter.serving(self.access_logger)) is not None:
+            self.access_logger = writer  # uvicorn's response cycle calls only its ``info``
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(TurnWrites(transport, self.loop))  # type: ignore[arg-type]
