@@ -108,6 +108,23 @@ async def test_replay_builds_valid_versioned_profiles(
     assert (await memory.profile(user))[0].version == 4
 
 
+async def test_a_free_vocabulary_builds_profiles_on_the_embedded_server(
+    tmp_path: Path, settings: Settings, ml100k: Dataset, llm: LLM, users_with_sessions: list[str]
+) -> None:
+    """Names as free text (``DRIFTREC_MEMORY_VOCABULARY=free``): the schemas the server is sent are ones its
+    grammar backend (xgrammar) accepts — a pattern with length bounds was refused with a 400 before — and
+    every name kept is one the user's events back."""
+    free = settings.model_copy(update={"memory": settings.memory.model_copy(update={"vocabulary": "free"})})
+    memory = memory_in(tmp_path, free, ml100k, llm, None)
+    assert memory.vocabulary is None
+    user = users_with_sessions[0]
+    results = await replay(memory, ml100k.by_user()[user], max_sessions=2)
+    assert [r.error for r in results] == [None, None] and [r.profile.version for r in results] == [1, 2]
+    genres = {g.lower() for e in ml100k.by_user()[user] for g in ml100k.items[e.item].genres}
+    for profile in await memory.history(user):
+        assert all(i.name.strip() and " ".join(i.name.lower().split()) in genres for i in profile.interests)
+
+
 async def test_llm_down_keeps_the_old_profile_and_retries_later(
     tmp_path: Path,
     settings: Settings,

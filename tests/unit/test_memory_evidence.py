@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from driftrec.memory.drift import DriftPolicy, ProfileProposal, ProposedInterest, apply_proposal
-from driftrec.memory.evidence import gather, ground, polarity
+from driftrec.memory.evidence import claimable, gather, ground, polarity
 from driftrec.models import Action, Interaction, InterestProfile, Item, StatedPreference
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -88,3 +88,21 @@ def test_grounded_counts_accumulate_in_the_profile() -> None:
     [scifi] = v2.interests
     assert scifi.weight == 0.75 and scifi.positive == 3  # 0.5 * 0.5 + 0.5 * 1.0; 1 + 2 events
     assert scifi.evidence == ["al", "sw"]
+
+
+def test_the_names_offered_to_the_llm_are_exactly_those_grounding_keeps() -> None:
+    # Sci-Fi liked twice, disliked once; Horror liked once, disliked twice; Comedy and Action liked only;
+    # Crime and Drama disliked only (and stated dislike of Western with no event)
+    window = [rated("sw", 5), rated("al", 4, 1), rated("sc", 1, 2), rated("ts", 4, 3), rated("fa", 2, 4)]
+    window.append(rated("al", 2, 5))
+    said = [StatedPreference(user="u", name="Western", polarity="dislike")]
+    evidence = gather(window, CATALOG, said)
+    vocabulary = ["Action", "Comedy", "Crime", "Drama", "Horror", "Sci-Fi", "Western", "Musical"]
+    liked, disliked = claimable(evidence, vocabulary)
+    assert liked == ["Action", "Comedy", "Sci-Fi"]  # Sci-Fi 2 liked, 1 disliked; Horror 1 liked, 2 disliked
+    assert disliked == ["Crime", "Drama", "Horror", "Western"]
+    kept, rejected = ground(proposal(vocabulary, vocabulary), evidence)  # every name claimed both ways
+    assert [i.name for i in kept.interests] == liked and [d.name for d in kept.dislikes] == disliked
+    assert {(r.name, r.kind) for r in rejected} == {(n, "interest") for n in vocabulary if n not in liked} | {
+        (n, "dislike") for n in vocabulary if n not in disliked
+    }

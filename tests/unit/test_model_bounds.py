@@ -51,9 +51,32 @@ def test_summaries_and_stated_preferences_are_bounded() -> None:
 def test_the_free_vocabulary_schema_admits_only_names_the_profile_accepts() -> None:
     schema = proposal_schema(None).model_json_schema()
     name = schema["$defs"]["InterestDraft"]["properties"]["name"]
-    assert name["maxLength"] == 80 and name["minLength"] == 1
+    assert name["maxLength"] == 40 and name["minLength"] == 1 and "pattern" not in name  # xgrammar: not both
     with pytest.raises(ValidationError):
         proposal_schema(None).model_validate(
             {"interests": [{"name": "", "strength": 3}], "dislikes": [], "summary": ""}
         )
-    ProfileProposal(interests=[{"name": "x" * 80, "weight": 0.5}])  # what the schema admits, the model accepts
+    ProfileProposal(interests=[{"name": "x" * 40, "weight": 0.5}])  # what the schema admits, the model accepts
+
+
+def test_the_proposal_schema_offers_interests_and_dislikes_their_own_names() -> None:
+    schema = proposal_schema(["Animation", "Comedy"], min_interests=1, dislike_vocabulary=["Horror"])
+    shown = schema.model_json_schema()
+    assert shown["$defs"]["InterestDraft"]["properties"]["name"]["enum"] == ["Animation", "Comedy"]
+    assert shown["$defs"]["DislikeDraft"]["properties"]["name"]["const"] == "Horror"  # one name: a const
+    assert shown["properties"]["interests"]["minItems"] == 1
+    with pytest.raises(ValidationError):  # a dislike named from the interests' list
+        schema.model_validate(
+            {
+                "interests": [{"name": "Comedy", "strength": 3}],
+                "dislikes": [{"name": "Comedy", "strength": 2}],
+                "summary": "",
+            }
+        )
+    # nothing backed: that list must be empty (and min_interests gives way)
+    empty = proposal_schema([], min_interests=1, dislike_vocabulary=[]).model_json_schema()
+    assert (
+        empty["properties"]["interests"]["maxItems"] == 0 and empty["properties"]["interests"].get("minItems", 0) == 0
+    )
+    assert empty["properties"]["dislikes"]["maxItems"] == 0
+    proposal_schema([], dislike_vocabulary=[]).model_validate({"interests": [], "dislikes": [], "summary": "none"})

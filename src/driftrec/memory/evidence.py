@@ -85,23 +85,43 @@ def ground(proposal: ProfileProposal, evidence: Mapping[str, GenreEvidence]) -> 
     for claim in proposal.interests:
         e = evidence.get(_key(claim.name), GenreEvidence())
         pos, neg = len(e.positive), len(e.negative)
-        if pos == 0:
-            rejected.append(Rejection(claim.name, "interest", "no liked item of it in the window"))
-        elif neg > pos:
-            rejected.append(Rejection(claim.name, "interest", f"disliked {neg} times, liked {pos}"))
+        if why := _not_an_interest(pos, neg):
+            rejected.append(Rejection(claim.name, "interest", why))
         else:
             interests.append(_grounded(claim, e.positive, pos, neg, pos / top_positive, pos / all_positive))
     dislikes: list[ProposedInterest] = []
     for claim in proposal.dislikes:
         e = evidence.get(_key(claim.name), GenreEvidence())
         pos, neg = len(e.positive), len(e.negative)
-        if neg == 0:
-            rejected.append(Rejection(claim.name, "dislike", "no disliked item of it in the window"))
-        elif pos >= neg:
-            rejected.append(Rejection(claim.name, "dislike", f"liked {pos} times, disliked {neg}"))
+        if why := _not_a_dislike(pos, neg):
+            rejected.append(Rejection(claim.name, "dislike", why))
         else:
             dislikes.append(_grounded(claim, e.negative, pos, neg, neg / top_negative, 0.0))
     return proposal.model_copy(update={"interests": interests, "dislikes": dislikes}), rejected
+
+
+def claimable(evidence: Mapping[str, GenreEvidence], vocabulary: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The names of ``vocabulary`` that ``ground`` would keep as interests, and as dislikes, given this
+    evidence: what a proposal's schema offers the LLM, so it cannot name what would be refused (``ground``
+    still checks every claim)."""
+    counts = {name: evidence.get(_key(name), GenreEvidence()) for name in vocabulary}
+    interests = [n for n, e in counts.items() if not _not_an_interest(len(e.positive), len(e.negative))]
+    dislikes = [n for n, e in counts.items() if not _not_a_dislike(len(e.positive), len(e.negative))]
+    return interests, dislikes
+
+
+def _not_an_interest(pos: int, neg: int) -> str | None:
+    """Why a genre with this evidence is not an interest (None: it is one)."""
+    if pos == 0:
+        return "no liked item of it in the window"
+    return f"disliked {neg} times, liked {pos}" if neg > pos else None
+
+
+def _not_a_dislike(pos: int, neg: int) -> str | None:
+    """Why a genre with this evidence is not a dislike (None: it is one)."""
+    if neg == 0:
+        return "no disliked item of it in the window"
+    return f"liked {pos} times, disliked {neg}" if pos >= neg else None
 
 
 def _grounded(

@@ -3,8 +3,10 @@
 Both replies are constrained by a JSON schema built for the call: item references are an enum of the
 session's labels (the model cannot name an item that is not there), and names of themes and interests
 are an enum of the catalog's vocabulary when one is configured (MovieLens genres by default), so a
-small model's output stays comparable from version to version. The reply is validated with pydantic
-and turned into driftrec's models here; what happens to the profile is decided by drift.py.
+small model's output stays comparable from version to version. A profile update's interests and dislikes
+each get the narrower enum the caller gives: the genres the window's events back (evidence.claimable).
+The reply is validated with pydantic and turned into driftrec's models here; what happens to the profile
+is decided by drift.py.
 """
 
 from __future__ import annotations
@@ -25,11 +27,22 @@ LIKED = {Action.LIKE, Action.PURCHASE}
 DISLIKED = {Action.DISLIKE, Action.SKIP}
 
 
+FREE_NAME_CHARS = 40  # a free-text name in a reply: 12 of them and a summary fit a profile update's max_tokens
+
+
 def _names(vocabulary: Sequence[str] | None) -> Any:
-    """Names from the vocabulary, else free text within the bounds the profile model accepts."""
+    """Names from the vocabulary, else free text of at most ``FREE_NAME_CHARS`` (the profile accepts 80: a
+    small model given 80 writes them all out, and twelve such names overran the reply's 384 tokens). No
+    pattern: xgrammar (the embedded server's backend) refuses a string with both a pattern and length
+    bounds, so a blank name is dropped by code instead (``_named``)."""
     if vocabulary:
         return Literal[tuple(vocabulary)]  # type: ignore[valid-type]
-    return Annotated[str, Field(min_length=1, max_length=80, pattern=r"\S")]
+    return Annotated[str, Field(min_length=1, max_length=FREE_NAME_CHARS)]
+
+
+def _named(names: Sequence[str]) -> list[str]:
+    """The names as given, without repeats and without blank ones (free text can be all spaces)."""
+    return [n for n in dict.fromkeys(names) if n.strip()]
 
 
 def summary_schema(labels: Sequence[str], vocabulary: Sequence[str] | None, *, min_liked: int = 0) -> type[BaseModel]:
@@ -46,15 +59,32 @@ def summary_schema(labels: Sequence[str], vocabulary: Sequence[str] | None, *, m
     )
 
 
-def proposal_schema(vocabulary: Sequence[str] | None, *, min_interests: int = 0) -> type[BaseModel]:
-    """``min_interests``: 1 when the sessions hold liked items (see summary_schema); evidence.py then keeps
-    only what the user's events support."""
-    name = _names(vocabulary)
-    entry = create_model("InterestDraft", name=(name, ...), strength=(Literal[1, 2, 3, 4, 5], ...))
+def proposal_schema(
+    vocabulary: Sequence[str] | None,
+    *,
+    min_interests: int = 0,
+    dislike_vocabulary: Sequence[str] | None = None,
+) -> type[BaseModel]:
+    """Interests named from ``vocabulary`` and dislikes from ``dislike_vocabulary`` (default: the same); with a
+    vocabulary given and empty, that list must be empty. ``min_interests``: 1 when the sessions hold liked
+    items (see summary_schema); evidence.py then keeps only what the user's events support."""
+    dislike_vocabulary = vocabulary if dislike_vocabulary is None else dislike_vocabulary
+    strength = (Literal[1, 2, 3, 4, 5], ...)
+    none_liked = vocabulary is not None and not vocabulary
+    none_disliked = dislike_vocabulary is not None and not dislike_vocabulary
+    # a list that must stay empty still names a type for its entries: plain text (xgrammar refuses a pattern
+    # with length bounds, the free vocabulary's text, and the entry is never generated)
+    liked = create_model("InterestDraft", name=(str if none_liked else _names(vocabulary), ...), strength=strength)
+    disliked = create_model(
+        "DislikeDraft", name=(str if none_disliked else _names(dislike_vocabulary), ...), strength=strength
+    )
     return create_model(
         "ProfileDraft",
-        interests=(list[entry], Field(min_length=min_interests, max_length=8)),  # type: ignore[valid-type]
-        dislikes=(list[entry], Field(max_length=4)),  # type: ignore[valid-type]
+        interests=(
+            list[liked],
+            Field(min_length=0 if none_liked else min_interests, max_length=0 if none_liked else 8),
+        ),  # type: ignore[valid-type]
+        dislikes=(list[disliked], Field(max_length=0 if none_disliked else 4)),  # type: ignore[valid-type]
         summary=(str, Field(max_length=160)),
     )
 
@@ -97,7 +127,7 @@ async def summarize_session(
     summary = SessionSummary(
         user=session.user,
         session_id=session.session_id,
-        themes=list(dict.fromkeys(draft.themes))[:8],
+        themes=_named(draft.themes)[:8],
         liked=[ItemEvidence(item=i, why="liked in session") for i in liked],
         disliked=[ItemEvidence(item=i, why="disliked in session") for i in disliked],
         intent=draft.intent,
@@ -113,10 +143,12 @@ async def propose_update(
     titles: Mapping[str, str],
     *,
     vocabulary: Sequence[str] | None,
+    dislike_vocabulary: Sequence[str] | None = None,
     stated: Sequence[str] = (),
     max_tokens: int = 384,
 ) -> tuple[ProfileProposal, str]:
-    """The LLM's proposed interests and dislikes (names and strengths; evidence.py grounds them).
+    """The LLM's proposed interests (named from ``vocabulary``) and dislikes (from ``dislike_vocabulary``,
+    default the same): names and strengths; evidence.py grounds them.
 
     Raises PromptTooLong when these summaries do not fit the context window: the caller folds fewer
     at a time."""
@@ -131,13 +163,14 @@ async def propose_update(
         budget=llm.context_window - max_tokens,
     )
     liked_any = any(s.liked for s in summaries) or any(line.startswith("wants more") for line in stated)
-    schema = proposal_schema(vocabulary, min_interests=int(liked_any))
+    schema = proposal_schema(vocabulary, min_interests=int(liked_any), dislike_vocabulary=dislike_vocabulary)
     draft = (await llm.client.structured(prompt.messages, schema, max_tokens=max_tokens)).value
 
     def merged(entries: Sequence[Any]) -> list[ProposedInterest]:
         best: dict[str, int] = {}
         for entry in entries:
-            best[entry.name] = max(best.get(entry.name, 0), int(entry.strength))
+            if entry.name.strip():
+                best[entry.name] = max(best.get(entry.name, 0), int(entry.strength))
         return [ProposedInterest(name=n, weight=s / 5) for n, s in best.items()]
 
     return ProfileProposal(

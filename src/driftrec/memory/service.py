@@ -30,7 +30,7 @@ from driftrec.memory.db import Database, open_database
 from driftrec.memory.drift import DriftPolicy, apply_proposal
 from driftrec.memory.edits import EditStore, uphold
 from driftrec.memory.events import EventStore, history_from_rows
-from driftrec.memory.evidence import Rejection, gather, ground
+from driftrec.memory.evidence import Rejection, claimable, gather, ground
 from driftrec.memory.keys import KeyStore
 from driftrec.memory.llm_steps import propose_update, summarize_session
 from driftrec.memory.profiles import ProfileStore, StaleProfileError, SummaryStore
@@ -408,13 +408,18 @@ class Memory:
             chunk = pending[start : start + batch]
             window = [e for s in chunk if s.session_id in sessions for e in sessions[s.session_id].interactions]
             said = stated if start == 0 else []
+            evidence = gather(window, self.catalog, said)
+            # with the genres as vocabulary, the LLM may name only genres these events back (interests apart
+            # from dislikes): a small model cannot spend the reply on claims grounding would refuse
+            liked, disliked = claimable(evidence, self.vocabulary) if self.vocabulary else (None, None)
             try:
                 proposal, prompt_id = await propose_update(
                     self.llm,
                     running,
                     chunk,
                     self.titles,
-                    vocabulary=self.vocabulary,
+                    vocabulary=liked,
+                    dislike_vocabulary=disliked,
                     stated=[_stated_line(s) for s in said],
                 )
             except PromptTooLong:
@@ -422,7 +427,7 @@ class Memory:
                     raise
                 batch = max(1, batch // 2)  # fewer summaries per prompt, same order
                 continue
-            grounded, refused = ground(proposal, gather(window, self.catalog, said))
+            grounded, refused = ground(proposal, evidence)
             claims += len(proposal.interests) + len(proposal.dislikes)
             rejected += refused
             prompts.append(prompt_id)
