@@ -12,7 +12,14 @@ from collections.abc import Iterator
 import pytest
 from uvicorn.logging import AccessFormatter
 
-from driftrec.server.logs import ACCESS_FORMAT, AccessLines, AccessWriter, RedactUsers, serve_logging
+from driftrec.server.logs import (
+    ACCESS_FORMAT,
+    AccessLines,
+    AccessWriter,
+    RedactUsers,
+    flush_access_lines,
+    serve_logging,
+)
 
 MESSAGE = '%s - "%s %s HTTP/%s" %d'  # what uvicorn's response cycle logs
 
@@ -135,3 +142,20 @@ def test_serve_logging_batches_the_access_lines_unless_told_not_to() -> None:
     assert serve_logging(0)["handlers"]["access"]["flush_s"] == 0
     with pytest.raises(ValueError, match="flush_s"):
         AccessLines(io.StringIO(), flush_s=-1)
+
+
+def test_the_apps_shutdown_writes_what_waits() -> None:
+    """uvicorn re-raises SIGTERM once it has shut down, so its process exits without ``atexit``: the app's
+    shutdown writes the waiting lines itself (``flush_access_lines``; the two-process serve test counts them)."""
+    stream = io.StringIO()
+    handler = AccessLines(stream, flush_s=60)
+    logger = logging.getLogger("uvicorn.access")
+    logger.addHandler(handler)
+    try:
+        handler.add("waiting")
+        assert stream.getvalue() == ""
+        flush_access_lines()
+        assert stream.getvalue() == "waiting\n"
+    finally:
+        logger.removeHandler(handler)
+        handler.close()

@@ -42,7 +42,7 @@ from driftrec.models import (
     UserId,
 )
 from driftrec.server.limits import RateLimiter
-from driftrec.server.logs import RedactUsers
+from driftrec.server.logs import RedactUsers, flush_access_lines
 from driftrec.server.strict import StrictJSON, validation_error
 
 log = logging.getLogger("driftrec.server")
@@ -192,6 +192,7 @@ def create_app(
         try:
             yield
         finally:
+            flush_access_lines()  # after the last response; before the process exits without atexit (logs.py)
             access.removeFilter(redact)
             if rec.settings.api.gc_threshold:
                 gc.set_threshold(*before)

@@ -6,8 +6,9 @@ formatting about half of it, the write per line the rest. So in ``driftrec serve
 
 - ``AccessLines`` (the access logger's handler) keeps lines and writes what waits at most every ``flush_s``
   seconds (or at once past ``max_bytes``), one write for many requests, as nginx's ``access_log ... buffer=
-  flush=`` does. Every line is written, in order; a normal stop writes the rest; a process killed outright
-  (SIGKILL) loses at most its last ``flush_s`` seconds of access lines. ``flush_s`` 0: a write per line.
+  flush=`` does. Every line is written, in order; a normal stop writes the rest (the app's shutdown calls
+  ``flush_access_lines``: uvicorn's process skips ``atexit`` on SIGTERM); a process killed outright (SIGKILL)
+  loses at most its last ``flush_s`` seconds of access lines. ``flush_s`` 0: a write per line.
 - ``AccessWriter`` is what uvicorn's HTTP protocol calls as its access logger (server/protocol.py): it makes
   the same line uvicorn's formatter would (``tests/unit/test_access_log.py`` holds them equal) and hands it to
   that handler, with no log record. It applies ``RedactUsers`` itself; a logger with any other filter, or
@@ -157,6 +158,15 @@ class AccessWriter:
 
 
 ACCESS_FORMAT = '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s'
+
+
+def flush_access_lines() -> None:
+    """Write the access lines that wait (the app's shutdown calls it, after the last response): a uvicorn
+    process stopped by SIGTERM ends by raising the signal again once it has shut down, so it exits without
+    running ``atexit`` and ``logging.shutdown`` never flushes."""
+    for handler in logging.getLogger("uvicorn.access").handlers:
+        if isinstance(handler, AccessLines):
+            handler.flush()
 
 
 def serve_logging(access_flush_s: float = 1.0) -> dict[str, Any]:
