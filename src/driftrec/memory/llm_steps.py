@@ -72,12 +72,9 @@ def proposal_schema(
     strength = (Literal[1, 2, 3, 4, 5], ...)
     none_liked = vocabulary is not None and not vocabulary
     none_disliked = dislike_vocabulary is not None and not dislike_vocabulary
-    # a list that must stay empty still names a type for its entries: plain text (xgrammar refuses a pattern
-    # with length bounds, the free vocabulary's text, and the entry is never generated)
-    liked = create_model("InterestDraft", name=(str if none_liked else _names(vocabulary), ...), strength=strength)
-    disliked = create_model(
-        "DislikeDraft", name=(str if none_disliked else _names(dislike_vocabulary), ...), strength=strength
-    )
+    # an empty vocabulary names its (never generated) entries as free text: the list's bound keeps it empty
+    liked = create_model("InterestDraft", name=(_names(vocabulary), ...), strength=strength)
+    disliked = create_model("DislikeDraft", name=(_names(dislike_vocabulary), ...), strength=strength)
     return create_model(
         "ProfileDraft",
         interests=(
