@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from driftrec.memory import EventStore, event_id, open_session, sessionize
 from driftrec.memory.db import open_database_url
+from driftrec.memory.postgres import MAX_PARAMETERS
 from driftrec.models import Action, Interaction
 
 T0 = datetime(2026, 3, 1, 20, 0, tzinfo=UTC)
@@ -50,16 +51,18 @@ async def test_replays_and_retries_never_double_count(tmp_path: Path, database_u
     assert event_id(batch[0]) == event_id(ev("u", "1", 0))
 
 
-@pytest.mark.parametrize("size", [1, 7, "over"])  # SQLite: one statement for 1 and 7; "over" its parameter limit
+@pytest.mark.parametrize("size", [1, 7, "over"])  # one statement for 1 and 7; "over": the backend's parameter limit
 def test_a_batch_lands_whole_or_not_at_all_in_its_order(
     tmp_path: Path, database_url: str | None, size: int | str
 ) -> None:
     """A batch is written all or nothing, each new event once (repeats within it and of stored events
     skipped), in the batch's order of sequence numbers; a row the schema refuses leaves nothing of the batch.
-    On SQLite a batch that fits one statement's parameters is one multi-row INSERT, larger ones a transaction."""
+    A batch that fits one statement's parameters is one multi-row INSERT (on PostgreSQL sent with the lock and
+    COMMIT in one round trip), larger ones a transaction of many rows."""
     store = store_at(database_url, tmp_path)
     if size == "over":  # one event more than a statement's parameters hold: a transaction of many rows
-        size = sqlite3.connect(":memory:").getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 8 + 1
+        sqlite_limit = sqlite3.connect(":memory:").getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        size = (MAX_PARAMETERS if database_url else sqlite_limit) // 8 + 1
     assert isinstance(size, int)
     before = [ev("u", "0", -1, event_id="kept")]
     assert store.append_blocking(before) == 1
@@ -77,6 +80,8 @@ def test_a_batch_lands_whole_or_not_at_all_in_its_order(
             "events", ("event_id", "user", "item", "action", "ts", "rating", "text", "session_id"), refused
         )
     assert store.count_blocking("v") == 0 and store.count_blocking() == size + 1
+    assert store.append_blocking([ev("v", "1", 0, event_id="after")]) == 1  # the connection serves on
+    assert [e.event_id for e in store.history_blocking("v")] == ["after"]
 
 
 def test_bad_events_are_rejected_naming_the_field() -> None:

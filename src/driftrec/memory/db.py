@@ -168,7 +168,7 @@ class Connection:
 GENERATION = "log_generation"  # meta key: bumped whenever events are deleted
 
 
-def _insert_sql(table: str, columns: Sequence[str], rows: int = 1) -> str:
+def insert_sql(table: str, columns: Sequence[str], rows: int = 1) -> str:
     """INSERT of ``rows`` rows of ``columns`` into ``table`` (``?`` placeholders), skipping conflicting rows."""
     row = f"({', '.join('?' * len(columns))})"
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * rows)} ON CONFLICT DO NOTHING"
@@ -178,6 +178,9 @@ class Database(abc.ABC):
     """The store's interface: connections per worker thread, all-or-nothing transactions, forgetting."""
 
     backend: str = ""
+    # Reads are of a local file, answered in microseconds without waiting on a network or a writer: a request
+    # may make them on the event loop (its thread's own connection) instead of hopping to a worker thread.
+    local_reads: bool = False
 
     @abc.abstractmethod
     def connection(self) -> Connection:
@@ -208,7 +211,7 @@ class Database(abc.ABC):
         serialized against every transaction (so rows are committed in the order of their sequence
         numbers); returns how many were inserted."""
         with self.transaction() as conn:
-            return conn.executemany(_insert_sql(table, columns), rows) if rows else 0
+            return conn.executemany(insert_sql(table, columns), rows) if rows else 0
 
     def ping(self) -> None:
         """One round trip to the store; raises StoreUnavailable when it does not answer."""
@@ -292,6 +295,7 @@ class SqliteDatabase(Database):
     with these, 120k to 63k (bench figures in docs/benchmarks.md)."""
 
     backend = "sqlite"
+    local_reads = True  # a WAL reader never waits for the writer; the pages are cached or memory-mapped
     CACHE_KIB = 65_536
     MMAP_BYTES = 1 << 30
 
@@ -356,7 +360,7 @@ class SqliteDatabase(Database):
         conn = self.connection()
         if not rows or len(rows) * len(columns) > conn.raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER):
             return super().append_rows(table, columns, rows)
-        sql = _insert_sql(table, columns, len(rows))
+        sql = insert_sql(table, columns, len(rows))
         return conn.execute(sql, [value for values in rows for value in values]).rowcount
 
     @contextlib.contextmanager
