@@ -637,8 +637,9 @@ class Recommender:
         generator, fusion = self.generator, self.learned is None or self.features is None
 
         def prepare(read: RankingInputs) -> tuple[RetrievalRequest, list[str], dict[str, Scored] | None]:
-            """In the read's worker thread: the retrieval request, the genres to push back, and (fusion order)
-            the in-memory sources' lists, so a computed answer takes one hop for its reads and sources."""
+            """Where the read was made (the event loop, or the read's worker thread): the retrieval request, the
+            genres to push back, and (fusion order) the in-memory sources' lists — a computed answer takes at
+            most one hop for its reads and sources."""
             session = open_session(read.history, memory.gap, now)  # the open session, from the same read
             excluded, demoted = standing(read.edits, read.history, self.catalog)
             request = RetrievalRequest(
@@ -653,10 +654,22 @@ class Recommender:
             )
             return request, demoted, generator.generated_in_memory_blocking(request, n) if fusion else None
 
-        kept, read, state, prepared = await asyncio.to_thread(self._read_blocking, memory, user, now, asked, prepare)
+        kept: str | None = None
+        read: RankingInputs | None = None
+        state: tuple[Any, ...] | None = None
+        if memory.db.local_reads:  # SQLite: the reads of a local file, here on the event loop (see reads_locally)
+            state = memory.state_blocking(user, now)
+            kept = self.answers.reusable(user, (asked, state)) if asked is not None else None
+            if kept is None and memory.reads_locally(state):
+                read = memory.ranking_inputs_blocking(user, now, state)
+                prepared = prepare(read)
+        if kept is None and read is None:  # one worker-thread hop for the reads (PostgreSQL: all of them)
+            kept, read, state, prepared = await asyncio.to_thread(
+                self._read_blocking, memory, user, now, asked, prepare, state
+            )
         if kept is not None:
             return None, kept, round(time.perf_counter() - started, 3)
-        assert read is not None and prepared is not None
+        assert read is not None and state is not None and prepared is not None
         key = (asked, state) if asked is not None and read.vector_error is None else None  # a degraded read: compute
         history, profile, vector_problem = read.history, read.profile, read.vector_error
         summaries, stated = read.summaries, read.stated
@@ -703,16 +716,18 @@ class Recommender:
         now: datetime,
         asked: tuple[Any, ...] | None,
         prepare: Callable[[RankingInputs], T],
-    ) -> tuple[str | None, RankingInputs | None, tuple[Any, ...] | None, T | None]:
-        """In one worker-thread hop: the user's stored state (one statement), and the body of the answer kept
-        under it and ``asked`` when there is one — else everything a computation reads, and ``prepare`` of it. The
-        state is read first: a write between the two reads leaves the answer keyed to the older state, so the
-        next request computes again instead of reusing an answer to a state that never was. It is read with no
-        answer to reuse too: the stores it counts empty for the user are then not asked (on PostgreSQL a round
-        trip each, and a wait for the GIL after each under load)."""
-        state = memory.state_blocking(user, now)
-        if asked is not None and (kept := self.answers.reusable(user, (asked, state))) is not None:
-            return kept, None, state, None
+        state: tuple[Any, ...] | None = None,
+    ) -> tuple[str | None, RankingInputs | None, tuple[Any, ...], T | None]:
+        """In one worker-thread hop: the user's stored state (one statement; unless ``state`` was just read), and
+        the body of the answer kept under it and ``asked`` when there is one — else everything a computation
+        reads, and ``prepare`` of it. The state is read first: a write between the two reads leaves the answer
+        keyed to the older state, so the next request computes again instead of reusing an answer to a state
+        that never was. It is read with no answer to reuse too: the stores it counts empty for the user are
+        then not asked (on PostgreSQL a round trip each, and a wait for the GIL after each under load)."""
+        if state is None:
+            state = memory.state_blocking(user, now)
+            if asked is not None and (kept := self.answers.reusable(user, (asked, state))) is not None:
+                return kept, None, state, None
         read = memory.ranking_inputs_blocking(user, now, state)
         return None, read, state, prepare(read)
 

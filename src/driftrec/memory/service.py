@@ -263,6 +263,12 @@ class Memory:
             edits=self.edits.latest_blocking(user) if state[_EDITS] else [],
         )
 
+    def reads_locally(self, state: tuple) -> bool:
+        """Whether ``ranking_inputs_blocking`` for this ``state`` reads local files only — the store is SQLite and
+        the user has no profile (whose vector Chroma holds, perhaps over a network): fast enough for the event
+        loop, where a worker thread's hop would cost more than the read."""
+        return self.db.local_reads and not state[_PROFILE]
+
     def state_blocking(self, user: str, now: datetime) -> tuple:
         """One statement that moves whenever anything ``ranking_inputs_blocking`` reads of ``user`` changes,
         through any process: their events (count, latest sequence number), profile head (version, when),
