@@ -4,7 +4,7 @@ A serving process answers the same user many times while nothing about them chan
 a list paged through). An answer is kept under everything it was computed from: the request (k, query,
 filters, exclude, explain), the user's state as that request read it from the store (one statement that
 moves with their events, profile head, summaries, stated preferences in force and edits —
-``Memory.state``: a write through any process is seen by the next read, and a repeat reads that
+``Memory.state_blocking``: a write through any process is seen by the next read, and a repeat reads that
 one row instead of the five), and this process's ranker and index build (the indexes' event position too
 only with ``answer_follows_indexes``). Time alone moves popularity windows and the open session, and other
 users' events move the shared indexes, so a kept answer is reused for at most ``ttl_s``. A degraded
