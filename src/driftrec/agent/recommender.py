@@ -654,16 +654,12 @@ class Recommender:
             )
             return request, demoted, generator.generated_in_memory_blocking(request, n) if fusion else None
 
-        kept: str | None = None
-        read: RankingInputs | None = None
-        state: tuple[Any, ...] | None = None
-        if memory.db.local_reads:  # SQLite: the reads of a local file, here on the event loop (see reads_locally)
-            state = memory.state_blocking(user, now)
-            kept = self.answers.reusable(user, (asked, state)) if asked is not None else None
-            if kept is None and memory.reads_locally(state):
-                read = memory.ranking_inputs_blocking(user, now, state)
-                prepared = prepare(read)
-        if kept is None and read is None:  # one worker-thread hop for the reads (PostgreSQL: all of them)
+        # SQLite: the reads of a local file, here on the event loop as far as they go (``Memory.reads_locally``)
+        local = memory.db.local_reads
+        kept, read, state, prepared = (
+            self._read_blocking(memory, user, now, asked, prepare, local_only=True) if local else (None,) * 4
+        )
+        if kept is None and read is None:  # one worker-thread hop for the rest (PostgreSQL: every read)
             kept, read, state, prepared = await asyncio.to_thread(
                 self._read_blocking, memory, user, now, asked, prepare, state
             )
@@ -717,17 +713,23 @@ class Recommender:
         asked: tuple[Any, ...] | None,
         prepare: Callable[[RankingInputs], T],
         state: tuple[Any, ...] | None = None,
+        *,
+        local_only: bool = False,
     ) -> tuple[str | None, RankingInputs | None, tuple[Any, ...], T | None]:
-        """In one worker-thread hop: the user's stored state (one statement; unless ``state`` was just read), and
-        the body of the answer kept under it and ``asked`` when there is one — else everything a computation
-        reads, and ``prepare`` of it. The state is read first: a write between the two reads leaves the answer
-        keyed to the older state, so the next request computes again instead of reusing an answer to a state
-        that never was. It is read with no answer to reuse too: the stores it counts empty for the user are
-        then not asked (on PostgreSQL a round trip each, and a wait for the GIL after each under load)."""
+        """The user's stored state (one statement; unless ``state`` was just read), and the body of the answer
+        kept under it and ``asked`` when there is one — else everything a computation reads, and ``prepare`` of
+        it: in one worker-thread hop, or on the event loop with ``local_only``, which stops after the state when
+        the rest is not all local reads (neither read nor answer returned: the caller hops for the rest). The
+        state is read first: a write between the two reads leaves the answer keyed to the older state, so the
+        next request computes again instead of reusing an answer to a state that never was. It is read with no
+        answer to reuse too: the stores it counts empty for the user are then not asked (on PostgreSQL a round
+        trip each, and a wait for the GIL after each under load)."""
         if state is None:
             state = memory.state_blocking(user, now)
             if asked is not None and (kept := self.answers.reusable(user, (asked, state))) is not None:
                 return kept, None, state, None
+        if local_only and not memory.reads_locally(state):
+            return None, None, state, None
         read = memory.ranking_inputs_blocking(user, now, state)
         return None, read, state, prepare(read)
 
