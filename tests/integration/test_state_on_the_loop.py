@@ -1,7 +1,8 @@
-"""On SQLite a request reads the user's state and what it computes from on the event loop — reads of a local
-file, cheaper than a worker thread's hop — unless the user has a profile, whose vector Chroma holds; on
-PostgreSQL every read is a round trip, made in a worker thread. Every way gives the same answer (real
-MovieLens histories, real Chroma, SQLite and PostgreSQL)."""
+"""A request reads the user's state and what it computes from on the event loop as far as that never blocks
+it: on SQLite, reads of a local file, cheaper than a worker thread's hop; on PostgreSQL the state over an
+asynchronous driver, then the history from this process's cache when the state says it is current — a
+history to read from the server, or a profile (whose vector Chroma holds), takes a worker thread. Every way
+gives the same answer (real MovieLens histories, real Chroma, SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -24,15 +25,25 @@ def ids(answer: RecommendationList) -> list[str]:
 
 def counting_reads(memory: Memory) -> dict[str, int]:
     """Count the reads of what an answer is computed from, by where they ran: the event loop's thread (the
-    test's main thread) or a worker thread."""
-    counts = {"loop": 0, "worker": 0}
-    read = memory.ranking_inputs_blocking
+    test's main thread) or a worker thread; and the state's reads, blocking or not."""
+    counts = {"loop": 0, "worker": 0, "state": 0, "state_async": 0}
+    read, state, state_async = memory.ranking_inputs_blocking, memory.state_blocking, memory.state
 
     def counted(*args: Any) -> Any:
         counts["loop" if threading.current_thread() is threading.main_thread() else "worker"] += 1
         return read(*args)
 
+    def counted_state(*args: Any) -> Any:
+        counts["state"] += 1
+        return state(*args)
+
+    async def counted_state_async(*args: Any) -> Any:
+        counts["state_async"] += 1
+        return await state_async(*args)
+
     memory.ranking_inputs_blocking = counted  # type: ignore[method-assign]
+    memory.state_blocking = counted_state  # type: ignore[method-assign]
+    memory.state = counted_state_async  # type: ignore[method-assign]
     return counts
 
 
@@ -47,19 +58,25 @@ async def test_an_answer_read_on_the_loop_is_the_one_a_worker_threads_read_gives
     )
     async with Recommender(own, llm=None) as rec:
         assert rec.memory is not None
-        on_loop = rec.memory.db.local_reads
-        assert on_loop == (database_url is None)
+        local = rec.memory.db.local_reads
+        assert local == (database_url is None) and rec.memory.db.async_reads == (database_url is not None)
         counts = counting_reads(rec.memory)
         first = await rec.recommend(USER, k=10)  # the whole history read
         again = await rec.recommend(USER, k=10)  # from the process's cache, checked against the state
         newcomer = await rec.recommend("never-seen", k=5)  # no events at all
-        assert counts == ({"loop": 3, "worker": 0} if on_loop else {"loop": 0, "worker": 3})
+        if local:  # every read on the loop, the state's blocking statement included
+            assert counts == {"loop": 3, "worker": 0, "state": 3, "state_async": 0}
+        else:  # the state never blocks; only the first read of the history hops
+            assert counts == {"loop": 2, "worker": 1, "state": 0, "state_async": 3}
         assert not first.degraded and len(ids(first)) == 10 and len(ids(newcomer)) == 5
         assert again.model_dump(exclude={"seconds"}) == first.model_dump(exclude={"seconds"})
 
         # an edit makes a profile version (its vector is in Chroma): read in a worker thread on either store
         await rec.edit_profile(USER, [ProfileEdit(name="Drama", kind="dislike")])
         edited = [await rec.recommend(USER, k=10) for _ in range(2)]
-        assert counts == ({"loop": 3, "worker": 2} if on_loop else {"loop": 0, "worker": 5})
+        if local:
+            assert counts == {"loop": 3, "worker": 2, "state": 5, "state_async": 0}
+        else:
+            assert counts == {"loop": 2, "worker": 3, "state": 0, "state_async": 5}
         assert ids(edited[0]) == ids(edited[1])
         assert not [r for r in edited[1].items if "Drama" in r.item.genres]

@@ -10,7 +10,7 @@ from pydantic import SecretStr, ValidationError
 
 from driftrec.config import Settings
 from driftrec.memory.db import open_database_url
-from driftrec.memory.postgres import redact, translate
+from driftrec.memory.postgres import asyncpg_arguments, numbered, redact, translate
 
 
 def test_placeholders_and_the_user_column_are_respelled_outside_literals() -> None:
@@ -32,6 +32,37 @@ def test_placeholders_and_the_user_column_are_respelled_outside_literals() -> No
         "SELECT users, user_id, current_user FROM api_keys_user"
     )
     assert translate('SELECT "user" FROM events') == 'SELECT "user" FROM events'  # already quoted
+
+
+def test_the_asynchronous_driver_gets_numbered_placeholders() -> None:
+    sql = "SELECT COUNT(*) FROM events WHERE user = ? AND ts >= ? AND note <> 'why?' AND role = 'user'"
+    assert numbered(sql) == (
+        "SELECT COUNT(*) FROM events WHERE \"user\" = $1 AND ts >= $2 AND note <> 'why?' AND role = 'user'"
+    )
+    assert numbered("SELECT 1 WHERE x LIKE 'a%' AND y = ?") == "SELECT 1 WHERE x LIKE 'a%' AND y = $1"
+
+
+def test_the_asynchronous_reads_connect_where_libpq_would_or_not_at_all() -> None:
+    # a local server's socket directory (what pgserver gives), parsed by libpq's own rules
+    assert asyncpg_arguments("postgresql://postgres:@/postgres?host=/tmp/pg") == {
+        "user": "postgres",
+        "database": "postgres",
+        "host": "/tmp/pg",
+    }
+    tls = "postgresql://app:p%40ss@db.example:5433/driftrec?sslmode=verify-full&connect_timeout=5&application_name=api"
+    assert asyncpg_arguments(tls) == {
+        "user": "app",
+        "password": "p@ss",  # percent-decoded, as libpq does
+        "host": "db.example",
+        "port": 5433,
+        "database": "driftrec",
+        "ssl": "verify-full",
+        "server_settings": {"application_name": "api"},
+    }
+    # what asyncpg cannot take the same way: the reads stay on psycopg, in worker threads
+    assert asyncpg_arguments("postgresql://app@db/driftrec?sslcert=/etc/client.crt") is None
+    assert asyncpg_arguments("postgresql://app@db/driftrec?options=-c%20search_path%3Dx") is None
+    assert asyncpg_arguments("postgresql://app@db1,db2/driftrec") is None
 
 
 def test_passwords_never_reach_logs() -> None:

@@ -237,6 +237,8 @@ class Recommender:
         if self.llm is not None and self._owns_llm:
             await self.llm.aclose()
         self.llm = None
+        if self.memory is not None:
+            await self.memory.db.aclose()  # this loop's asynchronous read connections (PostgreSQL)
 
     async def __aenter__(self) -> Recommender:
         return await self.start()
@@ -654,10 +656,17 @@ class Recommender:
             )
             return request, demoted, generator.generated_in_memory_blocking(request, n) if fusion else None
 
-        # SQLite: the reads of a local file, here on the event loop as far as they go (``Memory.reads_locally``)
-        local = memory.db.local_reads
+        # On the event loop as far as they go without blocking it (``Memory.reads_locally``): SQLite's reads of a
+        # local file; PostgreSQL's state, over an asynchronous driver, then what this process holds in memory
+        state = None
+        if memory.db.async_reads:
+            state = await memory.state(user, now)
+            if asked is not None and (kept := self.answers.reusable(user, (asked, state))) is not None:
+                return None, kept, round(time.perf_counter() - started, 3)
         kept, read, state, prepared = (
-            self._read_blocking(memory, user, now, asked, prepare, local_only=True) if local else (None,) * 4
+            self._read_blocking(memory, user, now, asked, prepare, state, local_only=True)
+            if memory.db.local_reads or state is not None
+            else (None, None, state, None)
         )
         if kept is None and read is None:  # one worker-thread hop for the rest (PostgreSQL: every read)
             kept, read, state, prepared = await asyncio.to_thread(
@@ -728,7 +737,7 @@ class Recommender:
             state = memory.state_blocking(user, now)
             if asked is not None and (kept := self.answers.reusable(user, (asked, state))) is not None:
                 return kept, None, state, None
-        if local_only and not memory.reads_locally(state):
+        if local_only and not memory.reads_locally(user, state):
             return None, None, state, None
         read = memory.ranking_inputs_blocking(user, now, state)
         return None, read, state, prepare(read)

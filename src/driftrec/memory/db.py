@@ -181,6 +181,17 @@ class Database(abc.ABC):
     # Reads are of a local file, answered in microseconds without waiting on a network or a writer: a request
     # may make them on the event loop (its thread's own connection) instead of hopping to a worker thread.
     local_reads: bool = False
+    # Reads can be made on the event loop without blocking it (``read_row``: an asynchronous driver): a request
+    # reads its state there, and hops to a worker thread only for what needs more round trips.
+    async_reads: bool = False
+
+    async def read_row(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        """One row, read without blocking the event loop (only where ``async_reads``)."""
+        raise NotImplementedError(f"{self.backend} reads only in worker threads")
+
+    async def aclose(self) -> None:
+        """Close what the running event loop holds of this store (asynchronous reads' connections)."""
+        return None  # a store that reads only in threads holds nothing per loop
 
     @abc.abstractmethod
     def connection(self) -> Connection:

@@ -263,11 +263,26 @@ class Memory:
             edits=self.edits.latest_blocking(user) if state[_EDITS] else [],
         )
 
-    def reads_locally(self, state: tuple) -> bool:
-        """Whether ``ranking_inputs_blocking`` for this ``state`` reads local files only — the store is SQLite and
-        the user has no profile (whose vector Chroma holds, perhaps over a network): fast enough for the event
-        loop, where a worker thread's hop would cost more than the read."""
-        return self.db.local_reads and not state[_PROFILE]
+    def reads_locally(self, user: str, state: tuple) -> bool:
+        """Whether ``ranking_inputs_blocking`` for this ``state`` waits on no network: the user has no profile
+        (whose vector Chroma holds, perhaps over a network), and the store is SQLite (local files) or nothing
+        else is to be read from it (no summaries, stated preferences or edits, and the history in this
+        process's cache at the state's count and latest event) — fast enough for the event loop, where a
+        worker thread's hop would cost more than the work."""
+        if state[_PROFILE]:
+            return False
+        if self.db.local_reads:
+            return True
+        if state[_SUMMARIES] or state[_STATED] or state[_EDITS]:
+            return False
+        return self.events.is_cached(user, state[_EVENTS : _EVENTS + 2])
+
+    async def state(self, user: str, now: datetime) -> tuple:
+        """``state_blocking``'s row, read on the event loop (where the store reads asynchronously)."""
+        since = (now - timedelta(hours=self.config.statement_hours)).timestamp()
+        row = await self.db.read_row(_STATE, (user, user, user, user, since, user))
+        assert row is not None  # aggregates: always one row
+        return row
 
     def state_blocking(self, user: str, now: datetime) -> tuple:
         """One statement that moves whenever anything ``ranking_inputs_blocking`` reads of ``user`` changes,
