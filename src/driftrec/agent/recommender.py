@@ -657,12 +657,14 @@ class Recommender:
             return request, demoted, generator.generated_in_memory_blocking(request, n) if fusion else None
 
         # On the event loop as far as they go without blocking it (``Memory.reads_locally``): SQLite's reads of a
-        # local file; PostgreSQL's state, over an asynchronous driver, then what this process holds in memory
+        # local file; PostgreSQL's state and a user's history over an asynchronous driver, then what this
+        # process holds in memory
         state = None
         if memory.db.async_reads:
             state = await memory.state(user, now)
             if asked is not None and (kept := self.answers.reusable(user, (asked, state))) is not None:
                 return None, kept, round(time.perf_counter() - started, 3)
+            await memory.read_ahead(user, state)  # a user with only events: their history read here too
         kept, read, state, prepared = (
             self._read_blocking(memory, user, now, asked, prepare, state, local_only=True)
             if memory.db.local_reads or state is not None

@@ -189,6 +189,10 @@ class Database(abc.ABC):
         """One row, read without blocking the event loop (only where ``async_reads``)."""
         raise NotImplementedError(f"{self.backend} reads only in worker threads")
 
+    async def read_rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Every row, read without blocking the event loop (only where ``async_reads``)."""
+        raise NotImplementedError(f"{self.backend} reads only in worker threads")
+
     async def aclose(self) -> None:
         """Close what the running event loop holds of this store (asynchronous reads' connections)."""
         return None  # a store that reads only in threads holds nothing per loop

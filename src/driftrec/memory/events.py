@@ -16,10 +16,9 @@ import heapq
 import operator
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from driftrec.memory.db import GENERATION, Database, SqliteDatabase
 from driftrec.models import Action, History, Interaction, trusted
@@ -116,25 +115,52 @@ class EventStore:
             version = conn.execute(
                 "SELECT COUNT(*), COALESCE(MAX(seq), 0) FROM events WHERE user = ?", (user,)
             ).fetchone()
+        current, cached = self._current(user, version)
+        if current is not None:
+            return current
+        if cached is not None and version[0] > cached[0]:
+            found = self._with_tail(cached, conn.execute(_SELECT_TAIL, (user, user, cached[1])).fetchall())
+            if found is not None:
+                return self._keep(user, *found)
+        return self._keep_whole(user, conn.execute(_WHOLE, (user,)).fetchall())
+
+    async def cache(self, user: str, version: tuple[int, int]) -> None:
+        """``_cached_rows``'s reads made over the store's asynchronous reads (on the event loop): afterwards
+        the cache holds the user's history at ``version`` unless a write came in between (the next check
+        then reads again)."""
+        if not self.cache_users:
+            return
+        current, cached = self._current(user, version)
+        if current is not None:
+            return
+        if cached is not None and version[0] > cached[0]:
+            found = self._with_tail(cached, await self.db.read_rows(_SELECT_TAIL, (user, user, cached[1])))
+            if found is not None:
+                self._keep(user, *found)
+                return
+        self._keep_whole(user, await self.db.read_rows(_WHOLE, (user,)))
+
+    def _current(
+        self, user: str, version: tuple[int, int]
+    ) -> tuple[list[tuple] | None, tuple[int, int, list[tuple]] | None]:
+        """The cached rows when they are at ``version`` (and [] for a user with no events), else None; and
+        what the cache holds for the user."""
         count, top = version
-        if count == 0:
-            with self._cache_lock:
-                self._cache.pop(user, None)
-            return []
         with self._cache_lock:
+            if count == 0:
+                self._cache.pop(user, None)
+                return [], None
             cached = self._cache.get(user)
             if cached is not None and cached[:2] == (count, top):
                 self._cache.move_to_end(user)
-                return cached[2]
-        found = self._with_tail(conn, user, cached) if cached is not None and count > cached[0] else None
-        if found is not None:
-            read_at, events = found
-            self.tail_reads += 1  # under the GIL; a count for tests and logs, not a lock-guarded total
-        else:
-            rows = conn.execute(_SELECT_SEQ + " WHERE user = ? ORDER BY ts, seq", (user,)).fetchall()
-            events = [r[1:] for r in rows]
-            # (count, max) of the rows read, not of the check: a write between them reads again next time
-            read_at = (len(rows), max((r[0] for r in rows), default=0))
+                return cached[2], cached
+        return None, cached
+
+    def _keep_whole(self, user: str, rows: Sequence[tuple]) -> list[tuple]:
+        # (count, max) of the rows read, not of the check: a write between them reads again next time
+        return self._keep(user, (len(rows), max((r[0] for r in rows), default=0)), [r[1:] for r in rows])
+
+    def _keep(self, user: str, read_at: tuple[int, int], events: list[tuple]) -> list[tuple]:
         with self._cache_lock:
             if events:
                 self._cache[user] = (*read_at, events)
@@ -144,18 +170,18 @@ class EventStore:
         return events
 
     def _with_tail(
-        self, conn: Any, user: str, cached: tuple[int, int, list[tuple]]
+        self, cached: tuple[int, int, list[tuple]], rows: Sequence[tuple]
     ) -> tuple[tuple[int, int], list[tuple]] | None:
-        """After a user's new events, read only the rows past the cached ones' latest sequence number, with
-        the user's event count in the same statement (one snapshot). When the cached rows and those add up to
-        that count, they are exactly the stored history (events are only ever deleted all at once, by
-        forgetting, and a sequence number never comes back); else None, and the caller reads it whole (a
-        forget, or a write that committed out of sequence order). What a user who acts and looks again costs:
-        their new event or two, not their whole history again."""
+        """After a user's new events, the rows past the cached ones' latest sequence number, read with the
+        user's event count in the same statement (one snapshot), added to the cached ones. When the cached
+        rows and those add up to that count, they are exactly the stored history (events are only ever
+        deleted all at once, by forgetting, and a sequence number never comes back); else None, and the
+        caller reads it whole (a forget, or a write that committed out of sequence order). What a user who
+        acts and looks again costs: their new event or two, not their whole history again."""
         cached_count, cached_top, cached_rows = cached
-        rows = conn.execute(_SELECT_TAIL, (user, user, cached_top)).fetchall()
         if not rows or cached_count + len(rows) != rows[0][-1]:
             return None
+        self.tail_reads += 1  # under the GIL; a count for tests and logs, not a lock-guarded total
         tail = [r[1:-1] for r in rows]
         if tail[0][_TS] >= cached_rows[-1][_TS]:
             events = cached_rows + tail
@@ -233,6 +259,7 @@ class EventStore:
 
 _SELECT = "SELECT event_id, user, item, action, ts, rating, text, session_id FROM events"
 _SELECT_SEQ = "SELECT seq, event_id, user, item, action, ts, rating, text, session_id FROM events"
+_WHOLE = _SELECT_SEQ + " WHERE user = ? ORDER BY ts, seq"  # a user's whole history, with sequence numbers
 # a user's rows past a sequence number, each with the user's event count (one snapshot: ``_with_tail``)
 _SELECT_TAIL = (
     "SELECT seq, event_id, user, item, action, ts, rating, text, session_id,"

@@ -20,7 +20,7 @@ import re
 import secrets
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -87,7 +87,7 @@ _ASYNC_LOST = (
     asyncpg.OperatorInterventionError,
     asyncpg.PostgresSystemError,
 )
-ASYNC_POOL_SIZE = 8  # read connections per event loop (one process's requests in flight share them)
+ASYNC_READERS = 8  # read connections per event loop at most (one process's requests in flight share them)
 # libpq's connection parameters asyncpg takes, and under which name (anything else: no asynchronous reads)
 _ASYNCPG_NAMES = {
     "host": "host",
@@ -123,10 +123,6 @@ def asyncpg_arguments(url: str) -> dict[str, Any] | None:
     return arguments
 
 
-async def _keep_session(connection: asyncpg.Connection) -> None:
-    """A pooled read connection is released as it is (see ``PostgresDatabase._start_pool``)."""
-
-
 def postgres_ddl(sqlite_ddl: str) -> str:
     """SQLite's schema in PostgreSQL's types: one schema text serves both backends (a migration is
     written once). 64-bit integers, doubles, identity keys, bytea, the quoted ``user`` column."""
@@ -150,6 +146,42 @@ def redact(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+class _Readers:
+    """One event loop's asyncpg connections for reads. The most recently used is taken first (a few warm
+    backends serve the reads, not every one in turn), at most ``size`` are open (a read waits for one when
+    all are busy), and one that failed in any way is dropped, not reused. No reset between reads, as
+    asyncpg's pool does: these connections only run single reads, with no session state to clear, and its
+    reset is one more round trip per read (166 -> 82 µs of CPU a read without it, 50 with this)."""
+
+    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], size: int):
+        self._connect = connect
+        self._idle: list[asyncpg.Connection] = []
+        self._slots = asyncio.Semaphore(size)  # in use + idle never exceeds size: one is made only when none idle
+
+    async def read(self, sql: str, params: Sequence[Any], limit_s: float, *, many: bool) -> Any:
+        """``sql``'s rows (``many``) or its first row, over a connection of this loop's."""
+        async with self._slots:
+            conn = None
+            while self._idle and conn is None:
+                conn = self._idle.pop()
+                conn = None if conn.is_closed() else conn
+            if conn is None:
+                conn = await self._connect()
+            try:
+                found = await (conn.fetch if many else conn.fetchrow)(sql, *params, timeout=limit_s)
+            except BaseException:
+                conn.terminate()  # cancelled mid-read, timed out, lost: never handed to another read
+                raise
+            self._idle.append(conn)
+            return found
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=5)
 
 
 class _PgConnection(Connection):
@@ -229,51 +261,41 @@ class PostgresDatabase(Database):
         self._migrate()
         self._async_arguments = asyncpg_arguments(url)
         self.async_reads = self._async_arguments is not None
-        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[asyncpg.Pool]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._readers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Readers] = weakref.WeakKeyDictionary()
 
     async def read_row(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-        """One row read on the event loop, over this loop's asyncpg pool: the loop serves other requests
-        while the server answers, and no worker thread waits for the GIL after the round trip. A connection
-        that died while idle is replaced and the read sent once more; a server that is gone, refuses, or does
-        not answer within the connect timeout raises StoreUnavailable."""
+        """One row read on the event loop, over asyncpg: the loop serves other requests while the server
+        answers, and no worker thread waits for the GIL after the round trip (``_read``)."""
+        row = await self._read(sql, params, many=False)
+        return tuple(row) if row is not None else None
+
+    async def read_rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Every row, read on the event loop like ``read_row``."""
+        return [tuple(row) for row in await self._read(sql, params, many=True)]
+
+    async def _read(self, sql: str, params: Sequence[Any], *, many: bool) -> Any:
+        """A connection that died while idle is replaced and the read sent once more; a server that is gone,
+        refuses, or does not answer within the connect timeout raises StoreUnavailable."""
+        loop = asyncio.get_running_loop()
+        readers = self._readers.get(loop)
+        if readers is None:  # asyncpg's connections belong to the loop that made them
+            readers = self._readers[loop] = _Readers(self._connect_async, ASYNC_READERS)
         for attempt in (1, 2):
             try:
-                pool = await self._pool()
-                row = await pool.fetchrow(numbered(sql), *params, timeout=self.connect_timeout_s)
-                return tuple(row) if row is not None else None
+                return await readers.read(numbered(sql), params, self.connect_timeout_s, many=many)
             except _ASYNC_LOST as e:
                 if attempt == 2 or not isinstance(e, asyncpg.ConnectionDoesNotExistError):
                     raise StoreUnavailable(f"postgresql at {self.describe()}: {e}") from e
         raise AssertionError("unreachable")
 
-    async def _pool(self) -> asyncpg.Pool:
-        """This event loop's pool (asyncpg's connections belong to the loop that made them), started once."""
-        loop = asyncio.get_running_loop()
-        started = self._pools.get(loop)
-        if started is None:
-            started = self._pools[loop] = loop.create_task(self._start_pool())
-        return await asyncio.shield(started)
-
-    async def _start_pool(self) -> asyncpg.Pool:
-        # min_size 0: connections are made on first need (a server down at start-up fails a read, not this).
-        # No reset on release: these connections only run single reads (no session state to clear), and
-        # asyncpg's default reset is one more round trip per read (measured: 166 -> 82 µs of CPU a read).
-        return await asyncpg.create_pool(
-            min_size=0,
-            max_size=ASYNC_POOL_SIZE,
-            timeout=self.connect_timeout_s,
-            reset=_keep_session,
-            **(self._async_arguments or {}),
-        )
+    async def _connect_async(self) -> asyncpg.Connection:
+        return await asyncpg.connect(timeout=self.connect_timeout_s, **(self._async_arguments or {}))
 
     async def aclose(self) -> None:
         """Close this event loop's read connections (a later read opens them again)."""
-        started = self._pools.pop(asyncio.get_running_loop(), None)
-        if started is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for((await started).close(), self.connect_timeout_s)
+        readers = self._readers.pop(asyncio.get_running_loop(), None)
+        if readers is not None:
+            await readers.aclose()
 
     def describe(self) -> str:
         return redact(self.url)

@@ -277,6 +277,15 @@ class Memory:
             return False
         return self.events.is_cached(user, state[_EVENTS : _EVENTS + 2])
 
+    async def read_ahead(self, user: str, state: tuple) -> None:
+        """Where the store reads asynchronously: bring into this process's cache, on the event loop, the one
+        thing ``ranking_inputs_blocking`` would read over the network for a user with nothing but events —
+        their history, or its new rows — so that it then reads locally (``reads_locally``) and the request
+        needs no worker thread at all. A user with a profile, summaries, stated preferences or edits is left
+        to the worker thread's read."""
+        if self.db.async_reads and not any(state[i] for i in (_PROFILE, _SUMMARIES, _STATED, _EDITS)):
+            await self.events.cache(user, state[_EVENTS : _EVENTS + 2])
+
     async def state(self, user: str, now: datetime) -> tuple:
         """``state_blocking``'s row, read on the event loop (where the store reads asynchronously)."""
         since = (now - timedelta(hours=self.config.statement_hours)).timestamp()
