@@ -153,7 +153,7 @@ class _Readers:
     backends serve the reads, not every one in turn), at most ``size`` are open (a read waits for one when
     all are busy), and one that failed in any way is dropped, not reused. No reset between reads, as
     asyncpg's pool does: these connections only run single reads, with no session state to clear, and its
-    reset is one more round trip per read (166 -> 82 µs of CPU a read without it, 50 with this)."""
+    reset is one more round trip per read (at idle 165 µs of CPU a read; its pool without the reset 82, these 57)."""
 
     def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], size: int):
         self._connect = connect
