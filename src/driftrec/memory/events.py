@@ -100,11 +100,7 @@ class EventStore:
 
     def is_cached(self, user: str, version: tuple[int, int]) -> bool:
         """Whether ``history_rows_blocking(user, version)`` answers from this process's cache, reading nothing."""
-        if not self.cache_users or version[0] == 0:
-            return bool(self.cache_users)
-        with self._cache_lock:
-            cached = self._cache.get(user)
-        return cached is not None and cached[:2] == tuple(version)
+        return bool(self.cache_users) and self._current(user, tuple(version))[0] is not None
 
     def _cached_rows(self, user: str, version: tuple[int, int] | None = None) -> list[tuple]:
         """The rows from this process's cache when the store's (count, latest seq) of the user's events — which
