@@ -100,7 +100,7 @@ class EventStore:
 
     def is_cached(self, user: str, version: tuple[int, int]) -> bool:
         """Whether ``history_rows_blocking(user, version)`` answers from this process's cache, reading nothing."""
-        return bool(self.cache_users) and self._current(user, tuple(version))[0] is not None
+        return bool(self.cache_users) and self._current(user, version)[0] is not None
 
     def _cached_rows(self, user: str, version: tuple[int, int] | None = None) -> list[tuple]:
         """The rows from this process's cache when the store's (count, latest seq) of the user's events — which

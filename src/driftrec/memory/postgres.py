@@ -111,9 +111,11 @@ def asyncpg_arguments(url: str) -> dict[str, Any] | None:
         given = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError:
         return None
-    unknown = set(given) - set(_ASYNCPG_NAMES) - _IGNORED
-    if unknown or "," in str(given.get("host", "")) + str(given.get("port", "")):
-        log.info("asynchronous reads off (asyncpg does not take %s): reads in worker threads", sorted(unknown))
+    unknown = sorted(set(given) - set(_ASYNCPG_NAMES) - _IGNORED)
+    if "," in str(given.get("host", "")) + str(given.get("port", "")):
+        unknown.append("several hosts")
+    if unknown:
+        log.info("asynchronous reads off (asyncpg does not take %s): reads in worker threads", ", ".join(unknown))
         return None
     arguments: dict[str, Any] = {_ASYNCPG_NAMES[k]: v for k, v in given.items() if k in _ASYNCPG_NAMES}
     if "port" in arguments:

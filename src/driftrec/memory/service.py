@@ -67,6 +67,12 @@ _STATE = (
 _EVENTS, _PROFILE, _SUMMARIES, _STATED, _EDITS = 0, 2, 4, 6, 8
 
 
+def _events_only(state: tuple) -> bool:
+    """Whether the user of a ``_STATE`` row has nothing stored but events (no profile head, summaries,
+    stated preferences or edits)."""
+    return not any(state[i] for i in (_PROFILE, _SUMMARIES, _STATED, _EDITS))
+
+
 @dataclass
 class RefreshResult:
     """What one refresh did. ``error`` is set whenever any step failed, even if others succeeded."""
@@ -273,9 +279,7 @@ class Memory:
             return False
         if self.db.local_reads:
             return True
-        if state[_SUMMARIES] or state[_STATED] or state[_EDITS]:
-            return False
-        return self.events.is_cached(user, state[_EVENTS : _EVENTS + 2])
+        return _events_only(state) and self.events.is_cached(user, state[_EVENTS : _EVENTS + 2])
 
     async def read_ahead(self, user: str, state: tuple) -> None:
         """Where the store reads asynchronously: bring into this process's cache, on the event loop, the one
@@ -283,13 +287,12 @@ class Memory:
         their history, or its new rows — so that it then reads locally (``reads_locally``) and the request
         needs no worker thread at all. A user with a profile, summaries, stated preferences or edits is left
         to the worker thread's read."""
-        if self.db.async_reads and not any(state[i] for i in (_PROFILE, _SUMMARIES, _STATED, _EDITS)):
+        if self.db.async_reads and _events_only(state):
             await self.events.cache(user, state[_EVENTS : _EVENTS + 2])
 
     async def state(self, user: str, now: datetime) -> tuple:
         """``state_blocking``'s row, read on the event loop (where the store reads asynchronously)."""
-        since = (now - timedelta(hours=self.config.statement_hours)).timestamp()
-        row = await self.db.read_row(_STATE, (user, user, user, user, since, user))
+        row = await self.db.read_row(_STATE, self._state_parameters(user, now))
         assert row is not None  # aggregates: always one row
         return row
 
@@ -302,9 +305,11 @@ class Memory:
         head (its version and time are read) and a summary written again for a session that gained events
         (the events' part moved with them); sequence numbers never come back, so a forgotten user who
         returns reads another state."""
-        since = (now - timedelta(hours=self.config.statement_hours)).timestamp()
-        row = self.db.connection().execute(_STATE, (user, user, user, user, since, user)).fetchone()
-        return tuple(row)
+        return tuple(self.db.connection().execute(_STATE, self._state_parameters(user, now)).fetchone())
+
+    def _state_parameters(self, user: str, now: datetime) -> tuple:
+        since = (now - timedelta(hours=self.config.statement_hours)).timestamp()  # stated preferences in force
+        return (user, user, user, user, since, user)
 
     async def recent_summaries(self, user: str, n: int = 3) -> list[SessionSummary]:
         return await asyncio.to_thread(self.summaries.recent_blocking, user, n)
