@@ -168,6 +168,11 @@ def test_top_n_is_the_definition(seed: int) -> None:
     # so does a source that scores only the items its seeds reach (co-occurrence, transitions)
     touched = np.flatnonzero(scores != 0)
     assert top_touched(ids, touched, scores[touched], n, request, catalog) == expected
+    # and every one of them again with the request's mask of seen items, which drops them before the sort
+    unseen = request.unseen({item: pos for pos, item in enumerate(ids)}, size)
+    assert top_scored(ids, scores, n, request, catalog, unseen=unseen) == expected
+    assert top_scored(ids, scores, n, request, catalog, ranked=ranked, unseen=unseen) == expected
+    assert top_touched(ids, touched, scores[touched], n, request, catalog, unseen=unseen) == expected
 
 
 def test_a_sparse_score_vector_over_a_large_catalog_is_the_definition() -> None:

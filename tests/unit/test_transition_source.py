@@ -117,3 +117,47 @@ def test_a_source_lists_what_its_full_scores_rank_first(kind: type[CoOccurrenceI
         dense = index.scores(seeds)
         assert np.count_nonzero(dense) == len(positions) and np.array_equal(dense[positions], values)
         assert index.candidates_blocking(request, 20, catalog) == top_scored(ids, dense, 20, request, catalog)
+
+
+@pytest.mark.parametrize("kind", [CoOccurrenceIndex, TransitionIndex])
+def test_a_small_catalog_is_read_densely_with_the_sparse_reads_scores(kind: type[CoOccurrenceIndex]) -> None:
+    """Counts over a catalog small enough (MovieLens-100K's 1,682 items) are also kept dense and a seed's row
+    is read from there: the same scores as gathering the sparse rows, before and after new events land in
+    the delta."""
+    from driftrec.retrieval.log import EventColumns, UserCodes
+
+    rng = random.Random(11)
+    ids = [f"i{n}" for n in range(80)]
+
+    def log(prefix: str, users: int, day: int, most: int) -> list[list[Interaction]]:
+        return [
+            [
+                Interaction(
+                    user=f"{prefix}{u}",
+                    item=rng.choice(ids[: 20 + u]),
+                    action="click",
+                    timestamp=START + timedelta(days=day, minutes=m),
+                )
+                for m in range(rng.randint(2, most))
+            ]
+            for u in range(users)
+        ]
+
+    first, later = log("u", 50, 0, 20), log("v", 2, 1, 4)
+    dense, sparse_read = kind().fit(first, ids), kind()
+    sparse_read.DENSE_BYTES = 0  # this one gathers CSR rows
+    sparse_read.fit(first, ids)
+    assert dense._dense is not None and sparse_read._dense is None
+    codes = UserCodes()
+    for n in range(50):
+        codes.code(f"u{n}")
+    new = EventColumns.from_interactions([e for s in later for e in s], dense.position, codes)
+    for stage in ("fitted", "updated"):
+        if stage == "updated":
+            dense.update(new, len(codes))
+            sparse_read.update(new, len(codes))
+            assert dense.delta.nnz > 0  # read besides the dense base
+        for history in first[:15] + later:
+            seeds = [e.item for e in history]
+            a, b = dense.touched_scores(seeds), sparse_read.touched_scores(seeds)
+            assert np.array_equal(a[0], b[0]) and np.allclose(a[1], b[1], rtol=1e-6), stage

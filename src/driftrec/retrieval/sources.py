@@ -39,10 +39,27 @@ class RetrievalRequest:
     exclude: frozenset[str] = field(default_factory=frozenset)  # on top of the history
     failed: dict[str, str] = field(default_factory=dict)  # sources that could not answer it, and why
 
+    _unseen: dict[int, tuple[Mapping[str, int], np.ndarray]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
     @cached_property
     def seen(self) -> frozenset[str]:
         """Items the user consumed, plus ``exclude`` (made once per request; every source asks)."""
         return frozenset(item_ids(self.history)) | self.exclude
+
+    def unseen(self, position: Mapping[str, int], size: int) -> np.ndarray:
+        """A mask over a source's catalog order (``position``: item -> index, ``size`` entries), False at the
+        items of ``seen``: made once per request and order, so a source drops what the user consumed in one
+        vectorized step instead of skipping it item by item (a MovieLens user has consumed ~100 of the best
+        scored items of every source)."""
+        kept = self._unseen.get(id(position))
+        if kept is None or kept[0] is not position or len(kept[1]) != size:
+            mask = np.ones(size, bool)
+            at = np.fromiter((p for i in self.seen if (p := position.get(i)) is not None), np.int64)
+            mask[at[at < size]] = False
+            kept = self._unseen[id(position)] = (position, mask)
+        return kept[1]
 
 
 class VectorSource:
@@ -108,6 +125,20 @@ def fuse_user_vector(u_s: np.ndarray | None, u_l: np.ndarray | None, alpha: floa
     if u_l is None or alpha == 1.0:
         return normalize(u_s)
     return normalize(alpha * normalize(u_s) + (1 - alpha) * normalize(u_l))
+
+
+def catalog_order(catalog_ids: Sequence[str]) -> tuple[list[str], dict[str, int]]:
+    """The ids in order and each one's position; sources fitted on the same catalog get the same two objects
+    (the last order made is kept), so a request's mask of seen items (``RetrievalRequest.unseen``) is made
+    once for all of them."""
+    global _last_order
+    ids = list(catalog_ids)
+    if _last_order is None or _last_order[0] != ids:
+        _last_order = (ids, {item: i for i, item in enumerate(ids)})
+    return _last_order
+
+
+_last_order: tuple[list[str], dict[str, int]] | None = None
 
 
 def _steps_apart(
@@ -234,6 +265,10 @@ class CoOccurrenceIndex:
 
     name = "cooc"
     MERGE_FRACTION = 0.1  # merge the delta into the base when it holds this share of the base's entries
+    # a base this small (and with no row cut to its head) is also kept dense (MovieLens-100K's 1,682 items:
+    # 11 MB): the seeds' rows are then read by one vector-matrix product, a third of the time of gathering
+    # their CSR slices (docs/benchmarks.md)
+    DENSE_BYTES = 32 << 20
 
     def __init__(self, *, window: int = 10, recent: int = 20, decay: float = 0.9, seed_neighbours: int = 2000):
         self.window = window
@@ -241,6 +276,7 @@ class CoOccurrenceIndex:
         self.decay = decay
         self.seed_neighbours = seed_neighbours
         self._heads: RowHeads | None = None  # cut from ``base`` whenever it is replaced
+        self._dense: tuple[sparse.csr_matrix, np.ndarray] | None = None  # (``base``, it dense) when small
         self.ids: list[str] = []
         self.position: dict[str, int] = {}
         self.base = sparse.csr_matrix((0, 0), dtype=np.float32)
@@ -260,8 +296,7 @@ class CoOccurrenceIndex:
 
     def fit_columns(self, log: EventColumns, catalog_ids: Sequence[str], n_users: int) -> CoOccurrenceIndex:
         """Fit on the whole log (columns whose items are positions in ``catalog_ids``)."""
-        self.ids = list(catalog_ids)
-        self.position = {item: i for i, item in enumerate(self.ids)}
+        self.ids, self.position = catalog_order(catalog_ids)
         n = len(self.ids)
         ordered = log.known().by_user_in_time()
         counts, _ = self._count(ordered.users, ordered.items, None)
@@ -276,8 +311,7 @@ class CoOccurrenceIndex:
         self, catalog_ids: Sequence[str], counts: sparse.csr_matrix, totals: np.ndarray, tails: np.ndarray
     ) -> CoOccurrenceIndex:
         """Take a saved state (retrieval/snapshot.py): pair counts, per-item totals, per-user tails."""
-        self.ids = list(catalog_ids)
-        self.position = {item: i for i, item in enumerate(self.ids)}
+        self.ids, self.position = catalog_order(catalog_ids)
         n = len(self.ids)
         self._set_base(counts)
         self.delta = sparse.csr_matrix((n, n), dtype=np.float32)
@@ -316,8 +350,12 @@ class CoOccurrenceIndex:
         return pairs
 
     def _set_base(self, counts: sparse.csr_matrix) -> None:
-        """Replace the base counts and cut their long rows' heads (before scoring reads them)."""
-        self._heads = RowHeads.cut(counts, self.seed_neighbours)
+        """Replace the base counts and cut their long rows' heads, or make them dense when they are small
+        (before scoring reads them)."""
+        heads = RowHeads.cut(counts, self.seed_neighbours)
+        small = heads is None and 0 < counts.shape[0] * counts.shape[1] * 4 <= self.DENSE_BYTES
+        self._dense = (counts, counts.toarray()) if small else None
+        self._heads = heads
         self.base = counts
 
     def _count(
@@ -359,8 +397,10 @@ class CoOccurrenceIndex:
 
     def _pulled(self, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """sum_s weights[s] * counts[rows[s], :], base and delta alike (a long base row: its head only)."""
-        base, heads, n = self.base, self._heads, len(self.ids)
-        if heads is not None and heads.counts is base and heads.long[rows].any():
+        base, heads, dense, n = self.base, self._heads, self._dense, len(self.ids)
+        if dense is not None and dense[0] is base:  # a small catalog: every row whole, dense
+            read = weights @ dense[1][rows]
+        elif heads is not None and heads.counts is base and heads.long[rows].any():
             long = heads.long[rows]
             read = _pull([(base, rows[~long], weights[~long]), (heads.heads, rows[long], weights[long])], n)
         else:
@@ -393,7 +433,14 @@ class CoOccurrenceIndex:
         seeds = item_ids(request.history) + item_ids(request.session)
         if not seeds or not self.ids:
             return []
-        return top_touched(self.ids, *self.touched_scores(seeds), n, request, catalog)
+        return top_touched(
+            self.ids,
+            *self.touched_scores(seeds),
+            n,
+            request,
+            catalog,
+            unseen=request.unseen(self.position, len(self.ids)),
+        )
 
 
 class TransitionIndex(CoOccurrenceIndex):
@@ -444,6 +491,7 @@ class PopularityIndex:
     def __init__(self, *, window_days: float = 30.0):
         self.window = timedelta(days=window_days)
         self.ids: list[str] = []
+        self.position: dict[str, int] = {}
         self._state = (np.zeros(0, np.float64), np.zeros(0, np.int64))  # (times sorted, items), swapped whole
         # per span of the time order: its counts and, once asked for, its positive items best first
         self._counted: tuple[tuple[np.ndarray, np.ndarray], dict[tuple[int, int], list[np.ndarray]]] = (self._state, {})
@@ -462,7 +510,7 @@ class PopularityIndex:
         return self.fit_columns(log, ids)
 
     def fit_columns(self, log: EventColumns, catalog_ids: Sequence[str]) -> PopularityIndex:
-        self.ids = list(catalog_ids)
+        self.ids, self.position = catalog_order(catalog_ids)
         known = log.known()
         order = np.lexsort((known.seq, known.times))
         self._state = (known.times[order], known.items[order])
@@ -470,7 +518,7 @@ class PopularityIndex:
 
     def restore(self, catalog_ids: Sequence[str], times: np.ndarray, items: np.ndarray) -> PopularityIndex:
         """Take a saved state (retrieval/snapshot.py): event times, sorted, and their items."""
-        self.ids = list(catalog_ids)
+        self.ids, self.position = catalog_order(catalog_ids)
         self._state = (times, items)
         return self
 
@@ -539,7 +587,8 @@ class PopularityIndex:
         counts, ranked = self._ranked(int(lo), int(hi))
         if not len(ranked):  # a quiet window: fall back to all-time counts before now
             counts, ranked = self._ranked(0, int(hi))
-        return top_scored(self.ids, counts, n, request, catalog, ranked=ranked)
+        unseen = request.unseen(self.position, len(self.ids))
+        return top_scored(self.ids, counts, n, request, catalog, ranked=ranked, unseen=unseen)
 
 
 def top_scored(
@@ -550,6 +599,7 @@ def top_scored(
     catalog: Mapping[str, Item],
     *,
     ranked: np.ndarray | None = None,
+    unseen: np.ndarray | None = None,
 ) -> Scored:
     """The ``n`` best positive scores, skipping seen and filtered-out items (ties: catalog order).
 
@@ -558,13 +608,21 @@ def top_scored(
     distinct ones (9.5 vs 1.0 ms at 100k items). Without filters at most ``n + len(seen)`` items can be
     needed: only those scoring at least the ``n + len(seen) + 16``-th best score are sorted (a partition,
     then a small stable sort; every item tied at the threshold is kept, so ties still go by catalog order).
-    ``ranked``: the positions of the positive scores in that order, when the caller keeps them sorted."""
+    ``ranked``: the positions of the positive scores in that order, when the caller keeps them sorted.
+    ``unseen``: ``request.unseen`` over ``ids``' order, when the caller has it: seen items are then dropped
+    before the partition, which needs only ``n + 16``."""
     if ranked is not None:
-        positions = ranked[: n + len(request.seen) + 16] if request.filters is None else ranked
+        if request.filters is not None:
+            positions = ranked if unseen is None else ranked[unseen[ranked]]
+        elif unseen is None:
+            positions = ranked[: n + len(request.seen) + 16]
+        else:  # the same head as without the mask, less its seen items
+            positions = ranked[: n + len(request.seen) + 16]
+            positions = positions[unseen[positions]]
         pairs = zip(positions.tolist(), scores[positions].tolist(), strict=True)
         return _first_allowed(ids, pairs, n, request, catalog)
     positive = np.flatnonzero(scores > 0)  # ascending: catalog order
-    return top_touched(ids, positive, scores[positive], n, request, catalog)
+    return top_touched(ids, positive, scores[positive], n, request, catalog, unseen=unseen)
 
 
 def top_touched(
@@ -574,12 +632,16 @@ def top_touched(
     n: int,
     request: RetrievalRequest,
     catalog: Mapping[str, Item],
+    *,
+    unseen: np.ndarray | None = None,
 ) -> Scored:
     """``top_scored`` over the scores of ``positions`` only (ascending: catalog order); every other item
     scores 0. Only positive scores are kept."""
     keep = values > 0
+    if unseen is not None:
+        keep &= unseen[positions]
     positions, values = positions[keep], values[keep]
-    want = n + len(request.seen) + 16
+    want = n + 16 if unseen is not None else n + len(request.seen) + 16
     if request.filters is None and want < len(values):
         threshold = np.partition(values, len(values) - want)[len(values) - want]
         head = np.flatnonzero(values >= threshold)
