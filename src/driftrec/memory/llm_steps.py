@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, create_model
 
 from driftrec.llm import LLM
+from driftrec.llm.bounds import reply_tokens
 from driftrec.memory.drift import ProfileProposal, ProposedInterest
 from driftrec.memory.evidence import polarity
 from driftrec.memory.profiles import profile_document, summary_document
@@ -27,12 +28,12 @@ LIKED = {Action.LIKE, Action.PURCHASE}
 DISLIKED = {Action.DISLIKE, Action.SKIP}
 
 
-FREE_NAME_CHARS = 40  # a free-text name in a reply: 12 of them and a summary fit a profile update's max_tokens
+FREE_NAME_CHARS = 40  # a free-text name in a reply (each step's max_tokens covers every bound filled: llm/bounds.py)
 
 
 def _names(vocabulary: Sequence[str] | None) -> Any:
     """Names from the vocabulary, else free text of at most ``FREE_NAME_CHARS`` (the profile accepts 80: a
-    small model given 80 writes them all out, and twelve such names overran the reply's 384 tokens). No
+    small model given 80 writes them all out, and a reply's tokens grow with them: llm/bounds.py). No
     pattern: xgrammar (the embedded server's backend) refuses a string with both a pattern and length
     bounds, so a blank name is dropped by code instead (``_named``)."""
     if vocabulary:
@@ -110,6 +111,7 @@ async def summarize_session(
     by_label = {row["label"]: e.item for row, e in zip(rows, events, strict=True)}
     positive = any(polarity(e) > 0 for e in events)
     schema = summary_schema(list(by_label) or ["1"], vocabulary, min_liked=int(positive and bool(by_label)))
+    max_tokens = reply_tokens(schema, max_tokens, at_most=llm.context_window // 2)  # every bound filled still fits
     prompt = render(
         "session_summary",
         {"rows": rows, "profile_text": profile_document(profile) if profile.version else ""},
@@ -149,6 +151,9 @@ async def propose_update(
 
     Raises PromptTooLong when these summaries do not fit the context window: the caller folds fewer
     at a time."""
+    liked_any = any(s.liked for s in summaries) or any(line.startswith("wants more") for line in stated)
+    schema = proposal_schema(vocabulary, min_interests=int(liked_any), dislike_vocabulary=dislike_vocabulary)
+    max_tokens = reply_tokens(schema, max_tokens, at_most=llm.context_window // 2)  # every bound filled still fits
     prompt = render(
         "profile_update",
         {
@@ -159,8 +164,6 @@ async def propose_update(
         counter=llm.tokens,
         budget=llm.context_window - max_tokens,
     )
-    liked_any = any(s.liked for s in summaries) or any(line.startswith("wants more") for line in stated)
-    schema = proposal_schema(vocabulary, min_interests=int(liked_any), dislike_vocabulary=dislike_vocabulary)
     draft = (await llm.client.structured(prompt.messages, schema, max_tokens=max_tokens)).value
 
     def merged(entries: Sequence[Any]) -> list[ProposedInterest]:
