@@ -612,12 +612,8 @@ def top_scored(
     ``unseen``: ``request.unseen`` over ``ids``' order, when the caller has it: seen items are then dropped
     before the partition, which needs only ``n + 16``."""
     if ranked is not None:
-        if request.filters is not None:
-            positions = ranked if unseen is None else ranked[unseen[ranked]]
-        elif unseen is None:
-            positions = ranked[: n + len(request.seen) + 16]
-        else:  # the same head as without the mask, less its seen items
-            positions = ranked[: n + len(request.seen) + 16]
+        positions = ranked if request.filters is not None else ranked[: n + len(request.seen) + 16]
+        if unseen is not None:
             positions = positions[unseen[positions]]
         pairs = zip(positions.tolist(), scores[positions].tolist(), strict=True)
         return _first_allowed(ids, pairs, n, request, catalog)
