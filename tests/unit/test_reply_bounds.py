@@ -45,3 +45,4 @@ def test_an_unbounded_schema_has_no_bound_and_the_budget_stays_within_the_window
     assert reply_tokens(Short, 256, at_most=4096) == 256  # already enough
     assert reply_tokens(proposal_schema(None), 384, at_most=4096) == reply_chars(proposal_schema(None))
     assert reply_tokens(proposal_schema(None), 384, at_most=500) == 500  # the prompt keeps its share
+    assert reply_tokens(proposal_schema(None), 384, at_most=256) == 384  # a small window: as asked, never less

@@ -27,9 +27,9 @@ def reply_chars(schema: type[BaseModel]) -> int | None:
 
 def reply_tokens(schema: type[BaseModel], at_least: int, *, at_most: int) -> int:
     """``max_tokens`` for a reply to ``schema``: ``at_least``, raised to cover its longest unescaped ASCII reply
-    (``reply_chars``), never above ``at_most`` (what the context window leaves for the prompt)."""
+    (``reply_chars``) but not above ``at_most`` (what the context window leaves for the prompt); never lowered."""
     longest = reply_chars(schema)
-    return min(max(at_least, longest or at_least), at_most)
+    return max(at_least, min(longest or at_least, at_most))
 
 
 def _chars(node: dict[str, Any], defs: dict[str, Any]) -> int | None:
