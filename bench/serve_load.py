@@ -165,14 +165,17 @@ def wrk_loop(
     """The same closed loop from wrk (one thread, ``clients`` connections), after a 3 s warm-up run."""
     script = wrk_script(folder, users, write_share)
     subprocess.run(["wrk", "-t1", f"-c{clients}", "-d3s", "-s", str(script), base], capture_output=True, check=True)
+    port = int(base.rsplit(":", 1)[1])
+    closed_before = closed_by_servers(port)
     busy = busy_cpu_s()
     with subprocess.Popen(
         ["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "-s", str(script), base], stdout=subprocess.PIPE, text=True
     ) as run:
         time.sleep(seconds / 2)
-        split = connections_per_process(int(base.rsplit(":", 1)[1]))
+        split = connections_per_process(port)
         out, _ = run.communicate()
     busy = busy_cpu_s() - busy
+    closed = closed_by_servers(port) - closed_before if closed_before >= 0 else -1
     if run.returncode:
         raise RuntimeError(f"wrk exited with {run.returncode}")
     requests, status_errors, socket_errors, p50, p95, p99, duration_us = wrk_line(out, "RESULT")
@@ -185,6 +188,7 @@ def wrk_loop(
         "p99_ms": round(p99 / 1000, 1),
         "errors": status_errors + socket_errors,
         "connections_per_process": split,
+        "connections_closed_by_servers": closed,
         "machine_cpu_ms_per_request": round(1000 * busy / max(requests, 1), 3),
     }
 
@@ -257,6 +261,19 @@ def connections_per_process(port: int) -> list[int]:
     except FileNotFoundError:
         return []
     return sorted(Counter(re.findall(r"pid=(\d+)", out)).values(), reverse=True)
+
+
+def closed_by_servers(port: int) -> int:
+    """Connections the serving processes closed in the last minute (the closing side waits in TIME_WAIT for
+    60 s): with ``--workers``, the processes shed their excess connections to even the split
+    (server/balance.py); -1 when ``ss`` is not there."""
+    try:
+        out = subprocess.run(
+            ["ss", "-Htn", "state", "time-wait", "sport", "=", f":{port}"], capture_output=True, text=True
+        ).stdout
+    except FileNotFoundError:
+        return -1
+    return len(out.splitlines())
 
 
 def synthetic_data(data: Path, factor: float) -> tuple[str, int, int]:

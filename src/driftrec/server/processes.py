@@ -6,16 +6,20 @@ that is queued: a client that opens its connections at once (a connection pool, 
 keep-alive, a load generator) lands mostly on one process, which then serves at one core's speed while the
 others idle (measured with 50 wrk connections and two processes: 48/2 and 50/0 on PostgreSQL, 38/12 and
 29/21 on SQLite; docs/benchmarks.md). With a socket each, the kernel hashes every new connection to one of
-them. Linux only (elsewhere SO_REUSEPORT does not balance): other systems keep uvicorn's shared socket.
-uvicorn's supervisor still runs the processes (restarts, signals); only the sockets differ.
+them, and the processes then keep the split even by closing connections above their share after a response
+(server/balance.py). Linux only (elsewhere SO_REUSEPORT does not balance): other systems keep uvicorn's
+shared socket. uvicorn's supervisor still runs the processes (restarts, signals); only the sockets differ.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
 from typing import Any
+
+from driftrec.server.balance import TALLY_ENV, create_tally
 
 log = logging.getLogger("uvicorn.error")
 
@@ -70,8 +74,12 @@ def serve_processes(app: str, *, host: str, port: int, workers: int, **options: 
 
     config = Config(app, factory=True, host=host, port=port, workers=workers, **options)
     claim = PortClaim.on(host, port)
+    tally = create_tally(workers)  # the processes keep their shares of the connections even (server/balance.py)
+    os.environ[TALLY_ENV] = str(tally)  # inherited by the worker processes, spawned after this
     log.info("driftrec serving on http://%s:%d from %d processes, a socket each", host, claim.getsockname()[1], workers)
     try:
         Multiprocess(config, sockets=[claim]).run()
     finally:
         claim.close()
+        os.environ.pop(TALLY_ENV, None)
+        tally.unlink(missing_ok=True)

@@ -6,7 +6,8 @@ headers it cannot use without the body). Both messages are sent in the same turn
 transport here keeps what is written during a turn and writes it once at the end of that turn — what
 Node.js's ``cork()`` / ``uncork()`` on the next tick does, with no added delay: every byte leaves in the
 turn it was written. Its access lines go through ``AccessWriter`` (server/logs.py) when the access log is
-``driftrec serve``'s own, with no log record made per request. Everything else is uvicorn's.
+``driftrec serve``'s own, with no log record made per request. Under ``--workers N`` it also keeps its
+process's share of the connections (server/balance.py). Everything else is uvicorn's.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from driftrec.server.balance import process_tally
 from driftrec.server.logs import AccessWriter
 
 try:  # uvicorn's fast parser when installed (uvicorn[standard]), else its pure-Python one
@@ -77,3 +79,24 @@ class OneWriteHttp(_Protocol):  # type: ignore[misc, valid-type]
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(TurnWrites(transport, self.loop))  # type: ignore[arg-type]
+        self._shed = False
+        if (tally := process_tally()) is not None:
+            tally.publish(len(self.connections))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if (tally := process_tally()) is not None:
+            if self._shed:
+                self._shed = False
+                tally.left()
+            tally.publish(len(self.connections))
+
+    def on_headers_complete(self) -> None:
+        """A request begins: above this process's share of the connections (server/balance.py), its response
+        closes the connection, and the client's next one is hashed to a process afresh."""
+        super().on_headers_complete()
+        tally = process_tally()
+        cycle = self.cycle
+        if tally is not None and not self._shed and cycle is not None and cycle.keep_alive:
+            self._shed = tally.should_shed(len(self.connections))
+            cycle.keep_alive = not self._shed
