@@ -404,7 +404,12 @@ class RankingSettings(_Group):
         description="Listwise: presence penalty against repeated labels (measured on 50 MovieLens users with "
         "SmolLM2: 10 duplicates at 0, 0-1 in 500 positions at 1.0; repeats left are repaired).",
     )
-    max_tokens: int = Field(default=256, ge=16, description="Listwise reply budget in tokens.")
+    max_tokens: int = Field(
+        default=256,
+        ge=16,
+        description="Listwise reply budget in tokens, at least: the reply grows into what the window leaves "
+        "its prompt, up to the longest reply its schema allows.",
+    )
     answer_cache_s: float = Field(
         default=60.0,
         ge=0,

@@ -1,12 +1,15 @@
 """A structured step asks for enough tokens to finish any reply its schema allows: the longest compact ASCII
-reply, computed from the schema, is exactly the reply with every bound filled."""
+reply, computed from the schema, is exactly the reply with every bound filled. A step whose prompt comes first
+gives its reply what the window leaves, up to that bound."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from driftrec.llm.bounds import reply_chars, reply_tokens
+from driftrec.agent.chat import plan_schema
+from driftrec.llm.bounds import reply_chars, reply_room, reply_tokens
 from driftrec.memory.llm_steps import FREE_NAME_CHARS, proposal_schema, summary_schema
+from driftrec.ranking.listwise import listwise_schema
 
 
 def test_the_longest_free_text_profile_reply_is_every_bound_filled() -> None:
@@ -46,3 +49,19 @@ def test_an_unbounded_schema_has_no_bound_and_the_budget_stays_within_the_window
     assert reply_tokens(proposal_schema(None), 384, at_most=4096) == reply_chars(proposal_schema(None))
     assert reply_tokens(proposal_schema(None), 384, at_most=500) == 500  # the prompt keeps its share
     assert reply_tokens(proposal_schema(None), 384, at_most=256) == 384  # a small window: as asked, never less
+
+
+def test_a_ranking_or_plan_reply_grows_into_the_window_its_prompt_leaves() -> None:
+    """The listwise ranking, the chat plan and the conversation fold render their prompt first (within the
+    window less their usual reply), and their reply then takes what the window leaves, up to its bound."""
+    labels = [chr(ord("A") + n) for n in range(20)]
+    with_reasons = listwise_schema(labels, 10, reasons=True)  # ten entries, a reason of up to 120 characters each
+    longest = reply_chars(with_reasons)
+    assert longest is not None and longest > 256  # the default budget could cut such a reply
+    assert reply_room(with_reasons, 256, context_window=8192, prompt_tokens=1500) == longest
+    assert reply_room(with_reasons, 256, context_window=2048, prompt_tokens=1500) == 548  # what is left
+    assert reply_room(with_reasons, 256, context_window=2048, prompt_tokens=1792) == 256  # never below the ask
+    assert reply_room(listwise_schema(labels, 10, reasons=False), 256, context_window=8192, prompt_tokens=900) == 256
+    plan = plan_schema(["Action", "Comedy", "Film-Noir"])
+    assert reply_room(plan, 160, context_window=2048, prompt_tokens=1000) == reply_chars(plan)
+    assert reply_room(plan_schema([]), 160, context_window=2048, prompt_tokens=1000) == 160  # free genres: unbounded

@@ -36,6 +36,7 @@ from driftrec.agent.requests import Constraints, parse_request
 from driftrec.agent.signals import SYNONYMS, stated_preferences
 from driftrec.agent.tools import QUERY_CHARS
 from driftrec.llm import LLM, LLMError
+from driftrec.llm.bounds import reply_room
 from driftrec.memory.conversation import ConversationStore, StatementStore
 from driftrec.models import ChatTurn, Item, StatedPreference
 from driftrec.prompts import PromptError, render
@@ -44,7 +45,8 @@ log = logging.getLogger(__name__)
 
 ACTIONS = ("recommend", "search", "show_profile", "feedback", "explain", "answer")
 KEEP_TURNS = 4  # turns always kept verbatim when folding
-FOLD_REPLY_TOKENS = 200
+FOLD_REPLY_TOKENS = 200  # a summary's reply, at least: it grows into the window its prompt leaves (llm/bounds.py)
+PLAN_REPLY_TOKENS = 160  # a plan's, likewise
 TOOLS_BUDGET = 1200  # the tool specs vLLM adds to the prompt, and the call itself
 
 
@@ -167,7 +169,10 @@ class ChatAgent:
                     counter=llm.tokens,
                     budget=llm.context_window - FOLD_REPLY_TOKENS,
                 )
-                result = await llm.client.structured(prompt.messages, _Summary, max_tokens=FOLD_REPLY_TOKENS)
+                reply = reply_room(
+                    _Summary, FOLD_REPLY_TOKENS, context_window=llm.context_window, prompt_tokens=prompt.tokens
+                )
+                result = await llm.client.structured(prompt.messages, _Summary, max_tokens=reply)
             except (LLMError, PromptError) as exc:
                 log.warning("could not fold a conversation, sending the newest turns that fit: %s", exc)
                 break
@@ -189,9 +194,12 @@ class ChatAgent:
                 "chat_plan",
                 {"summary": summary, "turns": [t.model_dump() for t in turns], "message": message},
                 counter=llm.tokens,
-                budget=llm.context_window - 160,
+                budget=llm.context_window - PLAN_REPLY_TOKENS,
             )
-            return (await llm.client.structured(prompt.messages, schema, max_tokens=160)).value
+            reply = reply_room(
+                schema, PLAN_REPLY_TOKENS, context_window=llm.context_window, prompt_tokens=prompt.tokens
+            )
+            return (await llm.client.structured(prompt.messages, schema, max_tokens=reply)).value
         except (LLMError, PromptError) as exc:
             log.warning("chat plan failed, recommending instead: %s", exc)
             return None

@@ -32,6 +32,14 @@ def reply_tokens(schema: type[BaseModel], at_least: int, *, at_most: int) -> int
     return max(at_least, min(longest or at_least, at_most))
 
 
+def reply_room(schema: type[BaseModel], at_least: int, *, context_window: int, prompt_tokens: int) -> int:
+    """``max_tokens`` for a reply to ``schema`` after a prompt of ``prompt_tokens`` was rendered within
+    ``context_window - at_least``: the prompt keeps its claim, and the reply grows into what the window leaves,
+    up to its longest unescaped ASCII reply (for a step whose reply is worth more than its prompt's last
+    lines, reserve with ``reply_tokens`` before rendering instead)."""
+    return reply_tokens(schema, at_least, at_most=context_window - prompt_tokens)
+
+
 def _chars(node: dict[str, Any], defs: dict[str, Any]) -> int | None:
     if "$ref" in node:
         return _chars(defs[node["$ref"].rsplit("/", 1)[-1]], defs)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, create_model
 
 from driftrec.llm import LLM, InvalidLLMOutput, Usage
+from driftrec.llm.bounds import reply_room
 from driftrec.models import Candidate
 from driftrec.prompts import render
 from driftrec.ranking.context import RankContext, prompt_variables
@@ -61,6 +62,7 @@ async def rank_listwise(
         budget=llm.context_window - max_tokens,
     )
     schema = listwise_schema(labels, k, reasons)
+    max_tokens = reply_room(schema, max_tokens, context_window=llm.context_window, prompt_tokens=prompt.tokens)
     try:
         result = await llm.client.structured(
             prompt.messages,
