@@ -51,7 +51,6 @@ from driftrec.models import (
     ProfileEdit,
     RecommendationList,
     StatedPreference,
-    item_ids,
 )
 from driftrec.privacy import acting_for
 from driftrec.ranking import Reranker, build_context
@@ -158,6 +157,7 @@ class Recommender:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.answers = RecentAnswers(settings.ranking.answer_cache_s, settings.ranking.answer_cache_users)
         self._title_keys: dict[str, str] = {}
+        self._title_members: dict[str, tuple[str, ...]] = {}
         self._started = False
         self._agent: ChatAgent | None = None
         self.upkeep: Upkeep | None = None
@@ -189,6 +189,7 @@ class Recommender:
         try:
             self.catalog = await asyncio.to_thread(load_items, self.settings)
             self._title_keys = title_keys(self.catalog)
+            self._title_members = title_members(self._title_keys)
             years = [item.year for item in self.catalog.values() if item.year]
             self.latest_year = max(years) if years else None  # what "recent" means, found once
             self.index = await open_item_index(self.settings)
@@ -682,7 +683,7 @@ class Recommender:
         summaries, stated = read.summaries, read.stated
         request, demoted, in_memory = prepared  # request.filters: the caller's, with the user's stated refusals
         ordered, stage = await self._candidates(request, n, (generator, in_memory) if in_memory is not None else None)
-        candidates = _distinct_titles(ordered, history, self._title_keys)
+        candidates = _distinct_titles(ordered, request.seen, self._title_keys, self._title_members)
         candidates = _demote(candidates, demoted, request.filters)
         context = build_context(
             user,
@@ -929,18 +930,27 @@ def title_keys(catalog: Mapping[str, Item]) -> dict[str, str]:
     return {item_id: _title_key(item.title) for item_id, item in catalog.items()}
 
 
+def title_members(keys: Mapping[str, str]) -> dict[str, tuple[str, ...]]:
+    """title key -> the ids listed under it (MovieLens lists some films under two), made once per catalog."""
+    members: dict[str, list[str]] = {}
+    for item_id, key in keys.items():
+        members.setdefault(key, []).append(item_id)
+    return {key: tuple(ids) for key, ids in members.items()}
+
+
 def _distinct_titles(
-    candidates: list[Candidate], history: Iterable[Interaction], keys: Mapping[str, str]
+    candidates: list[Candidate], seen: frozenset[str], keys: Mapping[str, str], members: Mapping[str, tuple[str, ...]]
 ) -> list[Candidate]:
-    """Candidates without a second copy of a title, nor a copy of a title the user already consumed."""
-    taken = set(map(keys.get, item_ids(history)))
-    taken.discard(None)
+    """Candidates without a second copy of a title, nor a copy of a title the user already consumed or
+    excluded (``seen``): each candidate's title is looked up, not every item of the user's history."""
+    taken: set[str] = set()
     out = []
     for candidate in candidates:
         key = keys.get(candidate.item.id) or _title_key(candidate.item.title)
-        if key not in taken:
-            taken.add(key)
-            out.append(candidate)
+        if key in taken or not seen.isdisjoint(members.get(key, ())):
+            continue
+        taken.add(key)
+        out.append(candidate)
     return out
 
 
