@@ -9,6 +9,7 @@ balance and the shared socket stays."""
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +49,18 @@ def _sockets_by_process(port: int) -> tuple[Counter[int], Counter[int]]:
     return +listens, +serves
 
 
+def _even_split_after_rounds(clients: list[httpx.Client], port: int, workers: set[int]) -> list[int]:
+    """Rounds of one request per client until the processes hold the connections evenly (or 80 rounds)."""
+    split: list[int] = []
+    for _ in range(80):
+        with ThreadPoolExecutor(len(clients)) as pool:
+            assert all(r.status_code == 200 for r in pool.map(lambda c: c.get("/health"), clients))
+        split = [_sockets_by_process(port)[1][pid] for pid in workers]
+        if sum(split) == len(clients) and max(split) - min(split) <= 1:
+            break
+    return split
+
+
 def test_two_processes_each_listen_on_the_port_and_a_burst_of_connections_ends_split_evenly(
     settings: Settings, seeded_data: Path, tmp_path: Path
 ) -> None:
@@ -70,16 +83,8 @@ def test_two_processes_each_listen_on_the_port_and_a_burst_of_connections_ends_s
             # a burst, each client its own kept-alive connection, then rounds of requests: a process above half
             # the connections closes its excess after a response (Connection: close) until the split is even;
             # each client's next request reconnects, hashed afresh
-            closed, workers = 0, set(listens)
-            for _ in range(80):
-                with ThreadPoolExecutor(len(clients)) as pool:
-                    replies = list(pool.map(lambda c: c.get("/health"), clients))
-                assert all(r.status_code == 200 for r in replies)
-                closed += sum(r.headers.get("connection") == "close" for r in replies)
-                split = [_sockets_by_process(port)[1][pid] for pid in workers]
-                if sum(split) == 40 and max(split) == min(split):
-                    break
-            assert split == [20, 20], (split, closed)  # both serve, evenly (the kernel's hash alone: 20/20 ~1 in 8)
+            split = _even_split_after_rounds(clients, port, set(listens))
+            assert split == [20, 20]  # both serve, evenly (the kernel's hash alone: 20/20 ~1 in 8)
             answers = [c.post("/v1/users/1/recommendations", json={"k": 5}) for c in clients]
             assert all(a.status_code == 200 and len(a.json()["items"]) == 5 for a in answers)
         finally:
@@ -88,3 +93,47 @@ def test_two_processes_each_listen_on_the_port_and_a_burst_of_connections_ends_s
     # both processes logged every request, naming the user by pseudonym only
     answered = [line for line in (data / "server.log").read_text().splitlines() if "/recommendations" in line]
     assert len(answered) == 40 and all("/v1/users/~" in line and '" 200 ' in line for line in answered)
+
+
+def test_a_killed_process_is_replaced_and_the_connections_even_out_over_the_new_pair(
+    settings: Settings, seeded_data: Path, tmp_path: Path
+) -> None:
+    """SIGKILL of one process: the supervisor starts another, which takes the dead one's slot in the shared
+    count of connections (its stale count gone), and new clients end split evenly over the new pair."""
+    data = copy_of(seeded_data, tmp_path / "data")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTREC_")} | {
+        "DRIFTREC_DATA_DIR": str(data),
+        "DRIFTREC_CACHE_DIR": str(settings.cache_dir),
+        "DRIFTREC_LLM_ENABLED": "false",
+        "DRIFTREC_MEMORY_UPKEEP": "false",
+        "DRIFTREC_API_RATE_PER_MINUTE": "0",
+    }
+    with served(data, env, workers=2) as base:
+        port = int(base.rsplit(":", 1)[1])
+        deadline = time.monotonic() + 120
+        while len(listens := _sockets_by_process(port)[0]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        first = set(listens)
+        clients = [httpx.Client(base_url=base, timeout=60) for _ in range(30)]
+        try:
+            assert sorted(_even_split_after_rounds(clients, port, first)) == [15, 15]
+            victim = min(first)
+            os.kill(victim, signal.SIGKILL)
+            deadline = time.monotonic() + 120  # the supervisor notices, and the replacement starts its app
+            while time.monotonic() < deadline:
+                listens = _sockets_by_process(port)[0]
+                if len(listens) == 2 and victim not in listens:
+                    break
+                time.sleep(0.2)
+            pair = set(listens)
+            assert victim not in pair and len(pair) == 2
+        finally:
+            for client in clients:
+                client.close()
+        fresh = [httpx.Client(base_url=base, timeout=60) for _ in range(30)]
+        try:
+            assert sorted(_even_split_after_rounds(fresh, port, pair)) == [15, 15]
+        finally:
+            for client in fresh:
+                client.close()
+    assert "connections not balanced" not in (data / "server.log").read_text()
