@@ -12,7 +12,9 @@ import os
 import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -49,6 +51,25 @@ def _sockets_by_process(port: int) -> tuple[Counter[int], Counter[int]]:
     return +listens, +serves
 
 
+@contextmanager
+def two_processes(data: Path, settings: Settings) -> Iterator[tuple[str, int, Counter[int]]]:
+    """`driftrec serve --workers 2` on ``data`` (no LLM): its base URL, port, and listening sockets by process
+    once both processes listen."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTREC_")} | {
+        "DRIFTREC_DATA_DIR": str(data),
+        "DRIFTREC_CACHE_DIR": str(settings.cache_dir),
+        "DRIFTREC_LLM_ENABLED": "false",
+        "DRIFTREC_MEMORY_UPKEEP": "false",
+        "DRIFTREC_API_RATE_PER_MINUTE": "0",
+    }
+    with served(data, env, workers=2) as base:
+        port = int(base.rsplit(":", 1)[1])
+        deadline = time.monotonic() + 120  # the first worker up answered the health check; the other may be starting
+        while len(listens := _sockets_by_process(port)[0]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        yield base, port, listens
+
+
 def _even_split_after_rounds(clients: list[httpx.Client], port: int, workers: set[int]) -> list[int]:
     """Rounds of one request per client until the processes hold the connections evenly (or 80 rounds)."""
     split: list[int] = []
@@ -65,18 +86,7 @@ def test_two_processes_each_listen_on_the_port_and_a_burst_of_connections_ends_s
     settings: Settings, seeded_data: Path, tmp_path: Path
 ) -> None:
     data = copy_of(seeded_data, tmp_path / "data")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTREC_")} | {
-        "DRIFTREC_DATA_DIR": str(data),
-        "DRIFTREC_CACHE_DIR": str(settings.cache_dir),
-        "DRIFTREC_LLM_ENABLED": "false",
-        "DRIFTREC_MEMORY_UPKEEP": "false",
-        "DRIFTREC_API_RATE_PER_MINUTE": "0",
-    }
-    with served(data, env, workers=2) as base:
-        port = int(base.rsplit(":", 1)[1])
-        deadline = time.monotonic() + 120  # the first worker up answered the health check; the other may be starting
-        while len(listens := _sockets_by_process(port)[0]) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
+    with two_processes(data, settings) as (base, port, listens):
         assert sorted(listens.values()) == [1, 1]  # a listening socket per worker; the supervisor's never listens
         clients = [httpx.Client(base_url=base, timeout=60) for _ in range(40)]
         try:
@@ -101,18 +111,7 @@ def test_a_killed_process_is_replaced_and_the_connections_even_out_over_the_new_
     """SIGKILL of one process: the supervisor starts another, which takes the dead one's slot in the shared
     count of connections (its stale count gone), and new clients end split evenly over the new pair."""
     data = copy_of(seeded_data, tmp_path / "data")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTREC_")} | {
-        "DRIFTREC_DATA_DIR": str(data),
-        "DRIFTREC_CACHE_DIR": str(settings.cache_dir),
-        "DRIFTREC_LLM_ENABLED": "false",
-        "DRIFTREC_MEMORY_UPKEEP": "false",
-        "DRIFTREC_API_RATE_PER_MINUTE": "0",
-    }
-    with served(data, env, workers=2) as base:
-        port = int(base.rsplit(":", 1)[1])
-        deadline = time.monotonic() + 120
-        while len(listens := _sockets_by_process(port)[0]) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
+    with two_processes(data, settings) as (base, port, listens):
         first = set(listens)
         clients = [httpx.Client(base_url=base, timeout=60) for _ in range(30)]
         try:
