@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from driftrec.config import Settings
+from driftrec.server.balance import TALLY_ENV
 from driftrec.server.processes import balanced_sockets_supported
 from tests.conftest import copy_of, served
 
@@ -49,6 +50,16 @@ def _sockets_by_process(port: int) -> tuple[Counter[int], Counter[int]]:
             listens[int(proc.name)] += inode in listening
             serves[int(proc.name)] += inode in established
     return +listens, +serves
+
+
+def _tally_pids(worker: int) -> set[int]:
+    """The processes with a slot in the shared count of connections that ``worker`` takes part in (the file
+    named in its environment: a (process id, connections) pair of int64 per slot)."""
+    environ = dict(
+        entry.split("=", 1) for entry in Path(f"/proc/{worker}/environ").read_text().split("\0") if "=" in entry
+    )
+    slots = memoryview(Path(environ[TALLY_ENV]).read_bytes()).cast("q")
+    return {pid for pid in slots[0::2] if pid}
 
 
 @contextmanager
@@ -88,6 +99,7 @@ def test_two_processes_each_listen_on_the_port_and_a_burst_of_connections_ends_s
     data = copy_of(seeded_data, tmp_path / "data")
     with two_processes(data, settings) as (base, port, listens):
         assert sorted(listens.values()) == [1, 1]  # a listening socket per worker; the supervisor's never listens
+        assert _tally_pids(next(iter(listens))) == set(listens)  # both count in the balance before any connection
         clients = [httpx.Client(base_url=base, timeout=60) for _ in range(40)]
         try:
             # a burst, each client its own kept-alive connection, then rounds of requests: a process above half

@@ -41,6 +41,7 @@ from driftrec.models import (
     Text,
     UserId,
 )
+from driftrec.server.balance import process_tally
 from driftrec.server.limits import RateLimiter
 from driftrec.server.logs import RedactUsers, flush_access_lines
 from driftrec.server.strict import StrictJSON, validation_error
@@ -186,6 +187,7 @@ def create_app(
             # collecting young objects every 20k allocations keeps it near the one-request cost.
             _, middle, old = before = gc.get_threshold()
             gc.set_threshold(rec.settings.api.gc_threshold, max(middle, 20), max(old, 20))
+        process_tally()  # under `serve --workers N`: this process counts in the connection balance from the start
         redact = RedactUsers(rec._require().tag)
         access = logging.getLogger("uvicorn.access")
         access.addFilter(redact)
