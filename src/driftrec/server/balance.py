@@ -11,8 +11,8 @@ a least-connections balance without a balancer in front. A client sees an ordina
 complete response (every HTTP client reconnects on it); no request is refused or cut.
 
 The file holds a (process id, connections) pair of 64-bit integers per slot. Each process writes only its
-own slot; a slot is claimed under ``flock`` at the process's first connection, and a slot whose process has
-died is claimed again by the supervisor's replacement.
+own slot; a slot is claimed under ``flock`` when the process's app starts (server/app.py's lifespan), and a
+slot whose process has died is claimed again by the supervisor's replacement.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ _looked = False
 
 def process_tally() -> ConnectionTally | None:
     """This worker process's slot when its supervisor keeps a tally (``--workers`` above 1 on Linux), else
-    None; claimed at the first call."""
+    None; claimed at the first call (the app's start)."""
     global _joined, _looked
     if not _looked:
         _looked = True
