@@ -27,7 +27,7 @@ def reply_chars(schema: type[BaseModel]) -> int | None:
 
 def reply_tokens(schema: type[BaseModel], at_least: int, *, at_most: int) -> int:
     """``max_tokens`` for a reply to ``schema``: ``at_least``, raised to cover its longest unescaped ASCII reply
-    (``reply_chars``) but not above ``at_most`` (what the context window leaves for the prompt); never lowered."""
+    (``reply_chars``) but not above ``at_most`` (what the context window can give the reply); never lowered."""
     longest = reply_chars(schema)
     return max(at_least, min(longest or at_least, at_most))
 

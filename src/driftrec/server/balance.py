@@ -24,6 +24,7 @@ import logging
 import mmap
 import os
 import tempfile
+from functools import cache
 from pathlib import Path
 
 log = logging.getLogger("uvicorn.error")
@@ -113,21 +114,16 @@ class ConnectionTally:
             self._map.close()
 
 
-_joined: ConnectionTally | None = None
-_looked = False
-
-
+@cache
 def process_tally() -> ConnectionTally | None:
     """This worker process's slot when its supervisor keeps a tally (``--workers`` above 1 on Linux), else
     None; claimed at the first call (the app's start)."""
-    global _joined, _looked
-    if not _looked:
-        _looked = True
-        if path := os.environ.get(TALLY_ENV):
-            try:
-                _joined = ConnectionTally(Path(path))
-            except (OSError, RuntimeError, ValueError) as error:
-                log.warning("connections not balanced over the processes: %s", error)
-            else:
-                atexit.register(_joined.release)
-    return _joined
+    if not (path := os.environ.get(TALLY_ENV)):
+        return None
+    try:
+        tally = ConnectionTally(Path(path))
+    except (OSError, RuntimeError, ValueError) as error:
+        log.warning("connections not balanced over the processes: %s", error)
+        return None
+    atexit.register(tally.release)
+    return tally
