@@ -251,29 +251,28 @@ def wrk_spread(
     }
 
 
+def server_sockets(state: str, port: int, *options: str) -> list[str] | None:
+    """``ss``'s lines for the serving side's TCP sockets on ``port`` in ``state``; None when ``ss`` is not there."""
+    try:
+        run = subprocess.run(["ss", "-Htn", *options, "state", state, "sport", "=", f":{port}"], capture_output=True)
+    except FileNotFoundError:
+        return None
+    return run.stdout.decode().splitlines()
+
+
 def connections_per_process(port: int) -> list[int]:
     """How the load generator's connections are split over the serving processes (the busier process sets
     the tail), most first; empty when ``ss`` is not there."""
-    try:
-        out = subprocess.run(
-            ["ss", "-Htnp", "state", "established", "sport", "=", f":{port}"], capture_output=True, text=True
-        ).stdout
-    except FileNotFoundError:
-        return []
-    return sorted(Counter(re.findall(r"pid=(\d+)", out)).values(), reverse=True)
+    lines = server_sockets("established", port, "-p") or []
+    return sorted(Counter(re.findall(r"pid=(\d+)", "\n".join(lines))).values(), reverse=True)
 
 
 def closed_by_servers(port: int) -> int:
     """Connections the serving processes closed in the last minute (the closing side waits in TIME_WAIT for
     60 s): with ``--workers``, the processes shed their excess connections to even the split
     (server/balance.py); -1 when ``ss`` is not there."""
-    try:
-        out = subprocess.run(
-            ["ss", "-Htn", "state", "time-wait", "sport", "=", f":{port}"], capture_output=True, text=True
-        ).stdout
-    except FileNotFoundError:
-        return -1
-    return len(out.splitlines())
+    lines = server_sockets("time-wait", port)
+    return -1 if lines is None else len(lines)
 
 
 def synthetic_data(data: Path, factor: float) -> tuple[str, int, int]:
