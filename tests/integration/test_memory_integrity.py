@@ -20,7 +20,7 @@ from driftrec.memory.db import SCHEMA_VERSION, SqliteDatabase
 from driftrec.memory.service import Memory
 from driftrec.memory.sessions import sessionize
 from driftrec.models import Interaction
-from tests.conftest import copy_of, on_backend
+from tests.conftest import copy_of, fresh_database, on_backend
 
 pytestmark = pytest.mark.vllm
 T0 = datetime(2024, 3, 1, 20, 0, tzinfo=UTC)
@@ -218,7 +218,7 @@ def test_a_v1_memory_file_is_migrated_with_its_summaries(tmp_path: Path) -> None
     )
     conn.close()
     db = SqliteDatabase(path)
-    assert db.schema_version() == SCHEMA_VERSION == 4
+    assert db.schema_version() == SCHEMA_VERSION == 5
     rows = db.connection().execute(
         "SELECT user, session_id, applied, json_extract(body, '$.session_id') FROM summaries"
     )
@@ -249,6 +249,32 @@ async def test_a_forget_racing_a_refresh_leaves_nothing_of_the_user(
         assert collection.get(where={"subject": memory.tag("ada")})["ids"] == []
     assert (await memory.profile("ada"))[0].version == 0
     assert (await memory.events.count("bo")) == 2  # the neighbour is intact
+
+
+def test_a_v4_postgresql_store_is_migrated_to_the_events_sequence_index(postgres: str, tmp_path: Path) -> None:
+    """A database made by the previous release (schema v4) gains v5's index when a process opens it, and the
+    step is recorded once; its events are untouched."""
+    import psycopg
+
+    from driftrec.memory.db import open_database_url
+    from driftrec.memory.events import EventStore
+
+    url = fresh_database(postgres)
+    store = EventStore(open_database_url(url, tmp_path))
+    assert store.append_blocking([Interaction(user="u1", item="1", timestamp=datetime(2024, 1, 1, tzinfo=UTC))]) == 1
+    with psycopg.connect(url, autocommit=True) as conn:  # back to what v4 left
+        conn.execute("DROP INDEX events_user_seq")
+        conn.execute("DELETE FROM schema_migrations WHERE version = 5")
+
+    db = open_database_url(url, tmp_path)
+    assert db.schema_version() == SCHEMA_VERSION == 5
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'events_user_seq'").fetchone() == (
+            'CREATE INDEX events_user_seq ON public.events USING btree ("user", seq)',
+        )
+        steps = conn.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
+        assert steps == [(v,) for v in range(1, 6)]
+    assert [e.item for e in EventStore(db).all_blocking()] == ["1"]
 
 
 def test_profiles_and_summaries_of_driftrec_0_1_are_migrated_without_the_user_id(

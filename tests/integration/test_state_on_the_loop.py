@@ -7,12 +7,13 @@ MovieLens histories, real Chroma, SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from driftrec.agent import Recommender
 from driftrec.config import Settings
+from driftrec.memory.events import EventStore
 from driftrec.memory.service import Memory
 from driftrec.models import Interaction, ProfileEdit, RecommendationList
 from tests.conftest import copy_of, on_backend
@@ -47,6 +48,27 @@ def counting_reads(memory: Memory) -> dict[str, int]:
     memory.state_blocking = counted_state  # type: ignore[method-assign]
     memory.state = counted_state_async  # type: ignore[method-assign]
     return counts
+
+
+def counting_async_reads(memory: Memory) -> list[str]:
+    """The statements the store reads asynchronously (PostgreSQL), named by what they read."""
+    seen: list[str] = []
+    db = memory.db
+    row, rows = db.read_row, db.read_rows
+
+    def name(sql: str) -> str:
+        return "state and new events" if "UNION ALL" in sql else "state" if "profile_heads" in sql else "history"
+
+    async def read_row(sql: str, params: Any = ()) -> Any:
+        seen.append(name(sql))
+        return await row(sql, params)
+
+    async def read_rows(sql: str, params: Any = ()) -> Any:
+        seen.append(name(sql))
+        return await rows(sql, params)
+
+    db.read_row, db.read_rows = read_row, read_rows  # type: ignore[method-assign]
+    return seen
 
 
 async def test_an_answer_read_on_the_loop_is_the_one_a_worker_threads_read_gives(
@@ -93,6 +115,25 @@ async def test_an_answer_read_on_the_loop_is_the_one_a_worker_threads_read_gives
         before = await rec.recommend(OTHER, k=10)  # their whole history, read on the loop
         tails = rec.memory.events.tail_reads
         await rec.observe([Interaction(user=OTHER, item=ids(before)[0], action="click", timestamp=datetime.now(UTC))])
+        round_trips = counting_async_reads(rec.memory)
         clicked = await rec.recommend(OTHER, k=10)
         assert rec.memory.events.tail_reads == tails + 1 and counts["loop"] == 5 and counts["worker"] == 3
         assert ids(before)[0] not in ids(clicked)
+        # on PostgreSQL the new row came with the state, in its statement: one round trip for the whole answer
+        assert round_trips == ([] if local else ["state and new events"])
+        if not local:  # its plan made once per connection, not for each user's parameters
+            assert await rec.memory.db.read_row("SHOW plan_cache_mode") == ("force_generic_plan",)
+            round_trips.pop()
+
+        # two more, the second dated before the first: the cached history takes them in the store's order
+        now = datetime.now(UTC)
+        await rec.observe(
+            [
+                Interaction(user=OTHER, item=ids(clicked)[0], action="click", timestamp=now),
+                Interaction(user=OTHER, item=ids(clicked)[1], action="click", timestamp=now - timedelta(hours=1)),
+            ]
+        )
+        await rec.recommend(OTHER, k=10)
+        assert round_trips == ([] if local else ["state and new events"] * 2)
+        stored = EventStore(rec.memory.db).history_rows_blocking(OTHER)  # no cache: read whole from the store
+        assert rec.memory.events.history_rows_blocking(OTHER) == stored and len(stored) > 3

@@ -83,7 +83,8 @@ def test_one_schema_text_serves_both_backends() -> None:
     from driftrec.memory.db import SCHEMA
     from driftrec.memory.postgres import MIGRATIONS, postgres_ddl
 
-    assert MIGRATIONS[-1] == postgres_ddl(SCHEMA)
+    assert MIGRATIONS[3] == postgres_ddl(SCHEMA)  # a new database starts at SQLite's v4 schema
+    assert MIGRATIONS[4] == 'CREATE INDEX IF NOT EXISTS events_user_seq ON events ("user", seq)'
     ddl = postgres_ddl("CREATE TABLE t (seq INTEGER PRIMARY KEY AUTOINCREMENT, user TEXT, ts REAL, n INTEGER, v BLOB)")
     assert ddl == (
         'CREATE TABLE t (seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "user" TEXT, ts DOUBLE PRECISION, '

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 R = TypeVar("R")
 
-SCHEMA_VERSION = 4  # v3: profile_edits; v4: api_keys
+SCHEMA_VERSION = 5  # v3: profile_edits; v4: api_keys; v5: PostgreSQL's events (user, seq) index
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (

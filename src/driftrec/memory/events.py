@@ -115,7 +115,7 @@ class EventStore:
         if current is not None:
             return current
         if cached is not None and version[0] > cached[0]:
-            found = self._with_tail(cached, conn.execute(_SELECT_TAIL, (user, user, cached[1])).fetchall())
+            found = self._with_tail(cached, *_counted(conn.execute(_SELECT_TAIL, (user, user, cached[1])).fetchall()))
             if found is not None:
                 return self._keep(user, *found)
         return self._keep_whole(user, conn.execute(_WHOLE, (user,)).fetchall())
@@ -130,11 +130,30 @@ class EventStore:
         if current is not None:
             return
         if cached is not None and version[0] > cached[0]:
-            found = self._with_tail(cached, await self.db.read_rows(_SELECT_TAIL, (user, user, cached[1])))
+            found = self._with_tail(cached, *_counted(await self.db.read_rows(_SELECT_TAIL, (user, user, cached[1]))))
             if found is not None:
                 self._keep(user, *found)
                 return
         self._keep_whole(user, await self.db.read_rows(_WHOLE, (user,)))
+
+    def cached_top(self, user: str) -> int | None:
+        """The latest sequence number among the user's cached events (None: nothing cached): what a read of
+        their new rows alone starts after (``take_tail``)."""
+        with self._cache_lock:
+            cached = self._cache.get(user) if self.cache_users else None
+        return None if cached is None else cached[1]
+
+    def take_tail(self, user: str, version: tuple[int, int], rows: Sequence[tuple]) -> None:
+        """Bring the cache to ``version`` — the store's (count, latest seq) of the user's events — with
+        ``rows``: their events past the cached ones' latest sequence number (``_SELECT_SEQ``'s columns, in
+        time order), read in the same statement as ``version`` (one snapshot). When they do not add up to it
+        (a forget, a write committed out of sequence order, or another read changed the cache since) nothing
+        is kept, and the next read of the history reads as it would have."""
+        current, cached = self._current(user, version)
+        if current is None and cached is not None and version[0] > cached[0]:
+            found = self._with_tail(cached, rows, version[0])
+            if found is not None:
+                self._keep(user, *found)
 
     def _current(
         self, user: str, version: tuple[int, int]
@@ -166,19 +185,19 @@ class EventStore:
         return events
 
     def _with_tail(
-        self, cached: tuple[int, int, list[tuple]], rows: Sequence[tuple]
+        self, cached: tuple[int, int, list[tuple]], rows: Sequence[tuple], count: int | None
     ) -> tuple[tuple[int, int], list[tuple]] | None:
-        """After a user's new events, the rows past the cached ones' latest sequence number, read with the
-        user's event count in the same statement (one snapshot), added to the cached ones. When the cached
-        rows and those add up to that count, they are exactly the stored history (events are only ever
-        deleted all at once, by forgetting, and a sequence number never comes back); else None, and the
-        caller reads it whole (a forget, or a write that committed out of sequence order). What a user who
-        acts and looks again costs: their new event or two, not their whole history again."""
+        """After a user's new events, the rows past the cached ones' latest sequence number (``_SELECT_SEQ``'s
+        columns), read with the user's event ``count`` in the same statement (one snapshot), added to the
+        cached ones. When the cached rows and those add up to that count, they are exactly the stored history
+        (events are only ever deleted all at once, by forgetting, and a sequence number never comes back); else
+        None, and the caller reads it whole (a forget, or a write that committed out of sequence order). What a
+        user who acts and looks again costs: their new event or two, not their whole history again."""
         cached_count, cached_top, cached_rows = cached
-        if not rows or cached_count + len(rows) != rows[0][-1]:
+        if not rows or cached_count + len(rows) != count:
             return None
         self.tail_reads += 1  # under the GIL; a count for tests and logs, not a lock-guarded total
-        tail = [r[1:-1] for r in rows]
+        tail = [r[1:] for r in rows]
         if tail[0][_TS] >= cached_rows[-1][_TS]:
             events = cached_rows + tail
         else:  # an event dated before the latest cached one: merged in time order, ties by sequence (cached first)
@@ -261,6 +280,13 @@ _SELECT_TAIL = (
     "SELECT seq, event_id, user, item, action, ts, rating, text, session_id,"
     " (SELECT COUNT(*) FROM events WHERE user = ?) FROM events WHERE user = ? AND seq > ? ORDER BY ts, seq"
 )
+
+
+def _counted(rows: Sequence[tuple]) -> tuple[list[tuple], int | None]:
+    """``_SELECT_TAIL``'s rows without their last column, and that column: the user's event count."""
+    return [r[:-1] for r in rows], (rows[0][-1] if rows else None)
+
+
 _TS = 4  # a row's time (``_SELECT``'s columns)
 
 
