@@ -352,7 +352,9 @@ class RecommendationList(BaseModel):
     ranking: str = "off"  # verbalizer | listwise | second-phase (the learned top window, judged) | off
     order: str = "fusion"  # what ordered the candidates before the LLM: learned (the ranker) | fusion
     prompt: str | None = None  # template id and version, when the LLM ranked
-    candidates: int = 0  # how many retrieved candidates were considered
+    # how many retrieved candidates were considered: the pool, or with nothing to re-order it (no LLM ranking)
+    # the first k + 10 of it, enough for the filters
+    candidates: int = 0
     error: str | None = None  # why the LLM could not help, when degraded
     seconds: float = 0.0
     cached: bool = False  # the same answer as this user's last identical request (nothing it used changed)

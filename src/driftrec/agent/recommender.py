@@ -456,14 +456,17 @@ class Recommender:
         request: RetrievalRequest,
         n: int,
         in_memory: tuple[CandidateGenerator, dict[str, Scored]] | None = None,
+        *,
+        keep: int | None = None,
     ) -> tuple[list[Candidate], str]:
         """The candidates in the order the LLM stage starts from: the learned ranker's over its pool when
         there is one, else fusion's top ``n``; and which of the two it was. ``in_memory``: the generator's
-        in-memory lists for fusion's top ``n``, already asked (used while that generator is still the one)."""
+        in-memory lists for fusion's top ``n``, already asked (used while that generator is still the one).
+        ``keep``: fusion builds only its first ``keep`` (``CandidateGenerator.generate``)."""
         assert self.generator is not None
         if self.learned is None or self.features is None:
             given = in_memory[1] if in_memory is not None and in_memory[0] is self.generator else None
-            return await self.generator.generate(request, n, in_memory=given), "fusion"
+            return await self.generator.generate(request, n, in_memory=given, keep=keep), "fusion"
         features, learned = self.features, self.learned
         pool = await candidate_pool(self.generator, request, learned.card.pool, features)
 
@@ -682,8 +685,17 @@ class Recommender:
         history, profile, vector_problem = read.history, read.profile, read.vector_error
         summaries, stated = read.summaries, read.stated
         request, demoted, in_memory = prepared  # request.filters: the caller's, with the user's stated refusals
-        ordered, stage = await self._candidates(request, n, (generator, in_memory) if in_memory is not None else None)
+        given = (generator, in_memory) if in_memory is not None else None
+        # Nothing re-orders the pool (no LLM ranking, no genre pushed back): the answer is its first k eligible
+        # candidates, so fusion builds k + POOL_SLACK of them — a prefix of the whole pool in the same order,
+        # after the same filters (each keeps or drops a candidate by those before it) — and the whole pool only
+        # when that prefix leaves fewer than k. ~170 objects a request less (docs/benchmarks.md).
+        keep = n if self.reranker.reorders() or demoted else min(n, k + POOL_SLACK)
+        ordered, stage = await self._candidates(request, n, given, keep=keep)
         candidates = _distinct_titles(ordered, request.seen, self._title_keys, self._title_members)
+        if len(candidates) < k and stage == "fusion" and len(ordered) == keep < n:  # the prefix fell short
+            ordered, stage = await self._candidates(request, n, given)
+            candidates = _distinct_titles(ordered, request.seen, self._title_keys, self._title_members)
         candidates = _demote(candidates, demoted, request.filters)
         context = build_context(
             user,
@@ -966,6 +978,7 @@ def _demote(candidates: list[Candidate], genres: Sequence[str], filters: Filters
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+POOL_SLACK = 10  # candidates built past k when nothing re-orders the pool: room for the title filter's drops
 
 
 def _now() -> datetime:

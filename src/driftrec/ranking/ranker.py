@@ -70,6 +70,12 @@ class Reranker:
         self.llm = llm
         self.policy = policy or RankingPolicy()
 
+    def reorders(self) -> bool:
+        """Whether ``rank`` may move a candidate from past the first ``k`` into the answer (an LLM ranking
+        pass). When it does not, the answer is the first ``k`` eligible candidates in the order given, and a
+        caller can hand it just enough of them."""
+        return self.llm is not None and self.policy.mode != "off" and self.policy.llm_weight > 0
+
     async def rank(
         self,
         context: RankContext,

@@ -273,9 +273,12 @@ class CandidateGenerator:
         *,
         per_source: int | None = None,
         in_memory: Mapping[str, Scored] | None = None,
+        keep: int | None = None,
     ) -> list[Candidate]:
         """The fused top ``n``; each source with a non-zero weight contributes its top ``per_source`` (default 2n).
         ``in_memory``: ``generated_in_memory_blocking(request, n)``, when the caller asked it in its own hop.
+        ``keep``: build only the first ``keep`` of them — the same scores and order, so always a prefix of the
+        top ``n`` — for a caller that reads no further (no LLM re-ranks the pool).
 
         A user with no history gets popularity (and, with a query, vector) candidates: the cold start.
         """
@@ -283,12 +286,14 @@ class CandidateGenerator:
         active = [s for s in SOURCES if weights is None or weights[s] > 0]
         if in_memory is not None and per_source not in (None, 2 * n):
             raise ValueError("in_memory lists are each source's top 2n: per_source must be left out")
+        keep = n if keep is None else min(keep, n)
         lists = await self.per_source(request, per_source or 2 * n, sources=active, in_memory=in_memory)
-        fused = self.fuse(lists, n, weights)
-        if len(fused) < n and "vector" not in active:
-            # A young event log gives co-occurrence and popularity little to say: vector search fills in.
+        fused = self.fuse(lists, keep, weights)
+        if len(fused) < keep and "vector" not in active:
+            # A young event log gives co-occurrence and popularity little to say: vector search fills in (asked
+            # for as many as the whole top n would ask, so a shorter list is still a prefix of it).
             have = {c.item.id for c in fused}
             extra = await self.per_source(request, n + len(have), sources=["vector"])
-            tail = [(i, s) for i, s in extra["vector"] if i not in have][: n - len(fused)]
+            tail = [(i, s) for i, s in extra["vector"] if i not in have][: keep - len(fused)]
             fused += self.fuse({"vector": tail}, len(tail))
         return fused

