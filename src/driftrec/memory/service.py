@@ -57,11 +57,11 @@ log = logging.getLogger(__name__)
 # on either backend. A count and a maximum share one aggregate: alone, PostgreSQL would find MAX(seq) by
 # walking the primary key backwards until the user's latest row — most of the table for a user of old.
 _STATE_FROM = (
-    " FROM (SELECT MAX(version) AS version, MAX(updated_at) AS at FROM profile_heads WHERE user = ?) AS h,"
+    " FROM (SELECT COUNT(*) AS n, COALESCE(MAX(seq), 0) AS top FROM events WHERE user = ?) AS e,"
+    " (SELECT MAX(version) AS version, MAX(updated_at) AS at FROM profile_heads WHERE user = ?) AS h,"
     " (SELECT COUNT(*) AS n, COALESCE(SUM(ended_at), 0) AS ends FROM summaries WHERE user = ?) AS s,"
     " (SELECT COUNT(*) AS n, COALESCE(MAX(seq), 0) AS top FROM statements WHERE user = ? AND ts >= ?) AS t,"
-    " (SELECT COUNT(*) AS n, COALESCE(MAX(seq), 0) AS top FROM profile_edits WHERE user = ?) AS d,"
-    " (SELECT COUNT(*) AS n, COALESCE(MAX(seq), 0) AS top FROM events WHERE user = ?) AS e"
+    " (SELECT COUNT(*) AS n, COALESCE(MAX(seq), 0) AS top FROM profile_edits WHERE user = ?) AS d"
 )
 _STATE_COLUMNS = "SELECT e.n, e.top, h.version, h.at, s.n, s.ends, t.n, t.top, d.n, d.top"
 _STATE = _STATE_COLUMNS + _STATE_FROM
@@ -339,7 +339,7 @@ class Memory:
 
     def _state_parameters(self, user: str, now: datetime) -> tuple:
         since = (now - timedelta(hours=self.config.statement_hours)).timestamp()  # stated preferences in force
-        return (user, user, user, since, user, user)
+        return (user, user, user, user, since, user)
 
     async def recent_summaries(self, user: str, n: int = 3) -> list[SessionSummary]:
         return await asyncio.to_thread(self.summaries.recent_blocking, user, n)
