@@ -193,6 +193,22 @@ async def test_a_cached_history_is_always_what_is_stored(tmp_path: Path, databas
     assert [e.item for e in await serving.history("ada")] == ["4", "6"]
 
 
+async def test_cached_events_of_one_item_share_the_catalogs_string(tmp_path: Path, database_url: str | None) -> None:
+    """The cache keeps an item's id as the one interned string (the object the catalog order and the indexes
+    hold), not a copy per event read: a request's lookups by item then meet a few thousand compact strings,
+    found by identity, whatever the store's driver returned."""
+    serving = EventStore(open_database_url(database_url, tmp_path), cache_users=10)
+    await serving.append([ev("ada", "42", 0), ev("bob", "42", 1)])
+    ada = await asyncio.to_thread(serving.history_rows_blocking, "ada")  # read whole
+    await serving.append([ev("ada", "42", 2)])
+    ada_after = await asyncio.to_thread(serving.history_rows_blocking, "ada")  # the new row alone
+    bob = await asyncio.to_thread(serving.history_rows_blocking, "bob")
+    assert serving.tail_reads == 1
+    canonical = sys.intern("42")
+    assert ada[0][2] is canonical and bob[0][2] is canonical
+    assert all(row[2] is canonical for row in ada_after) and len(ada_after) == 2
+
+
 async def test_a_cached_history_follows_any_mix_of_writes_times_and_forgets(
     tmp_path: Path, database_url: str | None
 ) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
 from itertools import islice
+from sys import intern
 
 import numpy as np
 from scipy import sparse
@@ -132,7 +133,7 @@ def catalog_order(catalog_ids: Sequence[str]) -> tuple[list[str], dict[str, int]
     (the last order made is kept), so a request's mask of seen items (``RetrievalRequest.unseen``) is made
     once for all of them."""
     global _last_order
-    ids = list(catalog_ids)
+    ids = list(map(intern, catalog_ids))  # the objects the event cache holds (memory/events.py: _cached_form)
     if _last_order is None or _last_order[0] != ids:
         _last_order = (ids, {item: i for i, item in enumerate(ids)})
     return _last_order
@@ -631,8 +632,7 @@ def top_scored(
         positions = ranked if request.filters is not None else ranked[: n + len(request.seen) + 16]
         if unseen is not None:
             positions = positions[unseen[positions]]
-        pairs = zip(positions.tolist(), scores[positions].tolist(), strict=True)
-        return _first_allowed(ids, pairs, n, request, catalog)
+        return _first_allowed(ids, positions.tolist(), scores[positions].tolist(), n, request, catalog)
     positive = np.flatnonzero(scores > 0)  # ascending: catalog order
     return top_touched(ids, positive, scores[positive], n, request, catalog, unseen=unseen)
 
@@ -659,25 +659,33 @@ def top_touched(
         head = np.flatnonzero(values >= threshold)
         positions, values = positions[head], values[head]
     order = np.argsort(-values, kind="stable")
-    ranked = zip(positions[order].tolist(), values[order].tolist(), strict=True)  # plain ints, floats
-    return _first_allowed(ids, ranked, n, request, catalog)
+    return _first_allowed(ids, positions[order].tolist(), values[order].tolist(), n, request, catalog)
 
 
 def _first_allowed(
-    ids: list[str], ranked: Iterable[tuple[int, float]], n: int, request: RetrievalRequest, catalog: Mapping[str, Item]
+    ids: list[str],
+    positions: list[int],
+    scores: list[float],
+    n: int,
+    request: RetrievalRequest,
+    catalog: Mapping[str, Item],
 ) -> Scored:
-    """The first ``n`` of (position, score) pairs, best first, whose items are neither seen nor filtered out.
-    Without filters the callers hand over at most what ``n`` can need (a hundred or so pairs): they are then
-    checked in one comprehension, a third of the loop's cost; with filters the list can be every scored item,
-    and the loop stops at the ``n``-th match."""
+    """The first ``n`` of ``positions`` (best first, with their ``scores``) whose items are neither seen nor
+    filtered out. Without filters the callers hand over at most what ``n`` can need (a hundred or so), most
+    often with the seen items already masked out: the first ``n`` are then named, checked and paired in
+    C-level passes (a third of a comprehension's cost), and a miss falls back to the comprehension; with
+    filters the list can be every scored item, and the loop stops at the ``n``-th match."""
     seen, filters = request.seen, request.filters
     if filters is None:
-        named = [(ids[pos], score) for pos, score in ranked]
+        head = list(map(ids.__getitem__, positions[:n]))
+        if seen.isdisjoint(head) and all(map(catalog.__contains__, head)):
+            return list(zip(head, scores[:n], strict=True))
+        named = zip(map(ids.__getitem__, positions), scores, strict=True)
         return [(item, score) for item, score in named if item not in seen and item in catalog][:n]
     out: Scored = []
-    for pos, score in ranked:
+    for pos, score in zip(positions, scores, strict=True):
         item = ids[pos]
-        if item in seen or item not in catalog or (filters is not None and not filters.matches(catalog[item])):
+        if item in seen or item not in catalog or not filters.matches(catalog[item]):
             continue
         out.append((item, score))
         if len(out) >= n:
