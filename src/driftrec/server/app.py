@@ -22,9 +22,10 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field, StrictBool
+from pydantic import BaseModel, Field, StrictBool, TypeAdapter, ValidationError
 
 from driftrec.agent import InvalidEvent, Recommender, StoreUnavailable, UnknownItem, VectorStoreUnavailable
 from driftrec.config import Settings, load_settings
@@ -42,6 +43,7 @@ from driftrec.models import (
     UserId,
 )
 from driftrec.server.balance import process_tally
+from driftrec.server.direct import DirectRoute
 from driftrec.server.limits import RateLimiter
 from driftrec.server.logs import RedactUsers, flush_access_lines
 from driftrec.server.strict import StrictJSON, validation_error
@@ -142,7 +144,9 @@ async def rec_of(request: Request) -> Recommender:
 
 
 Rec = Annotated[Recommender, Depends(rec_of)]  # module level: FastAPI resolves annotations by name
-Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))]
+BEARER = HTTPBearer(auto_error=False)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+USER_ID = TypeAdapter(UserId)  # a path's user, validated as FastAPI validates it (server/direct.py)
 
 
 @dataclass(frozen=True)
@@ -313,6 +317,20 @@ def create_app(
             user, body.k, query=body.query, filters=body.filters, explain=body.explain, exclude=body.exclude
         )
         return Response(text, media_type="application/json")
+
+    async def recommend_direct(request: Request, value: Any) -> Response | None:
+        """``recommend`` for a request FastAPI would take as is, checked as FastAPI checks it, without its
+        per-request machinery; None for any other (the declared route answers it: server/direct.py)."""
+        try:
+            user = USER_ID.validate_python(request.path_params["user"])
+            body = RecommendIn.model_validate(value)
+        except ValidationError:
+            return None
+        await for_user(user, await authorized(request, await BEARER(request)))
+        return await recommend(user, body, request.app.state.rec)
+
+    declared = next(r for r in app.router.routes if isinstance(r, APIRoute) and r.endpoint is recommend)
+    app.router.routes.insert(0, DirectRoute(declared, recommend_direct))  # first: no walk past other routes
 
     @app.post("/v1/users/{user}/feedback", responses=ERRORS, response_model=Interaction, dependencies=own)
     async def feedback(user: UserId, body: FeedbackIn, rec: Rec) -> Interaction:

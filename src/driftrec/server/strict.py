@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 EXCERPT = 80  # characters of an offending input echoed back
+BODY_KEY = "driftrec.json"  # a scope key: the body and its value, parsed (server/direct.py reads it)
 
 
 class BadJSON(ValueError):
@@ -103,7 +104,7 @@ class StrictJSON:
             return
         if body:
             try:
-                parse_strict(body)
+                scope[BODY_KEY] = (body, parse_strict(body))  # parsed once: a route that can reads it from here
             except BadJSON as exc:
                 await _reply(send, 422, [{"loc": exc.where.split("."), "msg": str(exc), "type": "json_invalid"}])
                 return
