@@ -20,9 +20,9 @@ from fastapi import Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute, Match
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from driftrec.server.strict import BODY_KEY
+from driftrec.server.strict import BODY_KEY, replay
 
 # (request, parsed body) -> the response, or None: not a request to answer here (FastAPI's route answers)
 Handler = Callable[[Request, Any], Awaitable[Response | None]]
@@ -47,7 +47,7 @@ class DirectRoute(BaseRoute):
         body, value = await _json_body(scope, receive)
         response = None if value is None else await self.handler(Request(scope, receive), value)
         if response is None:
-            await self.route.handle(scope, _replay(body, receive), send)
+            await self.route.handle(scope, replay(body, receive), send)
         else:
             await response(scope, receive, send)
 
@@ -74,17 +74,3 @@ async def _json_body(scope: Scope, receive: Receive) -> tuple[bytes, Any]:
         return body, json.loads(body)
     except ValueError:
         return body, None
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that gives ``body`` once more, then whatever comes next (a disconnect)."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay

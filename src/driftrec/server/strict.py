@@ -108,16 +108,21 @@ class StrictJSON:
             except BadJSON as exc:
                 await _reply(send, 422, [{"loc": exc.where.split("."), "msg": str(exc), "type": "json_invalid"}])
                 return
-        sent = False
+        await self.app(scope, replay(body, receive), send)
 
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
 
-        await self.app(scope, replay, send)
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives ``body`` (already read) once more, then whatever comes next (a disconnect)."""
+    sent = False
+
+    async def again() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return again
 
 
 async def _reply(send: Send, status: int, detail: Any) -> None:
