@@ -3,6 +3,8 @@ that failed stores the user's words but never an empty reply."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 from pathlib import Path
 
@@ -22,6 +24,10 @@ def test_pseudonyms_are_keyed_stable_and_do_not_contain_the_id(tmp_path: Path) -
     assert "ursula" not in pseudonym("ursula", key) and len(pseudonym("ada", key)) == 24  # (hex: "ada" could occur)
     other = SqliteDatabase(tmp_path / "other.db").pseudonym_key()
     assert pseudonym("ada", other) != pseudonym("ada", key)  # keyed: another store, another pseudonym
+    # HMAC-SHA256's first 24 hex digits, as stores written by earlier versions hold them (Chroma's metadata)
+    for user in ("ada", "u-1", "é\udc80"):
+        raw = user.encode("utf-8", "surrogatepass")
+        assert pseudonym(user, key) == hmac.new(key, raw, hashlib.sha256).hexdigest()[:24]
 
 
 def test_llm_calls_are_marked_with_the_user_they_are_made_for() -> None:

@@ -707,7 +707,8 @@ class Recommender:
             profile_text=profile_document(profile) if profile.version else "",
             summaries=summaries,
             summary_texts=[summary_document(s, memory.titles) for s in summaries] + [_stated_text(s) for s in stated],
-            recent_items=self.settings.ranking.recent_items,
+            # the latest items are shown only in an LLM's prompt: with no LLM they are not built (~25 us)
+            recent_items=self.settings.ranking.recent_items if self.reranker.llm is not None else 0,
             query=query,
             exclude=exclude,
         )

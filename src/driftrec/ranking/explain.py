@@ -22,6 +22,8 @@ def matched_interests(item: Item, profile: InterestProfile | None, themes: Seque
 
     An interest matches when it names one of the item's genres or appears in its text, case-insensitive.
     """
+    if not themes and (profile is None or not profile.interests):
+        return []  # nothing to look for: the item's text is not made (a user with no profile yet, every answer)
     genres = {g.lower() for g in item.genres}
     text = item.document().lower()
 
