@@ -96,6 +96,8 @@ def test_a_valid_request_is_answered_directly_with_the_declared_routes_answer(ap
         ("/v1/users/1/recommendations", b'{"k": 5}', {"Authorization": f"Basic {KEY}", **JSON}, 401),
         ("/v1/users/1/recommendations", b'{"k": 5}', {"Content-Type": "application/vnd.api+json"}, 401),
         ("/v1/users/1/recommendations", b'{"k": 5}', {**AUTH, "Content-Type": "text/plain"}, 415),
+        # two media types: FastAPI reads the first (text: not JSON, a 422), whatever comes after it
+        ("/v1/users/1/recommendations", b'{"k": 5}', [*AUTH.items(), ("content-type", "text/plain")][::-1], 422),
     ],
 )
 def test_any_other_request_gets_the_declared_routes_reply(

@@ -64,7 +64,7 @@ async def _json_body(scope: Scope, receive: Receive) -> tuple[bytes, Any]:
         if not message.get("more_body"):
             break
     body = b"".join(chunks)
-    media = dict(scope.get("headers") or []).get(b"content-type")
+    media = next((value for name, value in scope.get("headers") or [] if name == b"content-type"), None)  # the first
     if not body or (media is not None and media.split(b";")[0].strip().lower() != b"application/json"):
         return body, None
     parsed = scope.get(BODY_KEY)
