@@ -68,7 +68,7 @@ async def _json_body(scope: Scope, receive: Receive) -> tuple[bytes, Any]:
     if not body or (media is not None and media.split(b";")[0].strip().lower() != b"application/json"):
         return body, None
     parsed = scope.get(BODY_KEY)
-    if parsed is not None and parsed[0] is body:
+    if parsed is not None and parsed[0] == body:  # StrictJSON's parse of these very bytes (the same object, as sent)
         return body, parsed[1]
     try:
         return body, json.loads(body)
